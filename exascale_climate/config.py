@@ -1,0 +1,458 @@
+"""One typed configuration tree for every job: dataclasses loaded from YAML, overridden with `--set k=v`.
+
+Why hand-written: the tree is small, and the errors must name the dotted key, the bad value and what is
+allowed; unknown keys are errors. Constraints live beside each field as metadata (`choices`, `min`, `max`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from exascale_climate.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+def choice(default, choices, **extra):
+    return field(default=default, metadata={"choices": tuple(choices), **extra})
+
+
+def bounded(default, min=None, max=None, **extra):  # noqa: A002 - mirrors the metadata keys
+    return field(default=default, metadata={"min": min, "max": max, **extra})
+
+
+def grid_field(default=(96, 144)):
+    return field(default=default, metadata={"grid": True})
+
+
+# --------------------------------------------------------------------------------------------- data
+@dataclass
+class SynthConfig:
+    """The embedded CAM5-like generator (`exaclimate data synth`)."""
+
+    samples: int = bounded(16, min=1)
+    grid: tuple[int, int] = grid_field()
+    seed: int = 0
+    workers: int = bounded(1, min=1)
+    # Expected events per time step on the global grid (Poisson means).
+    cyclones_per_step: float = bounded(4.0, min=0.0)
+    rivers_per_step: float = bounded(5.0, min=0.0)
+    hours_per_step: float = bounded(3.0, min=0.0)
+
+
+@dataclass
+class LabellerConfig:
+    """TECA-style multivariate thresholds (`exaclimate data label`)."""
+
+    # Tropical cyclones
+    tc_max_abs_lat: float = bounded(45.0, min=0.0, max=90.0)
+    tc_psl_anomaly_pa: float = bounded(-1000.0, max=0.0)  # PSL minimum below its zonal/local background
+    tc_vorticity_min: float = bounded(1.0e-4, min=0.0)  # |850 hPa relative vorticity| (1/s), cyclonic sign
+    tc_warm_core_k: float = bounded(0.5, min=0.0)  # T200/T500 anomaly at the centre
+    tc_wind_min: float = bounded(15.0, min=0.0)  # max 10 m wind (m/s) within the radius
+    tc_radius_km: float = bounded(300.0, min=1.0)  # labelled radius around each centre
+    tc_search_radius_km: float = bounded(400.0, min=1.0)
+    # Atmospheric rivers
+    ar_ivt_threshold: float = bounded(250.0, min=0.0)  # integrated vapour transport (kg m-1 s-1)
+    ar_tmq_anomaly: float = bounded(8.0, min=0.0)  # TMQ above the zonal-mean background (kg m-2)
+    ar_min_length_km: float = bounded(2000.0, min=0.0)
+    ar_max_width_km: float = bounded(1000.0, min=0.0)
+    ar_min_aspect: float = bounded(2.0, min=1.0)
+    ar_min_abs_lat: float = bounded(15.0, min=0.0, max=90.0)  # a river reaches at least this latitude
+
+
+@dataclass
+class DataConfig:
+    """Where samples live and how they are read."""
+
+    train_dir: str = "data/train"
+    valid_dir: str = "data/valid"
+    test_dir: str = ""
+    stats_file: str = ""  # default: <train_dir>/../stats.h5
+    channels: list[str] = field(default_factory=list)  # empty = all 16, in the published order
+    dtype: str = choice("float32", ("float32", "float16"))
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    labeller: LabellerConfig = field(default_factory=LabellerConfig)
+
+
+# ----------------------------------------------------------------------------------------- pipeline
+@dataclass
+class PipelineConfig:
+    """tf.data input pipeline."""
+
+    normalization: str = choice("zscore", ("zscore", "minmax", "none"))
+    shuffle: bool = True
+    shuffle_buffer: int = bounded(64, min=1)
+    readers: int = bounded(2, min=1)  # parallel HDF5 readers per rank
+    reader_mode: str = choice("thread", ("thread", "process"))
+    crop: tuple[int, int] | None = None  # random crop (H, W); None = full grid
+    random_flip: bool = False  # longitude flip (data and labels together)
+    random_roll: bool = False  # random longitude roll (periodic in longitude)
+    class_weighting: str = choice("inverse_sqrt", ("inverse", "inverse_sqrt", "none"))
+    prefetch: int = bounded(-1, min=-1)  # -1 = tf.data.AUTOTUNE
+    strict: bool = False  # a bad file mid-epoch is fatal instead of skipped
+    stage_dir: str = ""  # node-local staging destination; empty = read the source directly
+
+
+# -------------------------------------------------------------------------------------------- model
+@dataclass
+class TiramisuConfig:
+    """FC-DenseNet as run at scale in the paper."""
+
+    down_layers: list[int] = field(default_factory=lambda: [2, 2, 2, 4])
+    bottleneck_layers: int = bounded(5, min=0)
+    up_layers: list[int] = field(default_factory=lambda: [4, 2, 2, 2])
+    growth_rate: int = bounded(32, min=1)
+    kernel_size: int = bounded(5, min=1)
+    initial_filters: int = bounded(64, min=1)
+    dropout: float = bounded(0.2, min=0.0, max=1.0)
+    batch_norm: bool = False
+
+
+@dataclass
+class DeepLabConfig:
+    """DeepLabv3+ with the paper's full-resolution decoder."""
+
+    resnet_blocks: list[int] = field(default_factory=lambda: [3, 4, 6, 3])  # ResNet-50
+    base_filters: int = bounded(64, min=1)
+    output_stride: int = choice(8, (8, 16))
+    aspp_rates: list[int] = field(default_factory=lambda: [12, 24, 36])
+    aspp_filters: int = bounded(256, min=1)
+    decoder_filters: int = bounded(256, min=1)
+    low_level_filters: int = bounded(48, min=1)
+    batch_norm: bool = True
+
+
+@dataclass
+class ModelConfig:
+    name: str = choice("tiramisu", ("tiramisu", "deeplabv3plus"))
+    num_classes: int = bounded(3, min=2)
+    weight_decay: float | None = None  # None = the model's paper value (Tiramisu 1e-4, DeepLabv3+ 5e-4)
+    tiramisu: TiramisuConfig = field(default_factory=TiramisuConfig)
+    deeplabv3plus: DeepLabConfig = field(default_factory=DeepLabConfig)
+
+
+# ---------------------------------------------------------------------------------------- optimizer
+@dataclass
+class LarcConfig:
+    """Layer-wise adaptive rate control (You et al.), as used in the paper."""
+
+    enabled: bool = False
+    eta: float = bounded(0.002, min=0.0)
+    mode: str = choice("clip", ("clip", "scale"))
+    epsilon: float = bounded(1e-8, min=0.0)
+    exclude_bias_and_norm: bool = True
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = choice("constant", ("constant", "polynomial", "cosine", "multistep"))
+    warmup_steps: int = bounded(0, min=0)
+    decay_steps: int = bounded(1000, min=1)
+    power: float = bounded(1.0, min=0.0)  # polynomial
+    end_factor: float = bounded(0.0, min=0.0, max=1.0)  # final lr as a fraction of the base lr
+    milestones: list[int] = field(default_factory=list)  # multistep
+    gamma: float = bounded(0.1, min=0.0)  # multistep factor
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = choice("adam", ("sgd", "adam", "rmsprop"))
+    learning_rate: float = bounded(1e-3, min=0.0)
+    momentum: float = bounded(0.9, min=0.0, max=1.0)
+    beta_1: float = bounded(0.9, min=0.0, max=1.0)
+    beta_2: float = bounded(0.999, min=0.0, max=1.0)
+    epsilon: float = bounded(1e-7, min=0.0)
+    scale_lr_by_world_size: bool = True
+    larc: LarcConfig = field(default_factory=LarcConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+
+
+# -------------------------------------------------------------------------------------------- train
+@dataclass
+class CheckpointConfig:
+    every_steps: int = bounded(0, min=0)  # 0 = at the end of every epoch only
+    keep: int = bounded(3, min=1)
+    keep_best: bool = True
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = bounded(2, min=1)  # per rank
+    epochs: int = bounded(1, min=1)
+    max_steps: int = bounded(0, min=0)  # 0 = no limit beyond epochs
+    gradient_accumulation: int = bounded(1, min=1)
+    validate_every_steps: int = bounded(0, min=0)  # 0 = once per epoch
+    target_iou: float = bounded(0.0, min=0.0, max=1.0)  # early stop when reached; 0 = off
+    precision: str = choice("float32", ("float32", "mixed_float16"))
+    loss_scale: str = "dynamic"  # "dynamic" or a number (static scale), used with mixed_float16
+    loss: str = choice("weighted_ce", ("weighted_ce", "focal"))
+    focal_gamma: float = bounded(2.0, min=0.0)
+    max_bad_steps: int = bounded(5, min=1)  # consecutive non-finite steps before aborting
+    seed: int = 0
+    deterministic: bool = False
+    log_every_steps: int = bounded(10, min=1)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+
+
+# -------------------------------------------------------------------------------------- distributed
+@dataclass
+class DistributedConfig:
+    allreduce: str = choice("flat", ("flat", "hierarchical"))
+    ranks_per_node: int = bounded(0, min=0)  # 0 = from Horovod's local_size
+    gradient_lag: int = choice(0, (0, 1))
+    fp16_compression: bool = False
+    fusion_threshold_mb: float | None = None  # HOROVOD_FUSION_THRESHOLD; None = Horovod's default
+    cycle_time_ms: float | None = None  # HOROVOD_CYCLE_TIME
+    horovod_hierarchical: bool = False  # Horovod's own HOROVOD_HIERARCHICAL_ALLREDUCE (GPU/NCCL builds)
+    stall_timeout_s: int = bounded(60, min=1)  # a rank silent this long fails the job
+    threads_per_rank: int = bounded(0, min=0)  # 0 = cores // ranks on this node
+
+
+# --------------------------------------------------------------------------------------------- job
+@dataclass
+class JobConfig:
+    scheduler: str = choice("slurm", ("slurm", "lsf"))
+    template: str = ""  # empty = the scheduler's generic template
+    nodes: int = bounded(1, min=1)
+    tasks_per_node: int = bounded(1, min=1)
+    gpus_per_task: int = bounded(0, min=0)
+    time: str = "00:30:00"
+    account: str = ""
+    partition: str = ""
+    job_name: str = "exaclimate"
+    run_dir: str = "runs/exaclimate"
+    evaluate: bool = True
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    job: JobConfig = field(default_factory=JobConfig)
+
+    def validate(self) -> "Config":
+        """Cross-field checks that a single field's metadata cannot express."""
+        if self.train.precision == "mixed_float16" and self.train.loss_scale != "dynamic":
+            try:
+                if float(self.train.loss_scale) <= 0:
+                    raise ValueError
+            except ValueError:
+                raise ConfigError(
+                    f"train.loss_scale: {self.train.loss_scale!r} is not allowed; "
+                    "use 'dynamic' or a positive number"
+                ) from None
+        if len(self.model.tiramisu.down_layers) != len(self.model.tiramisu.up_layers):
+            raise ConfigError(
+                "model.tiramisu.up_layers: must have as many blocks as model.tiramisu.down_layers "
+                f"({len(self.model.tiramisu.up_layers)} vs {len(self.model.tiramisu.down_layers)})"
+            )
+        from exascale_climate.variables import channel_indices
+
+        try:
+            channel_indices(self.data.channels)
+        except ConfigError as e:
+            raise ConfigError(f"data.channels: {e}") from None
+        return self
+
+    def to_dict(self) -> dict:
+        return _to_plain(dataclasses.asdict(self))
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# ------------------------------------------------------------------------------------ load / merge
+def _to_plain(value):
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _describe(tp) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _parse_grid(key: str, value) -> tuple[int, int]:
+    if isinstance(value, str):
+        parts = value.lower().replace(",", "x").split("x")
+    elif isinstance(value, (list, tuple)):
+        parts = list(value)
+    else:
+        parts = []
+    try:
+        h, w = (int(p) for p in parts)
+        if h <= 0 or w <= 0:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}: {value!r} is not a grid; use HxW with positive integers, e.g. 96x144") from None
+    return h, w
+
+
+def parse_grid(value) -> tuple[int, int]:
+    """Parse "HxW" (CLI) or [H, W] (YAML)."""
+    return _parse_grid("grid", value)
+
+
+def _coerce(key: str, tp, value):
+    """Convert a YAML value to the annotated type, or raise ConfigError naming the key."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(key, arg, value)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} is not a {_describe(tp)}")
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: {value!r} is not a list")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(f"{key}: {value!r} must have {len(args)} items")
+            return tuple(_coerce(f"{key}[{i}]", a, v) for i, (a, v) in enumerate(zip(args, value)))
+        item = args[0] if args else Any
+        return origin(_coerce(f"{key}[{i}]", item, v) for i, v in enumerate(value))
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: {value!r} is not a boolean; use true or false")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: {value!r} is not an integer")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML reads 1e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: {value!r} is not a number")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key}: {value!r} is not a string")
+    return value
+
+
+def _check_metadata(key: str, meta, value) -> None:
+    if value is None:
+        return
+    if "choices" in meta and value not in meta["choices"]:
+        allowed = ", ".join(repr(c) for c in meta["choices"])
+        raise ConfigError(f"{key}: {value!r} is not allowed; choose one of {allowed}")
+    lo, hi = meta.get("min"), meta.get("max")
+    if lo is not None and value < lo:
+        raise ConfigError(f"{key}: {value!r} is too small; must be >= {lo}")
+    if hi is not None and value > hi:
+        raise ConfigError(f"{key}: {value!r} is too large; must be <= {hi}")
+
+
+def _build(cls, data, prefix: str = ""):
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping of keys, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(
+            f"{where}{unknown[0]}: unknown key; allowed keys here: {', '.join(sorted(fields))}"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else name
+        meta = fields[name].metadata
+        value = _parse_grid(key, value) if meta.get("grid") else _coerce(key, hints[name], value)
+        _check_metadata(key, meta, value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict, dotted: str, value) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{dotted}: {part!r} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """`train.batch_size=4` -> ("train.batch_size", 4); values are parsed as YAML."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.batch_size=4")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set {item!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A file path, or the name of a bundled config (`tiramisu`, `demo.yaml`)."""
+    p = Path(path)
+    if p.exists():
+        return p
+    for candidate in (CONFIG_DIR / p.name, CONFIG_DIR / f"{p.name}.yaml"):
+        if candidate.exists():
+            return candidate
+    bundled = ", ".join(sorted(c.stem for c in CONFIG_DIR.glob("*.yaml")))
+    raise ConfigError(f"{path}: no such config file (bundled configs: {bundled})")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults <- YAML file <- `--set` overrides, then validated."""
+    tree: dict = {}
+    if path:
+        p = resolve_config_path(path)
+        try:
+            tree = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML ({e})") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{p}: the top level must be a mapping of sections")
+    for item in overrides:
+        key, value = parse_override(item)
+        _set_dotted(tree, key, value)
+    return _build(Config, tree).validate()
+
+
+def config_from_dict(tree: dict) -> Config:
+    return _build(Config, tree).validate()
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    from exascale_climate.utils.io import atomic_write_text
+
+    atomic_write_text(path, cfg.to_yaml())

@@ -1,0 +1,1 @@
+"""Small shared helpers: atomic file output, rank-aware logging and progress, the Horovod runtime."""

@@ -1,0 +1,77 @@
+"""Atomic output: write to a temporary name beside the target, then rename, so readers never see half a file."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+
+def temp_name(path: str | Path) -> Path:
+    """A hidden, unique temporary name in the target's directory (same file system, so rename is atomic)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{os.urandom(3).hex()}")
+
+
+def is_temp_name(path: str | Path) -> bool:
+    name = Path(path).name
+    return name.startswith(".") and ".tmp-" in name
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path):
+    """Yield a temporary path to write; on success it is renamed to `path`, on error it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_name(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(data)
+
+
+def remove_stale_temps(directory: str | Path) -> list[Path]:
+    """Delete temporaries an interrupted writer left behind (by any pid); returns what was removed."""
+    removed = []
+    directory = Path(directory)
+    if not directory.is_dir():
+        return removed
+    for p in directory.iterdir():
+        if is_temp_name(p):
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+def file_checksum(path: str | Path, algorithm: str = "blake2b", chunk: int = 8 << 20) -> str:
+    """Streaming checksum of a file's bytes."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def make_temp_dir(prefix: str = "exaclimate-") -> Path:
+    return Path(tempfile.mkdtemp(prefix=prefix))

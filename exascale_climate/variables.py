@@ -1,0 +1,54 @@
+"""The 16 CAM5 variables of the paper's dataset, in the channel order of the published files."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Variable:
+    name: str
+    units: str
+    long_name: str
+
+
+# Channel order of the ClimateNet / MLPerf DeepCAM files (see README "Formats").
+VARIABLES: tuple[Variable, ...] = (
+    Variable("TMQ", "kg m-2", "Total (vertically integrated) precipitable water"),
+    Variable("U850", "m s-1", "Zonal wind at 850 mbar pressure surface"),
+    Variable("V850", "m s-1", "Meridional wind at 850 mbar pressure surface"),
+    Variable("UBOT", "m s-1", "Lowest level zonal wind"),
+    Variable("VBOT", "m s-1", "Lowest model level meridional wind"),
+    Variable("QREFHT", "kg kg-1", "Reference height humidity"),
+    Variable("PS", "Pa", "Surface pressure"),
+    Variable("PSL", "Pa", "Sea level pressure"),
+    Variable("T200", "K", "Temperature at 200 mbar pressure surface"),
+    Variable("T500", "K", "Temperature at 500 mbar pressure surface"),
+    Variable("PRECT", "m s-1", "Total (convective and large-scale) precipitation rate (liq + ice)"),
+    Variable("TS", "K", "Surface temperature (radiative)"),
+    Variable("TREFHT", "K", "Reference height temperature"),
+    Variable("Z1000", "m", "Geopotential Z at 1000 mbar pressure surface"),
+    Variable("Z200", "m", "Geopotential Z at 200 mbar pressure surface"),
+    Variable("ZBOT", "m", "Lowest model level height"),
+)
+VARIABLE_NAMES: tuple[str, ...] = tuple(v.name for v in VARIABLES)
+BY_NAME: dict[str, Variable] = {v.name: v for v in VARIABLES}
+NUM_CHANNELS = len(VARIABLES)
+
+CLASS_NAMES: tuple[str, ...] = ("background", "tropical_cyclone", "atmospheric_river")
+NUM_CLASSES = len(CLASS_NAMES)
+LABEL_VARIABLE = "LABELS"
+
+# The paper's full grid: 768 x 1152 (about 0.23 x 0.31 degrees, ~25 km).
+PAPER_GRID = (768, 1152)
+
+
+def channel_indices(names: list[str] | tuple[str, ...] | None) -> list[int]:
+    """Indices of `names` in the published channel order; None means all 16."""
+    if not names:
+        return list(range(NUM_CHANNELS))
+    unknown = [n for n in names if n not in BY_NAME]
+    if unknown:
+        from exascale_climate.errors import ConfigError
+
+        raise ConfigError(f"unknown variable(s) {unknown}; allowed: {list(VARIABLE_NAMES)}")
+    return [VARIABLE_NAMES.index(n) for n in names]
