@@ -1,0 +1,1 @@
+"""Benchmarks, one module per area; each returns records (and writes JSON lines) via bench.common."""

@@ -1,0 +1,86 @@
+"""Benchmark records: one JSON line per figure, always with the baseline measured in the same run.
+
+Record format (docs/PERFORMANCE.md): {"bench", "metric", "value", "unit", "baseline", "ratio", "machine", ...}.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+from exascale_climate.utils.io import atomic_write_text
+
+
+def machine_info() -> dict:
+    import psutil
+
+    return {
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "threads": os.environ.get("TF_NUM_INTRAOP_THREADS"),
+    }
+
+
+def record(bench: str, metric: str, value: float, unit: str, baseline: float | None = None,
+           baseline_name: str | None = None, **extra) -> dict:
+    """One figure; `ratio` = value / baseline when a baseline from the same run is given."""
+    ratio = (value / baseline) if (baseline not in (None, 0)) else None
+    rec = {"bench": bench, "metric": metric, "value": value, "unit": unit, "baseline": baseline,
+           "baseline_name": baseline_name, "ratio": ratio, **extra}
+    rec["machine"] = machine_info()
+    rec["time"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    return rec
+
+
+def write_records(records: list[dict], path: str | Path | None) -> None:
+    """Write all records as JSON lines (atomically); appends nothing half-written."""
+    if not path:
+        return
+    path = Path(path)
+    old = path.read_text() if path.exists() else ""
+    atomic_write_text(path, old + "".join(json.dumps(r) + "\n" for r in records))
+
+
+def format_table(records: list[dict]) -> str:
+    """A Markdown table of the records (what docs/PERFORMANCE.md shows)."""
+    lines = ["| bench | metric | value | unit | baseline | ratio |", "|---|---|---|---|---|---|"]
+    for r in records:
+        base = "" if r.get("baseline") is None else f"{r['baseline']:.4g} ({r.get('baseline_name') or ''})"
+        ratio = "" if r.get("ratio") is None else f"{r['ratio']:.3f}"
+        lines.append(f"| {r['bench']} | {r['metric']} | {r['value']:.4g} | {r['unit']} | {base} | {ratio} |")
+    return "\n".join(lines)
+
+
+def timed(fn, *args, repeat: int = 3, warmup: int = 1, **kwargs) -> float:
+    """Best wall-clock seconds of `repeat` calls after `warmup` calls."""
+    for _ in range(warmup):
+        fn(*args, **kwargs)
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn(*args, **kwargs)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def matmul_peak_flops(n: int = 2048, repeat: int = 5) -> float:
+    """This machine's float32 matmul FLOP/s in TensorFlow (the baseline for model/train benchmarks)."""
+    import tensorflow as tf
+
+    a = tf.random.normal((n, n))
+    b = tf.random.normal((n, n))
+
+    @tf.function
+    def mm(x, y):
+        return tf.matmul(x, y)
+
+    def run():
+        mm(a, b).numpy()
+
+    seconds = timed(run, repeat=repeat, warmup=2)
+    return 2.0 * n**3 / seconds

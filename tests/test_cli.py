@@ -1,0 +1,56 @@
+"""The CLI root: help, version, info --json naming the Horovod build, one-line user errors."""
+import json
+import subprocess
+import sys
+
+from click.testing import CliRunner
+
+from exascale_climate import __version__
+from exascale_climate.cli import main
+
+
+def run(*args):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_help_lists_command_groups():
+    result = run("--help")
+    assert result.exit_code == 0
+    for group in ("config", "data", "model", "bench", "jobs", "info"):
+        assert f"  {group} " in result.output
+
+
+def test_version():
+    result = run("--version")
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+def test_info_json_names_horovod_build():
+    # A real subprocess: info imports TensorFlow and Horovod as a user's shell would.
+    out = subprocess.run([sys.executable, "-m", "exascale_climate.cli", "info", "--json"],
+                         capture_output=True, text=True, check=True).stdout
+    info = json.loads(out)
+    assert info["versions"]["tensorflow"] == "2.18.1"
+    assert info["horovod"]["available"] is True
+    assert info["horovod"]["version"] == "0.28.1"
+    assert info["horovod"]["frameworks"]["tensorflow"] is True
+    assert info["horovod"]["controllers"] == {"gloo": True, "mpi": True}
+    assert info["cpu"]["count"] >= 1
+    assert info["threads"]["TF_NUM_INTRAOP_THREADS"]
+
+
+def test_config_show_prints_resolved_yaml():
+    result = run("config", "show", "--config", "demo", "--set", "train.batch_size=3")
+    assert result.exit_code == 0
+    assert "batch_size: 3" in result.output
+
+
+def test_user_error_is_one_line_with_exit_code_2():
+    proc = subprocess.run([sys.executable, "-m", "exascale_climate.cli", "config", "show", "--set", "train.epochs=-1"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: train.epochs: -1 is too small; must be >= 1"
+    assert "Traceback" not in proc.stderr
+    verbose = subprocess.run([sys.executable, "-m", "exascale_climate.cli", "-v", "config", "show", "--set",
+                              "train.epochs=-1"], capture_output=True, text=True)
+    assert verbose.returncode == 2 and "Traceback" in verbose.stderr
