@@ -1,17 +1,19 @@
 """A multi-rank self-check of the Horovod build: allreduce (average, sum) and broadcast.
 
 Run under a launcher: `horovodrun -np 2 --gloo python -m exascale_climate.utils.hvd_selfcheck`.
-Every rank prints one JSON line with what it saw and exits non-zero on a wrong result.
+Every rank prints one JSON line with what it saw (and writes it to OUT_DIR/rank-<r>.json when a directory is
+given, since launchers may interleave the ranks' stdout) and exits non-zero on a wrong result.
 """
 from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 from exascale_climate.utils.runtime import configure_threads
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
     configure_threads()
     import numpy as np
     import tensorflow as tf
@@ -31,13 +33,17 @@ def main() -> int:
         and np.allclose(broadcast, [42.0])
     )
     controller = "gloo" if hvd.gloo_enabled() else "mpi" if hvd.mpi_enabled() else "unknown"
-    print(json.dumps({
+    report = json.dumps({
         "rank": rank, "size": size, "local_rank": hvd.local_rank(), "controller": controller,
         "allreduce_average": average.tolist(), "allreduce_sum": total.tolist(),
         "broadcast": broadcast.tolist(), "ok": bool(ok),
-    }), flush=True)
+    })
+    print(report, flush=True)
+    if argv:
+        Path(argv[0]).mkdir(parents=True, exist_ok=True)
+        (Path(argv[0]) / f"rank-{rank}.json").write_text(report)
     return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

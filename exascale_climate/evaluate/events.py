@@ -1,0 +1,163 @@
+"""Extreme-weather objects from a segmentation mask: connected TC/AR regions with their size on the sphere.
+
+Areas use the exact area of a lat/lon cell on a sphere, R^2 * (sin(lat_top) - sin(lat_bottom)) * dlon, with
+cell edges half-way between the coordinate centres (clipped at the poles), so a global grid sums to 4 pi R^2.
+Objects are 8-connected (diagonal neighbours join, as a storm drawn at ~25 km often touches only by a corner) and
+wrap around the date line when the grid spans the globe in longitude.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from exascale_climate.utils.io import atomic_write_text
+from exascale_climate.variables import CLASS_NAMES
+
+# Mean Earth radius (km), as CESM/CAM5 uses (SHR_CONST_REARTH = 6.37122e6 m).
+EARTH_RADIUS_KM = 6371.22
+TC_CLASS, AR_CLASS = 1, 2
+EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+
+
+def cell_edges(centres: np.ndarray, lo: float | None = None, hi: float | None = None) -> np.ndarray:
+    """Edges (n+1,) half-way between centres; the outer edges extend half a step, clipped to [lo, hi]."""
+    c = np.asarray(centres, dtype=np.float64)
+    if c.size == 1:
+        raise ValueError("a grid axis needs at least two points to define cell edges")
+    mid = 0.5 * (c[1:] + c[:-1])
+    edges = np.concatenate([[c[0] - (mid[0] - c[0])], mid, [c[-1] + (c[-1] - mid[-1])]])
+    if lo is not None or hi is not None:
+        edges = np.clip(edges, lo, hi)
+    return edges
+
+
+def cell_areas_km2(lat: np.ndarray, lon: np.ndarray, radius_km: float = EARTH_RADIUS_KM) -> np.ndarray:
+    """Area (km2) of each (lat, lon) cell of a regular grid on the sphere; shape (len(lat), len(lon))."""
+    lat_edges = np.deg2rad(cell_edges(lat, -90.0, 90.0))
+    lon_edges = np.deg2rad(cell_edges(lon))
+    band = np.abs(np.diff(np.sin(lat_edges)))  # (H,)
+    dlon = np.abs(np.diff(lon_edges))  # (W,)
+    return radius_km**2 * np.outer(band, dlon)
+
+
+def spans_globe(lon: np.ndarray) -> bool:
+    """True when the longitude cells cover 360 degrees, so the first and last columns are neighbours."""
+    edges = cell_edges(lon)
+    return bool(abs(abs(edges[-1] - edges[0]) - 360.0) < 1e-6 * 360.0)
+
+
+def label_objects(mask: np.ndarray, periodic_lon: bool) -> tuple[np.ndarray, int]:
+    """Connected components of a boolean (H, W) mask; objects crossing the date line become one."""
+    labels, n = ndimage.label(mask, structure=EIGHT_CONNECTED)
+    if not periodic_lon or n == 0:
+        return labels, n
+    # Union the components that touch across the seam (column W-1 next to column 0, diagonals included).
+    parent = np.arange(n + 1)
+
+    def find(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    left, right = labels[:, 0], labels[:, -1]
+    height = mask.shape[0]
+    for row in range(height):
+        if not left[row]:
+            continue
+        for neighbour in (row - 1, row, row + 1):
+            if 0 <= neighbour < height and right[neighbour]:
+                a, b = find(left[row]), find(right[neighbour])
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
+    roots = np.array([find(i) for i in range(n + 1)])
+    unique_roots, relabel = np.unique(roots, return_inverse=True)  # root 0 (background) stays 0
+    return relabel[labels], len(unique_roots) - 1
+
+
+@dataclass
+class Event:
+    """One connected TC or AR object; TC-only fields are NaN for rivers or when the field is absent."""
+
+    time: str
+    event_class: str
+    object_id: int
+    centroid_lat: float
+    centroid_lon: float
+    area_km2: float
+    pixels: int
+    min_psl_pa: float = float("nan")
+    max_wind_ms: float = float("nan")
+    source: str = ""
+
+
+def _centroid(lat2d: np.ndarray, lon_rad: np.ndarray, weights: np.ndarray) -> tuple[float, float]:
+    """Area-weighted centroid; longitude as a circular mean so objects across the date line stay in place."""
+    total = weights.sum()
+    clat = float((lat2d * weights).sum() / total)
+    clon = float(np.rad2deg(np.arctan2((np.sin(lon_rad) * weights).sum(), (np.cos(lon_rad) * weights).sum())))
+    return clat, clon % 360.0
+
+
+def find_events(mask: np.ndarray, lat: np.ndarray, lon: np.ndarray, *, time: str = "",
+                psl: np.ndarray | None = None, wind: np.ndarray | None = None, source: str = "",
+                classes: tuple[int, ...] = (TC_CLASS, AR_CLASS)) -> list[Event]:
+    """One Event per connected object of each class in `mask` (H, W) on the grid (lat (H,), lon (W,)).
+
+    `psl` (Pa) and `wind` (m/s) give the TC intensity measures (minimum PSL, maximum wind inside the object).
+    """
+    mask = np.asarray(mask)
+    if mask.shape != (len(lat), len(lon)):
+        raise ValueError(f"mask shape {mask.shape} does not match the grid ({len(lat)}, {len(lon)})")
+    areas = cell_areas_km2(lat, lon)
+    lat2d = np.broadcast_to(np.asarray(lat, dtype=np.float64)[:, None], mask.shape)
+    lon_rad = np.broadcast_to(np.deg2rad(np.asarray(lon, dtype=np.float64))[None, :], mask.shape)
+    periodic = spans_globe(lon)
+    events: list[Event] = []
+    for cls in classes:
+        objects, n = label_objects(mask == cls, periodic)
+        if n == 0:
+            continue
+        index = np.arange(1, n + 1)
+        object_areas = ndimage.sum_labels(areas, objects, index)
+        pixels = ndimage.sum_labels(np.ones_like(areas), objects, index)
+        is_tc = cls == TC_CLASS
+        min_psl = ndimage.minimum(psl, objects, index) if (is_tc and psl is not None) else None
+        max_wind = ndimage.maximum(wind, objects, index) if (is_tc and wind is not None) else None
+        for k, obj in enumerate(index):
+            inside = objects == obj
+            clat, clon = _centroid(lat2d[inside], lon_rad[inside], areas[inside])
+            events.append(Event(
+                time=time, event_class=CLASS_NAMES[cls], object_id=int(obj), centroid_lat=round(clat, 4),
+                centroid_lon=round(clon, 4), area_km2=float(object_areas[k]), pixels=int(pixels[k]),
+                min_psl_pa=float(min_psl[k]) if min_psl is not None else float("nan"),
+                max_wind_ms=float(max_wind[k]) if max_wind is not None else float("nan"),
+                source=source))
+    return events
+
+
+def wind_speed(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    return np.hypot(u, v)
+
+
+EVENT_COLUMNS = [f.name for f in fields(Event)]
+
+
+def events_to_csv(events: list[Event]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=EVENT_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for e in events:
+        writer.writerow({k: ("" if isinstance(v, float) and np.isnan(v) else v) for k, v in asdict(e).items()})
+    return buf.getvalue()
+
+
+def write_event_table(path: str | Path, events: list[Event]) -> Path:
+    """The event table as CSV (written atomically); empty TC-only cells for rivers."""
+    atomic_write_text(path, events_to_csv(events))
+    return Path(path)
