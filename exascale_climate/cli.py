@@ -88,10 +88,248 @@ def data():
     """Make, label, convert, split and inspect climate data."""
 
 
+def _channel_list(text):
+    return [c.strip() for c in text.split(",") if c.strip()] if text else None
+
+
+@data.command("synth")
+@click.option("--out", "out_dir", required=True, metavar="DIR", help="Directory for the netCDF files.")
+@click.option("--samples", type=click.IntRange(min=1), help="Time steps to write (default: data.synth.samples).")
+@click.option("--grid", metavar="HxW", help="Grid, e.g. 96x144 or the paper's 768x1152 (default: data.synth.grid).")
+@click.option("--seed", type=int, help="Random seed; the files depend only on it (default: data.synth.seed).")
+@click.option("--workers", type=click.IntRange(min=1), help="Worker processes (default: data.synth.workers).")
+@config_options
+def data_synth(out_dir, samples, grid, seed, workers, config_path, overrides):
+    """Write CAM5-like labelled netCDF files (one 3-hourly time step each); existing files are kept."""
+    from exascale_climate.data.synthetic import synthesize
+
+    given = {"samples": samples, "grid": grid, "seed": seed, "workers": workers}
+    overrides = (*overrides, *(f"data.synth.{k}={v}" for k, v in given.items() if v is not None))
+    cfg = load_cli_config(config_path, overrides)
+    summary = synthesize(out_dir, cfg.data.synth, cfg.data.labeller)
+    fr = summary["class_fractions"]
+    click.echo(f"{summary['written']} written, {summary['skipped']} already there in {out_dir}; class fractions: "
+               + ", ".join(f"{k} {v:.4%}" for k, v in fr.items()))
+
+
+@data.command("label")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "out_dir", metavar="DIR", help="Write labelled copies here (default: relabel in place).")
+@click.option("--skip-bad", is_flag=True, help="Report unreadable or invalid files and go on.")
+@config_options
+def data_label(inputs, out_dir, skip_bad, config_path, overrides):
+    """Label TCs and ARs with the heuristic labeller (thresholds: --set labeller.KEY=VALUE)."""
+    from exascale_climate.data.convert import label_files
+
+    overrides = tuple(f"data.{o}" if o.startswith("labeller.") else o for o in overrides)  # short form
+    cfg = load_cli_config(config_path, overrides)
+    summary = label_files(list(inputs), out_dir, cfg.data.labeller, skip_bad=skip_bad)
+    total = sum(summary["class_counts"]) or 1
+    click.echo(f"{summary['labelled']} labelled, {len(summary['skipped'])} skipped; class fractions: "
+               + ", ".join(f"{c / total:.4%}" for c in summary["class_counts"]))
+    for item in summary["skipped"]:
+        click.echo(f"skipped: {item['error']}", err=True)
+
+
+@data.command("convert")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "out_dir", required=True, metavar="DIR", help="Directory for the data-*.h5 samples.")
+@click.option("--channels", metavar="A,B,...", help="Variables to keep, in this order (default: all 16).")
+@click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
+@click.option("--compression", default="none", show_default=True, metavar="none|gzip[:L]|lzf",
+              help="HDF5 compression of the samples.")
+@click.option("--chunks", default="none", show_default=True, metavar="none|auto|HxWxC", help="HDF5 chunk shape.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1), help="Worker processes.")
+@click.option("--skip-bad", is_flag=True, help="Report bad input files and go on instead of stopping.")
+@click.option("--overwrite", is_flag=True, help="Rewrite samples that already exist (default: resume).")
+def data_convert(inputs, out_dir, channels, dtype, compression, chunks, workers, skip_bad, overwrite):
+    """Convert netCDF (or Gordon Bell HDF5) files to DeepCAM-layout HDF5 samples, one per time step."""
+    from exascale_climate.data.convert import convert, parse_chunks
+
+    summary = convert(list(inputs), out_dir, channels=_channel_list(channels), dtype=dtype, compression=compression,
+                      chunks=parse_chunks(chunks), skip_bad=skip_bad, overwrite=overwrite, workers=workers)
+    click.echo(f"{summary['written']} written, {summary['existing']} already there, "
+               f"{len(summary['skipped'])} skipped -> {out_dir}")
+    for item in summary["skipped"]:
+        click.echo(f"skipped: {item['error']}", err=True)
+
+
+@data.command("split")
+@click.argument("src_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", "out_dir", required=True, metavar="DIR", help="Creates DIR/train, DIR/valid, DIR/test.")
+@click.option("--fractions", default="0.8,0.1,0.1", show_default=True, metavar="TRAIN,VALID,TEST")
+@click.option("--seed", default=0, show_default=True, type=int, help="Shuffle seed (strategy random).")
+@click.option("--strategy", type=click.Choice(["time", "random"]), default="time", show_default=True,
+              help="time: contiguous blocks (no near-duplicate neighbours across splits); random: shuffled.")
+@click.option("--gap", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Samples left out between time blocks.")
+def data_split(src_dir, out_dir, fractions, seed, strategy, gap):
+    """Deterministic train/valid/test split (hard links; rerun-safe)."""
+    from exascale_climate.data.split import split_dataset
+    from exascale_climate.errors import ConfigError
+
+    try:
+        parts = tuple(float(f) for f in fractions.split(","))
+    except ValueError:
+        raise ConfigError(f"--fractions {fractions!r}: expected three numbers, e.g. 0.8,0.1,0.1") from None
+    counts = split_dataset(src_dir, out_dir, parts, seed=seed, strategy=strategy, gap=gap)
+    click.echo(", ".join(f"{k} {v}" for k, v in counts.items()) + f" -> {out_dir}")
+
+
+@data.command("stats")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", "out_path", metavar="FILE", help="Output stats.h5 (default: DIR/../stats.h5).")
+@click.option("--channels", metavar="A,B,...", help="Variables (default: all in the files).")
+def data_stats(directory, out_path, channels):
+    """Per-channel count/mean/sqmean/min/max, class fractions and loss weights, in one streaming pass."""
+    from exascale_climate.data.stats import dataset_stats, format_stats
+
+    click.echo(format_stats(dataset_stats(directory, out_path, _channel_list(channels))))
+
+
+@data.command("inspect")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def data_inspect(file, as_json):
+    """Layout, shapes, value ranges, NaN/Inf counts and class fractions of one file."""
+    from exascale_climate.data.inspect import format_inspection, inspect_file
+
+    info = inspect_file(file)
+    click.echo(json.dumps(info, indent=2, default=str) if as_json else format_inspection(info))
+
+
+# ---------------------------------------------------------------------------------------- stage
+@main.command("stage")
+@click.option("--src", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Prepared dataset on the shared file system (train/, valid/, test/, stats.h5).")
+@click.option("--dst", required=True, metavar="DIR",
+              help="Node-local destination; '{node}' in it becomes the node index (simulated nodes).")
+@click.option("--replicate", type=click.Choice(["needed", "all"]), default="needed", show_default=True,
+              help="needed: each node gets its ranks' training shards + valid/test/stats; all: everything.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the copy assignment.")
+@click.option("--ranks-per-node", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Ranks per (simulated) node; 0 = Horovod's local size.")
+@click.option("--channels", metavar="A,B,...", help="Keep only these variables (conversion on the way).")
+@click.option("--dtype", type=click.Choice(["float32", "float16"]), help="Store the fields as this type.")
+@click.option("--verify", type=click.Choice(["full", "checksum", "size"]), default="full", show_default=True,
+              help="full: checksum the bytes read and the copy and compare; checksum: kernel copy + checksum of "
+                   "the copy (for resume/exchange); size: kernel copy, sizes only (fastest).")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON (rank 0).")
+def stage_command(src, dst, replicate, seed, ranks_per_node, channels, dtype, verify, as_json):
+    """Copy the dataset to node-local storage, reading the shared file system once (run under N ranks)."""
+    from exascale_climate.pipeline.staging import format_report, stage
+
+    manifest = stage(src, dst, replicate=replicate, seed=seed, ranks_per_node=ranks_per_node,
+                     channels=_channel_list(channels), dtype=dtype, verify=verify)
+    if _is_rank_zero():
+        click.echo(json.dumps(manifest, indent=1) if as_json else format_report(manifest))
+
+
 # ---------------------------------------------------------------------------------------- model
 @main.group(cls=ExaclimateGroup)
 def model():
     """Inspect the segmentation networks."""
+
+
+@model.command("summary")
+@click.option("--model", "model_name", type=click.Choice(["tiramisu", "deeplabv3plus"]),
+              help="Network (default: model.name of the config).")
+@click.option("--grid", default="768x1152", show_default=True, metavar="HxW", help="Input grid.")
+@click.option("--graph/--no-graph", default=True, show_default=True,
+              help="Also count FLOPs from the traced TF graph (TF profiler) next to the analytic count.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON (with the full layer table).")
+@config_options
+def model_summary_command(model_name, grid, graph, as_json, config_path, overrides):
+    """Parameters, layer table, and forward / training-step FLOPs per sample."""
+    from exascale_climate.config import parse_grid
+    from exascale_climate.utils.runtime import configure_threads
+
+    configure_threads()  # before TensorFlow is imported by the models package
+    from exascale_climate.models.summary import format_summary, model_summary
+
+    if model_name:
+        overrides = (*overrides, f"model.name={model_name}")
+    summary = model_summary(load_cli_config(config_path, overrides), parse_grid(grid), graph=graph)
+    click.echo(json.dumps(summary, indent=2) if as_json else format_summary(summary))
+
+
+# ------------------------------------------------------------------------- evaluate / predict / plot
+@main.command("evaluate")
+@click.option("--checkpoint", required=True, metavar="RUN_OR_CKPT",
+              help="A run directory (uses checkpoints/best, else the latest) or one checkpoint directory.")
+@click.option("--data", "data_dir", required=True, metavar="DIR", help="Directory of labelled data-*.h5 samples.")
+@click.option("--json", "json_path", metavar="OUT", help="Write the metrics as JSON to OUT ('-' prints to stdout).")
+@click.option("--csv", "csv_path", metavar="OUT", help="Write per-sample metrics, worst first, as CSV to OUT.")
+@click.option("--labeller", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="Also score the heuristic labeller against the files' labels (auto: only when the labels "
+                   "did not come from the labeller).")
+@click.option("--stats", "stats_file", metavar="FILE", help="stats.h5 for normalisation (default: the run's).")
+def evaluate_command(checkpoint, data_dir, json_path, csv_path, labeller, stats_file):
+    """Per-class IoU, mean IoU, precision/recall and the confusion matrix of a trained model on DIR.
+
+    Runs alone or under horovodrun (files sharded by rank, confusion matrices summed).
+    """
+    from exascale_climate.evaluate.evaluate import evaluate
+
+    evaluate(checkpoint, data_dir, json_path=json_path, csv_path=csv_path, labeller=labeller,
+             stats_file=stats_file, show=True)
+
+
+@main.command("predict")
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT.nc|DIR...")
+@click.option("--checkpoint", required=True, metavar="RUN_OR_CKPT", help="Run directory or checkpoint directory.")
+@click.option("--out", "out_dir", required=True, metavar="DIR",
+              help="Output directory: <input>.mask.nc per input and events.csv.")
+@click.option("--probabilities", is_flag=True, help="Also store the class probabilities in the netCDF files.")
+@click.option("--stats", "stats_file", metavar="FILE", help="stats.h5 for normalisation (default: the run's).")
+def predict_command(inputs, checkpoint, out_dir, probabilities, stats_file):
+    """Segment netCDF/HDF5 files of any grid: CF-1.8 netCDF masks and a TC/AR event table (CSV)."""
+    from exascale_climate.evaluate.predict import predict
+
+    result = predict(checkpoint, list(inputs), out_dir, probabilities=probabilities, stats_file=stats_file)
+    click.echo(f"{result['files']} file(s) -> {out_dir}; {result['events']} event(s) in {result['events_csv']}")
+
+
+@main.command("plot")
+@click.argument("file", metavar="FILE")
+@click.option("--var", default="TMQ", show_default=True, help="Variable to draw (one of the 16 CAM5 fields).")
+@click.option("--truth", is_flag=True, help="Overlay the file's labels as contours.")
+@click.option("--pred", "pred_path", metavar="PATH",
+              help="A `predict` netCDF mask; with --truth draws truth / prediction / error panels.")
+@click.option("--out", required=True, metavar="PNG", help="Output PNG file.")
+@click.option("--size", default="1200x700", show_default=True, metavar="WxH", help="Image size in pixels.")
+def plot_command(file, var, truth, pred_path, out, size):
+    """Map of a field with TC/AR contours (lat/lon axes, colour bar, legend, time in the title)."""
+    from exascale_climate.evaluate.plots import parse_size, plot_file
+
+    click.echo(plot_file(file, out, var=var, truth=truth, pred_path=pred_path, size=parse_size(size)))
+
+
+# ---------------------------------------------------------------------------------------- train
+@main.command("train")
+@config_options
+@click.option("--run-dir", metavar="DIR", help="Run directory (default: job.run_dir of the config).")
+@click.option("--resume", is_flag=True, help="Continue from the run directory's latest checkpoint.")
+@click.option("--ranks-per-node", type=int, metavar="N",
+              help="Ranks per node for the hierarchical allreduce (overrides distributed.ranks_per_node).")
+@click.option("--loss-scale", metavar="dynamic|N", help="Loss scale for mixed_float16 (overrides train.loss_scale).")
+def train_command(config_path, overrides, run_dir, resume, ranks_per_node, loss_scale):
+    """Train a segmentation model; alone, or under horovodrun / mpirun / srun / jsrun (one process per rank).
+
+    Writes config.yaml, metrics.jsonl, tensorboard/, checkpoints/ (last K + best) and events.log to DIR.
+    """
+    from exascale_climate.train.loop import train
+
+    if ranks_per_node is not None:
+        overrides = (*overrides, f"distributed.ranks_per_node={ranks_per_node}")
+    if loss_scale is not None:
+        overrides = (*overrides, f"train.loss_scale={loss_scale}")
+    cfg = load_cli_config(config_path, overrides)
+    from exascale_climate.utils.log import env_rank
+
+    result = train(cfg, run_dir or cfg.job.run_dir, resume=resume)
+    if env_rank() == 0:
+        click.echo(json.dumps({k: v for k, v in result.items() if not isinstance(v, (list, dict))}))
 
 
 # ---------------------------------------------------------------------------------------- bench
@@ -100,10 +338,181 @@ def bench():
     """Benchmarks; each writes JSON lines (see docs/PERFORMANCE.md)."""
 
 
+@bench.command("data")
+@click.option("--grid", default="768x1152", show_default=True, metavar="HxW", help="Grid of the samples.")
+@click.option("--samples", default=4, show_default=True, type=click.IntRange(min=1), help="Samples per stage.")
+@click.option("--json", "json_path", metavar="OUT", help="Append the records as JSON lines to OUT.")
+def bench_data_command(grid, samples, json_path):
+    """Samples/s of synth, label and convert vs raw write/read bandwidth of the same bytes (same run)."""
+    from exascale_climate.bench.common import format_table, write_records
+    from exascale_climate.bench.data import bench_data
+    from exascale_climate.config import parse_grid
+
+    records = bench_data(parse_grid(grid), samples)
+    write_records(records, json_path)
+    click.echo(format_table(records))
+
+
+@bench.command("pipeline")
+@click.option("--grid", default="768x1152", show_default=True, metavar="HxW", help="Grid of the samples.")
+@click.option("--samples", default=8, show_default=True, type=click.IntRange(min=1), help="Files to read.")
+@click.option("--readers", default=2, show_default=True, type=click.IntRange(min=1), help="Parallel readers.")
+@click.option("--batch", default=1, show_default=True, type=click.IntRange(min=1), help="Samples per batch.")
+@click.option("--dir", "workdir", metavar="DIR", help="Reuse/keep the benchmark files here (default: a temp dir).")
+@click.option("--json", "json_path", metavar="OUT", help="Append the records as JSON lines to OUT.")
+def bench_pipeline_command(grid, samples, readers, batch, workdir, json_path):
+    """Pipeline samples/s and MB/s (thread vs process readers) vs a raw h5py read of the same files, and the
+    share of a training step spent waiting for data."""
+    from exascale_climate.bench.common import format_table, write_records
+    from exascale_climate.bench.pipeline import bench_pipeline
+    from exascale_climate.config import parse_grid
+
+    records = bench_pipeline(parse_grid(grid), samples, readers=readers, batch=batch, workdir=workdir)
+    write_records(records, json_path)
+    click.echo(format_table(records))
+
+
+@bench.command("stage")
+@click.option("--grid", default="768x1152", show_default=True, metavar="HxW", help="Grid of the samples.")
+@click.option("--samples", default=8, show_default=True, type=click.IntRange(min=1), help="Training files.")
+@click.option("--repeat", default=2, show_default=True, type=click.IntRange(min=1), help="Timed runs (best kept).")
+@click.option("--ranks", is_flag=True, help="Also time 2 Horovod ranks standing for 2 nodes.")
+@click.option("--dir", "workdir", metavar="DIR", help="Reuse/keep the benchmark files here (default: a temp dir).")
+@click.option("--json", "json_path", metavar="OUT", help="Append the records as JSON lines to OUT.")
+def bench_stage_command(grid, samples, repeat, ranks, workdir, json_path):
+    """Staging GB/s vs `cp -r` of the same files in the same run."""
+    from exascale_climate.bench.common import format_table, write_records
+    from exascale_climate.bench.stage import bench_stage
+    from exascale_climate.config import parse_grid
+
+    records = bench_stage(parse_grid(grid), samples, repeat=repeat, ranks=2 if ranks else 0, workdir=workdir)
+    write_records(records, json_path)
+    click.echo(format_table(records))
+
+
+@bench.command("model")
+@click.option("--model", "models", multiple=True, type=click.Choice(["tiramisu", "deeplabv3plus"]),
+              help="Network(s) to time (repeatable; default: both).")
+@click.option("--grid", "grids", multiple=True, metavar="HxW",
+              help="Input grid(s) (repeatable; default: 768x1152 + 96x144 for Tiramisu, 384x576 + 96x144 for "
+                   "DeepLabv3+, whose 768x1152 training step needs ~20 GB).")
+@click.option("--batch", default=1, show_default=True, type=click.IntRange(min=1), help="Samples per step.")
+@click.option("--repeat", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Timed calls after the first (tracing) call; the best is reported.")
+@click.option("--precision", type=click.Choice(["float32", "mixed_float16"]), default="float32", show_default=True)
+@click.option("--json", "json_path", metavar="OUT", help="Append the records as JSON lines to OUT.")
+@config_options
+def bench_model_command(models, grids, batch, repeat, precision, json_path, config_path, overrides):
+    """Forward / training-step samples/s and FLOP/s vs this machine's matmul peak (same run)."""
+    from exascale_climate.bench.common import format_table, write_records
+    from exascale_climate.bench.model import bench_model
+    from exascale_climate.config import parse_grid
+
+    records = bench_model(load_cli_config(config_path, overrides), list(models) or ["tiramisu", "deeplabv3plus"],
+                          [parse_grid(g) for g in grids] or None, batch=batch,
+                          repeat=repeat, precision=precision)
+    write_records(records, json_path)
+    click.echo(format_table(records))
+
+
+@bench.command("train")
+@click.option("--model", "models", multiple=True, metavar="CONFIG",
+              help="Config(s) whose model to time (repeatable; default: demo, tiramisu, deeplabv3plus).")
+@click.option("--grid", default="96x144", show_default=True, metavar="HxW", help="Input grid.")
+@click.option("--batch", default=1, show_default=True, type=click.IntRange(min=1), help="Samples per rank per step.")
+@click.option("--steps", default=10, show_default=True, type=click.IntRange(min=1), help="Timed steps per variant.")
+@click.option("--convergence/--no-convergence", default=True, show_default=True,
+              help="Also train the demo on 2 ranks and plot validation mean IoU against time.")
+@click.option("--data", "data_dir", metavar="DIR",
+              help="Data for the convergence run (train/, valid/, stats.h5); default: fresh synthetic data.")
+@click.option("--png", default="docs/figures/train_convergence.png", show_default=True, metavar="PNG",
+              help="Where the convergence plot goes.")
+@click.option("--json", "json_path", metavar="OUT", help="Append the records as JSON lines to OUT.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Config override for the timed runs.")
+def bench_train_command(models, grid, batch, steps, convergence, data_dir, png, json_path, overrides):
+    """Training step on real ranks: samples/s, FLOP/s, weak scaling 1->2 ranks, allreduce variants, convergence."""
+    from exascale_climate.bench.common import format_table, write_records
+    from exascale_climate.bench.train import bench_train
+
+    records = bench_train(list(models) or ["demo", "tiramisu", "deeplabv3plus"], grid, batch, steps,
+                          list(overrides), convergence=convergence, data_dir=data_dir, png=png)
+    write_records(records, json_path)
+    click.echo(format_table(records))
+
+
+# --------------------------------------------------------------------------------------- submit
+@main.command()
+@click.option("--scheduler", type=click.Choice(["slurm", "lsf"]), help="Batch system [job.scheduler: slurm].")
+@click.option("--template", metavar="NAME",
+              help="slurm: generic | gpu; lsf: generic | summit; or the path of your own .j2 [generic].")
+@click.option("--nodes", type=int, metavar="N", help="Nodes [job.nodes].")
+@click.option("--tasks-per-node", type=int, metavar="T", help="Ranks per node [job.tasks_per_node].")
+@click.option("--cpus-per-task", type=int, metavar="C", help="Cores per rank; also its thread count.")
+@click.option("--gpus-per-task", type=int, metavar="G", help="GPUs per rank (gpu / summit templates).")
+@click.option("--time", "walltime", metavar="HH:MM:SS", help="Wall-clock limit [job.time].")
+@click.option("--account", metavar="A", help="Account / project to charge.")
+@click.option("--partition", "--queue", "partition", metavar="Q", help="SLURM partition or LSF queue.")
+@click.option("--job-name", metavar="NAME", help="Job name [job.job_name].")
+@click.option("--run-dir", metavar="DIR", help="Run directory; the script is kept in DIR/jobs/ [job.run_dir].")
+@click.option("--log-dir", metavar="DIR", help="Scheduler logs [DIR/logs of the run dir].")
+@click.option("--stage/--no-stage", default=None, help="Stage the data to node-local storage first [yes].")
+@click.option("--evaluate/--no-evaluate", default=None, help="Evaluate after training [yes].")
+@config_options
+@click.option("--dry-run", is_flag=True, help="Print the script (checked, not written, not submitted).")
+@click.option("--wait", is_flag=True, help="Wait for the job to end and exit with its exit code.")
+def submit(scheduler, template, nodes, tasks_per_node, cpus_per_task, gpus_per_task, walltime, account, partition,
+           job_name, run_dir, log_dir, stage, evaluate, config_path, overrides, dry_run, wait):
+    """Render a SLURM/LSF batch job (stage-in, training, evaluation), check it, keep it in the run directory,
+    submit it and print the job id. Options override the config's `job` section.
+
+    \b
+    exaclimate submit --scheduler slurm --nodes 2 --tasks-per-node 4 --time 01:00:00 --config demo --dry-run
+    exaclimate submit --scheduler lsf --template summit --nodes 16 --tasks-per-node 6 --time 02:00:00 --config demo
+    """
+    from exascale_climate.jobs.submit import submit as submit_job
+
+    cfg = load_cli_config(config_path, overrides)
+    options = {"scheduler": scheduler, "template": template, "nodes": nodes, "tasks_per_node": tasks_per_node,
+               "cpus_per_task": cpus_per_task, "gpus_per_task": gpus_per_task, "time": walltime,
+               "account": account, "partition": partition, "job_name": job_name, "run_dir": run_dir,
+               "log_dir": log_dir, "stage": stage, "evaluate": evaluate}
+    result = submit_job(cfg, options=options, dry_run=dry_run, wait=wait, announce=click.echo)
+    if dry_run:
+        click.echo(result.script, nl=False)
+        return
+    click.echo(f"script: {result.script_path}", err=True)
+    if wait and result.exit_code:
+        click.echo(f"error: job {result.job_id} failed with exit code {result.exit_code}", err=True)
+        sys.exit(result.exit_code)
+
+
 # ----------------------------------------------------------------------------------------- jobs
 @main.group(cls=ExaclimateGroup)
 def jobs():
     """Batch jobs on SLURM and LSF."""
+
+
+@jobs.command("status")
+@click.argument("job_id", metavar="JOBID")
+@click.option("--scheduler", type=click.Choice(["slurm", "lsf"]), default="slurm", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def jobs_status(job_id, scheduler, as_json):
+    """State of a job (squeue / bjobs)."""
+    from exascale_climate.jobs.submit import job_status
+
+    status = job_status(job_id, scheduler)
+    click.echo(json.dumps(status) if as_json else "  ".join(f"{k}={v}" for k, v in status.items()))
+
+
+@jobs.command("cancel")
+@click.argument("job_id", metavar="JOBID")
+@click.option("--scheduler", type=click.Choice(["slurm", "lsf"]), default="slurm", show_default=True)
+def jobs_cancel(job_id, scheduler):
+    """Cancel a job (scancel / bkill)."""
+    from exascale_climate.jobs.submit import cancel_job
+
+    cancel_job(job_id, scheduler)
+    click.echo(f"cancelled {job_id}")
 
 
 if __name__ == "__main__":

@@ -42,8 +42,8 @@ class SynthConfig:
     workers: int = bounded(1, min=1)
     # Expected events per time step on the global grid (Poisson means).
     cyclones_per_step: float = bounded(4.0, min=0.0)
-    rivers_per_step: float = bounded(5.0, min=0.0)
-    hours_per_step: float = bounded(3.0, min=0.0)
+    rivers_per_step: float = bounded(10.0, min=0.0)
+    hours_per_step: float = bounded(3.0, min=0.25)
 
 
 @dataclass
@@ -52,19 +52,19 @@ class LabellerConfig:
 
     # Tropical cyclones
     tc_max_abs_lat: float = bounded(45.0, min=0.0, max=90.0)
-    tc_psl_anomaly_pa: float = bounded(-1000.0, max=0.0)  # PSL minimum below its zonal/local background
-    tc_vorticity_min: float = bounded(1.0e-4, min=0.0)  # |850 hPa relative vorticity| (1/s), cyclonic sign
-    tc_warm_core_k: float = bounded(0.5, min=0.0)  # T200/T500 anomaly at the centre
-    tc_wind_min: float = bounded(15.0, min=0.0)  # max 10 m wind (m/s) within the radius
-    tc_radius_km: float = bounded(300.0, min=1.0)  # labelled radius around each centre
+    tc_psl_anomaly_pa: float = bounded(-800.0, max=0.0)  # PSL minimum below its ~1500 km surroundings
+    tc_vorticity_min: float = bounded(3.5e-5, min=0.0)  # 850 hPa relative vorticity (1/s), cyclonic sign (TECA)
+    tc_warm_core_k: float = bounded(1.0, min=0.0)  # (T200+T500)/2 anomaly near the centre
+    tc_wind_min: float = bounded(17.0, min=0.0)  # max lowest-level wind (m/s) within the search radius
+    tc_radius_km: float = bounded(500.0, min=1.0)  # labelled radius (moist part) around each centre
     tc_search_radius_km: float = bounded(400.0, min=1.0)
     # Atmospheric rivers
     ar_ivt_threshold: float = bounded(250.0, min=0.0)  # integrated vapour transport (kg m-1 s-1)
     ar_tmq_anomaly: float = bounded(8.0, min=0.0)  # TMQ above the zonal-mean background (kg m-2)
     ar_min_length_km: float = bounded(2000.0, min=0.0)
     ar_max_width_km: float = bounded(1000.0, min=0.0)
-    ar_min_aspect: float = bounded(2.0, min=1.0)
-    ar_min_abs_lat: float = bounded(15.0, min=0.0, max=90.0)  # a river reaches at least this latitude
+    ar_min_aspect: float = bounded(3.0, min=1.0)
+    ar_min_abs_lat: float = bounded(30.0, min=0.0, max=90.0)  # a river reaches at least this latitude
 
 
 @dataclass
@@ -137,6 +137,17 @@ class ModelConfig:
     tiramisu: TiramisuConfig = field(default_factory=TiramisuConfig)
     deeplabv3plus: DeepLabConfig = field(default_factory=DeepLabConfig)
 
+    def check(self) -> None:
+        """Bounds on the items of list fields (field metadata bounds only apply to scalars)."""
+        for key, values, lowest in (("tiramisu.down_layers", self.tiramisu.down_layers, 0),
+                                    ("tiramisu.up_layers", self.tiramisu.up_layers, 0),
+                                    ("deeplabv3plus.resnet_blocks", self.deeplabv3plus.resnet_blocks, 1),
+                                    ("deeplabv3plus.aspp_rates", self.deeplabv3plus.aspp_rates, 1)):
+            if not values:
+                raise ConfigError(f"model.{key}: must not be empty")
+            if any(v < lowest for v in values):
+                raise ConfigError(f"model.{key}: {values!r} is not allowed; every item must be >= {lowest}")
+
 
 # ---------------------------------------------------------------------------------------- optimizer
 @dataclass
@@ -178,6 +189,7 @@ class OptimizerConfig:
 @dataclass
 class CheckpointConfig:
     every_steps: int = bounded(0, min=0)  # 0 = at the end of every epoch only
+    every_epochs: int = bounded(1, min=0)  # also at the end of every N-th epoch; 0 = only every_steps/final
     keep: int = bounded(3, min=1)
     keep_best: bool = True
 
@@ -194,6 +206,8 @@ class TrainConfig:
     loss_scale: str = "dynamic"  # "dynamic" or a number (static scale), used with mixed_float16
     loss: str = choice("weighted_ce", ("weighted_ce", "focal"))
     focal_gamma: float = bounded(2.0, min=0.0)
+    loss_scale_init: float = bounded(32768.0, min=1.0)  # dynamic scaling: starting scale
+    loss_scale_growth_steps: int = bounded(2000, min=1)  # dynamic scaling: finite steps before doubling
     max_bad_steps: int = bounded(5, min=1)  # consecutive non-finite steps before aborting
     seed: int = 0
     deterministic: bool = False
@@ -218,17 +232,26 @@ class DistributedConfig:
 # --------------------------------------------------------------------------------------------- job
 @dataclass
 class JobConfig:
+    """A batch job (`exaclimate submit`): resources, where the run and its logs go, and what it runs."""
+
     scheduler: str = choice("slurm", ("slurm", "lsf"))
-    template: str = ""  # empty = the scheduler's generic template
+    template: str = ""  # empty = the scheduler's generic template (see `exaclimate submit -h`)
     nodes: int = bounded(1, min=1)
-    tasks_per_node: int = bounded(1, min=1)
+    tasks_per_node: int = bounded(1, min=1)  # ranks per node (Summit: 6, one per GPU)
+    cpus_per_task: int = bounded(0, min=0)  # cores per rank; 0 = the template's default / cores // ranks
     gpus_per_task: int = bounded(0, min=0)
-    time: str = "00:30:00"
+    time: str = "00:30:00"  # wall clock HH:MM:SS
     account: str = ""
-    partition: str = ""
+    partition: str = ""  # SLURM partition or LSF queue
+    constraint: str = ""  # SLURM --constraint, e.g. "gpu" on Perlmutter / Piz Daint
     job_name: str = "exaclimate"
     run_dir: str = "runs/exaclimate"
-    evaluate: bool = True
+    log_dir: str = ""  # scheduler logs; empty = <run_dir>/logs
+    stage: bool = True  # copy the data to node-local storage before training
+    stage_root: str = ""  # node-local storage; empty = the template's ($TMPDIR, /mnt/bb/$USER on Summit)
+    evaluate: bool = True  # evaluate the trained model on the test split (valid when there is none)
+    modules: list[str] = field(default_factory=list)  # `module load` these first
+    srun_mpi: str = "pmix"  # SLURM `srun --mpi=` plugin; empty = the cluster's default
 
 
 @dataclass
@@ -257,6 +280,7 @@ class Config:
                 "model.tiramisu.up_layers: must have as many blocks as model.tiramisu.down_layers "
                 f"({len(self.model.tiramisu.up_layers)} vs {len(self.model.tiramisu.down_layers)})"
             )
+        self.model.check()
         from exascale_climate.variables import channel_indices
 
         try:
@@ -422,7 +446,7 @@ def parse_override(item: str) -> tuple[str, Any]:
 def resolve_config_path(path: str | Path) -> Path:
     """A file path, or the name of a bundled config (`tiramisu`, `demo.yaml`)."""
     p = Path(path)
-    if p.exists():
+    if p.is_file():  # not exists(): `--config demo` run beside a demo/ directory means the bundled config
         return p
     for candidate in (CONFIG_DIR / p.name, CONFIG_DIR / f"{p.name}.yaml"):
         if candidate.exists():

@@ -133,23 +133,22 @@ start() {
   echo "export SLURM_CONF=$CONF"
 }
 
-stop_one() {
-  # Read the PID before signalling: slurmd removes its pid file on exit.
-  local pidfile="$1" pid
-  [ -f "$pidfile" ] || return 0
-  pid="$(cat "$pidfile")"
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi
-  fi
-  rm -f "$pidfile"
-}
-
 stop_daemons() {
-  stop_one "$STATE/slurmd.pid"
-  stop_one "$STATE/slurmctld.pid"
-  stop_one "$MUNGE_DIR/munged.pid"
+  # Read the PIDs before signalling (slurmd removes its pid file on exit); signal all, then wait for all.
+  local pidfile pid pids=()
+  for pidfile in "$STATE/slurmd.pid" "$STATE/slurmctld.pid" "$MUNGE_DIR/munged.pid"; do
+    [ -f "$pidfile" ] || continue
+    pid="$(cat "$pidfile")"
+    rm -f "$pidfile"
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+      kill -TERM "$pid" 2>/dev/null || true
+      pids+=("$pid")
+    fi
+  done
+  for pid in "${pids[@]}"; do
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+    if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi
+  done
   [ "${1:-}" = quiet ] || say "stopped the SLURM daemons under $STATE"
 }
 

@@ -62,7 +62,7 @@ def _signature(path: Path) -> bytes:
         raise DataError(path, f"cannot read ({e.strerror or e})") from None
 
 
-def _open_h5(path: Path):
+def open_hdf5(path: Path):
     import h5py
 
     try:
@@ -79,7 +79,7 @@ def detect_layout(path: str | Path) -> Layout:
         return "netcdf"
     if sig != HDF5_SIGNATURE:
         raise DataError(path, "neither HDF5 nor netCDF (unknown signature; truncated or not a data file?)")
-    with _open_h5(path) as f:
+    with open_hdf5(path) as f:
         climate = f.get("climate")
         if climate is not None and "data" in climate:
             if "labels_0" in climate:
@@ -132,7 +132,7 @@ def _decode(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _stored_variables(path, attrs, n_channels: int) -> list[str]:
+def stored_variables(path, attrs, n_channels: int) -> list[str]:
     """Channel names from the file's attributes; files without them use the published order."""
     names = attrs.get("variables")
     if names is None:
@@ -156,14 +156,14 @@ def _read_h5_dataset(path, ds, name: str) -> np.ndarray:
 
 
 def _read_hdf5(path: Path, layout: Layout, channels, with_labels) -> Sample:
-    with _open_h5(path) as f:
+    with open_hdf5(path) as f:
         climate = f["climate"]
         ds = climate["data"]
         if ds.ndim != 3:
             raise DataError(path, f"expected 3 dimensions, got shape {ds.shape}", field="climate/data")
         channels_first = layout == "gordonbell"
         n_channels = ds.shape[0] if channels_first else ds.shape[-1]
-        stored = _stored_variables(path, {**dict(climate.attrs), **dict(ds.attrs)}, n_channels)
+        stored = stored_variables(path, {**dict(climate.attrs), **dict(ds.attrs)}, n_channels)
         index = _check_channels(path, stored, channels)
         raw = _read_h5_dataset(path, ds, "climate/data")
         data = np.moveaxis(raw, 0, -1) if channels_first else raw
@@ -191,7 +191,7 @@ def _read_hdf5(path: Path, layout: Layout, channels, with_labels) -> Sample:
 
 
 # ---------------------------------------------------------------------------------------- read netCDF
-def _open_nc(path: Path):
+def open_netcdf(path: Path):
     import netCDF4
 
     try:
@@ -202,7 +202,7 @@ def _open_nc(path: Path):
 
 def netcdf_time_steps(path: str | Path) -> int:
     """How many time steps a ClimateNet/CAM5 netCDF file holds (1 when it has no time dimension)."""
-    with _open_nc(Path(path)) as nc:
+    with open_netcdf(Path(path)) as nc:
         return len(nc.dimensions["time"]) if "time" in nc.dimensions else 1
 
 
@@ -246,7 +246,7 @@ def _time_string(nc, time_index: int) -> str | None:
 
 
 def _read_netcdf(path: Path, channels, with_labels, time_index: int) -> Sample:
-    with _open_nc(path) as nc:
+    with open_netcdf(path) as nc:
         nc.set_auto_mask(True)
         names = list(channels) if channels else list(VARIABLE_NAMES)
         missing = [n for n in names if n not in nc.variables]
@@ -271,6 +271,10 @@ def _read_netcdf(path: Path, channels, with_labels, time_index: int) -> Sample:
             raw = _nc_field(path, nc, LABEL_VARIABLE, time_index, grid)
             labels = check_labels(path, LABEL_VARIABLE, raw, grid)
         attrs = {k: nc.getncattr(k) for k in nc.ncattrs()}
+        if "time" in nc.variables:  # the time axis's calendar matters to anyone writing dates back out
+            for key in ("units", "calendar"):
+                if hasattr(nc.variables["time"], key):
+                    attrs.setdefault(f"time_{key}" if key == "units" else key, getattr(nc.variables["time"], key))
         time = _time_string(nc, time_index)
     return Sample(data, labels, names, str(path), time, lat, lon, attrs)
 
@@ -296,13 +300,13 @@ def read_labels(path: str | Path, time_index: int = 0) -> np.ndarray:
     path = Path(path)
     layout = detect_layout(path)
     if layout == "netcdf":
-        with _open_nc(path) as nc:
+        with open_netcdf(path) as nc:
             if LABEL_VARIABLE not in nc.variables:
                 raise DataError(path, "no labels in the file", field=LABEL_VARIABLE)
             raw = _nc_field(path, nc, LABEL_VARIABLE, time_index, None)
         return check_labels(path, LABEL_VARIABLE, raw, raw.shape)
     name = "labels" if layout == "gordonbell" else "labels_0"
-    with _open_h5(path) as f:
+    with open_hdf5(path) as f:
         if name not in f["climate"]:
             raise DataError(path, "no labels in the file", field=f"climate/{name}")
         ds = f["climate"]["data"]
@@ -328,10 +332,11 @@ def _compression_args(compression: str | None) -> dict:
 def write_deepcam_sample(path: str | Path, data: np.ndarray, labels: np.ndarray | None, variables: list[str], *,
                          source: str = "", time: str | None = None, lat: np.ndarray | None = None,
                          lon: np.ndarray | None = None, dtype: str = "float32", compression: str | None = None,
-                         chunks=None) -> Path:
+                         chunks=None, attrs: dict | None = None) -> Path:
     """Write one DeepCAM-layout sample atomically: `climate/data` (H, W, C), `climate/labels_0` (H, W).
 
-    `chunks`: None (contiguous unless compressed), True (h5py's guess), or a (h, w, c) tuple.
+    `chunks`: None (contiguous unless compressed), True (h5py's guess), or a (h, w, c) tuple. `attrs`: extra
+    string/number attributes of `climate` (e.g. label_source, so evaluation knows where labels came from).
     """
     import h5py
 
@@ -342,6 +347,12 @@ def write_deepcam_sample(path: str | Path, data: np.ndarray, labels: np.ndarray 
                         field="climate/data")
     if dtype not in ("float32", "float16"):
         raise DataError(path, f"dtype {dtype!r} not supported; use float32 or float16", field="climate/data")
+    if dtype == "float16":  # PS/PSL in Pa do not fit: refuse instead of silently writing Inf
+        peak = np.abs(data.reshape(-1, data.shape[-1])).max(axis=0) if data.size else np.zeros(len(variables))
+        too_big = [v for v, m in zip(variables, peak) if m > np.finfo(np.float16).max]
+        if too_big:
+            raise DataError(path, f"values of {too_big} exceed the float16 range (65504); use dtype float32 or "
+                                  "leave these channels out", field=too_big[0])
     comp = _compression_args(compression)
     if comp and chunks is None:
         chunks = True
@@ -355,6 +366,8 @@ def write_deepcam_sample(path: str | Path, data: np.ndarray, labels: np.ndarray 
                 climate.create_dataset("labels_0", data=labels, chunks=lab_chunks if comp else None, **comp)
             climate.attrs["variables"] = np.array(variables, dtype=h5py.string_dtype())
             climate.attrs["source"] = source
+            for key, value in (attrs or {}).items():
+                climate.attrs[key] = value
             if time:
                 climate.attrs["time"] = time
             if lat is not None:

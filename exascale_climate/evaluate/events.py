@@ -15,69 +15,11 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from exascale_climate.data.grid import cell_areas_km2, label_objects, spans_globe
 from exascale_climate.utils.io import atomic_write_text
 from exascale_climate.variables import CLASS_NAMES
 
-# Mean Earth radius (km), as CESM/CAM5 uses (SHR_CONST_REARTH = 6.37122e6 m).
-EARTH_RADIUS_KM = 6371.22
 TC_CLASS, AR_CLASS = 1, 2
-EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
-
-
-def cell_edges(centres: np.ndarray, lo: float | None = None, hi: float | None = None) -> np.ndarray:
-    """Edges (n+1,) half-way between centres; the outer edges extend half a step, clipped to [lo, hi]."""
-    c = np.asarray(centres, dtype=np.float64)
-    if c.size == 1:
-        raise ValueError("a grid axis needs at least two points to define cell edges")
-    mid = 0.5 * (c[1:] + c[:-1])
-    edges = np.concatenate([[c[0] - (mid[0] - c[0])], mid, [c[-1] + (c[-1] - mid[-1])]])
-    if lo is not None or hi is not None:
-        edges = np.clip(edges, lo, hi)
-    return edges
-
-
-def cell_areas_km2(lat: np.ndarray, lon: np.ndarray, radius_km: float = EARTH_RADIUS_KM) -> np.ndarray:
-    """Area (km2) of each (lat, lon) cell of a regular grid on the sphere; shape (len(lat), len(lon))."""
-    lat_edges = np.deg2rad(cell_edges(lat, -90.0, 90.0))
-    lon_edges = np.deg2rad(cell_edges(lon))
-    band = np.abs(np.diff(np.sin(lat_edges)))  # (H,)
-    dlon = np.abs(np.diff(lon_edges))  # (W,)
-    return radius_km**2 * np.outer(band, dlon)
-
-
-def spans_globe(lon: np.ndarray) -> bool:
-    """True when the longitude cells cover 360 degrees, so the first and last columns are neighbours."""
-    edges = cell_edges(lon)
-    return bool(abs(abs(edges[-1] - edges[0]) - 360.0) < 1e-6 * 360.0)
-
-
-def label_objects(mask: np.ndarray, periodic_lon: bool) -> tuple[np.ndarray, int]:
-    """Connected components of a boolean (H, W) mask; objects crossing the date line become one."""
-    labels, n = ndimage.label(mask, structure=EIGHT_CONNECTED)
-    if not periodic_lon or n == 0:
-        return labels, n
-    # Union the components that touch across the seam (column W-1 next to column 0, diagonals included).
-    parent = np.arange(n + 1)
-
-    def find(a: int) -> int:
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-
-    left, right = labels[:, 0], labels[:, -1]
-    height = mask.shape[0]
-    for row in range(height):
-        if not left[row]:
-            continue
-        for neighbour in (row - 1, row, row + 1):
-            if 0 <= neighbour < height and right[neighbour]:
-                a, b = find(left[row]), find(right[neighbour])
-                if a != b:
-                    parent[max(a, b)] = min(a, b)
-    roots = np.array([find(i) for i in range(n + 1)])
-    unique_roots, relabel = np.unique(roots, return_inverse=True)  # root 0 (background) stays 0
-    return relabel[labels], len(unique_roots) - 1
 
 
 @dataclass

@@ -1,0 +1,177 @@
+"""`exaclimate bench pipeline`: the tf.data pipeline against a raw h5py read of the same files, in the same run.
+
+Figures: samples/s and MB/s of the pipeline (thread and process readers), of `read_sample` (the validated read
+the pipeline is built on) and of the raw read (h5py reads `climate/data` and `climate/labels_0`, nothing else);
+and the fraction of a training step spent waiting for data, with a small convolutional training step as the
+compute. All passes are warm (page cache), so the comparison is about CPU work, not the disk.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from exascale_climate.bench.common import record
+from exascale_climate.utils.io import make_temp_dir
+from exascale_climate.variables import VARIABLE_NAMES
+
+
+def write_bench_dataset(root: Path, grid: tuple[int, int], samples: int, splits=("train",), seed: int = 0) -> Path:
+    """Random DeepCAM-layout samples plus stats.h5 (the benchmarks need bytes, not weather)."""
+    from exascale_climate.data.formats import write_deepcam_sample
+    from exascale_climate.data.stats import compute_stats, write_stats
+
+    rng = np.random.default_rng(seed)
+    for split in splits:
+        n = samples if split == "train" else max(1, samples // 8)
+        for i in range(n):
+            data = rng.standard_normal((*grid, len(VARIABLE_NAMES)), dtype=np.float32)
+            labels = rng.choice(3, size=grid, p=[0.9, 0.03, 0.07]).astype(np.uint8)
+            write_deepcam_sample(root / split / f"data-{split}-{i:05d}.h5", data, labels, list(VARIABLE_NAMES))
+    write_stats(root / "stats.h5", compute_stats(sorted((root / "train").glob("data-*.h5")), progress=False))
+    return root
+
+
+def _best_rate(fn, passes: int) -> float:
+    """Best items/s over `passes` calls of fn() -> item count."""
+    best = 0.0
+    for _ in range(passes):
+        t0 = time.perf_counter()
+        n = fn()
+        best = max(best, n / (time.perf_counter() - t0))
+    return best
+
+
+def _raw_read(files) -> int:
+    import h5py
+
+    for f in files:
+        with h5py.File(f, "r") as h:
+            h["climate/data"][()]
+            h["climate/labels_0"][()]
+    return len(files)
+
+
+def _validated_read(files) -> int:
+    from exascale_climate.data.formats import read_sample
+
+    for f in files:
+        read_sample(f)
+    return len(files)
+
+
+def _pipeline_config(root: Path, mode: str, readers: int, batch: int):
+    from exascale_climate.config import load_config
+
+    return load_config(None, [f"data.train_dir={root}/train", f"data.stats_file={root}/stats.h5",
+                              f"pipeline.reader_mode={mode}", f"pipeline.readers={readers}",
+                              f"train.batch_size={batch}"])
+
+
+def _epoch(cfg, files, stats) -> int:
+    from exascale_climate.pipeline.dataset import build_dataset
+
+    n = 0
+    for x, _, _ in build_dataset(cfg, files, stats, training=True):
+        n += int(x.shape[0])
+    return n
+
+
+def _train_step_fn(channels: int):
+    """A small convolutional training step (3 conv layers + weighted CE), standing in for the model."""
+    import tensorflow as tf
+
+    rng = tf.random.Generator.from_seed(0)
+    kernels = [tf.Variable(rng.normal((3, 3, cin, cout)) * 0.1)
+               for cin, cout in ((channels, 32), (32, 32), (32, 3))]
+
+    @tf.function
+    def step(x, y, w):
+        with tf.GradientTape() as tape:
+            h = tf.cast(x, tf.float32)
+            for i, k in enumerate(kernels):
+                h = tf.nn.conv2d(h, k, 1, "SAME")
+                h = tf.nn.relu(h) if i < len(kernels) - 1 else h
+            loss = tf.reduce_mean(w * tf.nn.sparse_softmax_cross_entropy_with_logits(y, h))
+        grads = tape.gradient(loss, kernels)
+        for k, g in zip(kernels, grads):
+            k.assign_sub(1e-3 * g)
+        return loss
+
+    return step
+
+
+def _wait_fraction(cfg, files, stats) -> tuple[float, float]:
+    """(share of the step time spent in next(iterator), seconds per step) over one epoch after a warm-up."""
+    from exascale_climate.pipeline.dataset import build_dataset
+
+    step = _train_step_fn(len(stats.variables))
+    warm = next(iter(build_dataset(cfg, files, stats, training=True)))
+    step(*warm).numpy()  # trace outside the clock
+    waiting = computing = 0.0
+    it = iter(build_dataset(cfg, files, stats, training=True, epoch=1))
+    steps = 0
+    while True:
+        t0 = time.perf_counter()
+        try:
+            batch = next(it)
+        except StopIteration:
+            break
+        t1 = time.perf_counter()
+        step(*batch).numpy()
+        t2 = time.perf_counter()
+        if steps:  # the first batch is the pipeline's start-up, paid once per epoch
+            waiting += t1 - t0
+            computing += t2 - t1
+        steps += 1
+    total = waiting + computing
+    return (waiting / total if total else 0.0), total / max(1, steps - 1)
+
+
+def bench_pipeline(grid: tuple[int, int] = (768, 1152), samples: int = 8, readers: int = 2, batch: int = 1,
+                   modes=("thread", "process"), passes: int = 2, workdir: str | Path | None = None) -> list[dict]:
+    """Time raw reads, validated reads and the pipeline on the same files; returns bench records."""
+    from exascale_climate.utils.runtime import apply_tf_threads, configure_threads
+
+    configure_threads()
+    apply_tf_threads()
+    from exascale_climate.pipeline.dataset import load_stats
+
+    own_dir = workdir is None
+    root = Path(workdir) if workdir else make_temp_dir("exaclimate-bench-pipeline-")
+    try:
+        if not (root / "stats.h5").exists():
+            write_bench_dataset(root, grid, samples)
+        files = sorted((root / "train").glob("data-*.h5"))
+        mb_per_sample = np.mean([f.stat().st_size for f in files]) / 1e6
+        grid_name = f"{grid[0]}x{grid[1]}x{len(VARIABLE_NAMES)}"
+        common = {"grid": grid_name, "samples": len(files), "readers": readers, "batch": batch}
+        _raw_read(files)  # warm the page cache for every pass alike
+        raw = _best_rate(lambda: _raw_read(files), passes)
+        validated = _best_rate(lambda: _validated_read(files), passes)
+        records = [
+            record("pipeline", "raw h5py read", raw, "samples/s", mb_per_s=raw * mb_per_sample, **common),
+            record("pipeline", "read_sample (validated)", validated, "samples/s", raw, "raw h5py read",
+                   mb_per_s=validated * mb_per_sample, **common),
+        ]
+        rates = {}
+        for mode in modes:
+            cfg = _pipeline_config(root, mode, readers, batch)
+            stats = load_stats(cfg)
+            _epoch(cfg, files, stats)  # start-up (process pool, tracing) outside the clock
+            usable = (len(files) // batch) * batch
+            rates[mode] = _best_rate(lambda: _epoch(cfg, files, stats), passes)
+            records.append(record("pipeline", f"pipeline ({mode} readers)", rates[mode], "samples/s", raw,
+                                  "raw h5py read", mb_per_s=rates[mode] * mb_per_sample, samples_per_epoch=usable,
+                                  vs_validated_read=rates[mode] / validated, **common))
+        best = max(rates, key=rates.get)
+        cfg = _pipeline_config(root, best, readers, batch)
+        fraction, step_s = _wait_fraction(cfg, files, load_stats(cfg))
+        records.append(record("pipeline", f"data wait / step ({best} readers)", fraction, "fraction",
+                              step_seconds=step_s, compute="3-layer conv training step", goal="< 0.05", **common))
+        return records
+    finally:
+        if own_dir:
+            shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,210 @@
+"""netCDF (or older HDF5) -> DeepCAM-layout HDF5 training samples, and (re)labelling files in place.
+
+Each output is written to a temporary name and renamed, so an interrupted run leaves no half file; a rerun skips
+outputs that already exist (resume). Bad inputs raise DataError naming the file and variable, or with
+`skip_bad` are reported and skipped.
+"""
+from __future__ import annotations
+
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+from exascale_climate.config import LabellerConfig
+from exascale_climate.data.formats import (
+    detect_layout,
+    netcdf_time_steps,
+    read_sample,
+    write_deepcam_sample,
+)
+from exascale_climate.errors import DataError
+from exascale_climate.utils.io import atomic_path, remove_stale_temps
+from exascale_climate.utils.log import get_logger
+from exascale_climate.utils.progress import progress_bar
+
+log = get_logger("data.convert")
+KEPT_ATTRS = ("label_source", "calendar")  # carried from the input into each sample
+
+
+def output_name(path: Path, time_index: int, steps: int) -> str:
+    """`data-<stem>.h5` (the stem of ClimateNet/synthetic files is already `data-<time stamp>`)."""
+    stem = path.stem if path.stem.startswith("data-") else f"data-{path.stem}"
+    return f"{stem}.h5" if steps == 1 else f"{stem}-{time_index:04d}.h5"
+
+
+def _time_steps(path: Path) -> int:
+    return netcdf_time_steps(path) if detect_layout(path) == "netcdf" else 1
+
+
+def _convert_file(path: Path, out_dir: Path, channels, dtype, compression, chunks, overwrite) -> tuple[int, int]:
+    """(written, already there) for one input file."""
+    steps = _time_steps(path)
+    written = existing = 0
+    for t in range(steps):
+        target = out_dir / output_name(path, t, steps)
+        if target.exists() and not overwrite:
+            existing += 1
+            continue
+        sample = read_sample(path, channels=channels, with_labels=True, time_index=t)
+        write_deepcam_sample(target, sample.data, sample.labels, sample.variables, source=path.name,
+                             time=sample.time, lat=sample.lat, lon=sample.lon, dtype=dtype,
+                             compression=compression, chunks=chunks,
+                             attrs={k: sample.attrs[k] for k in KEPT_ATTRS if k in sample.attrs})
+        written += 1
+    return written, existing
+
+
+def _convert_one(args) -> tuple[str, int, int, tuple | None]:
+    """Worker: never raises DataError (it does not pickle); returns its (path, message, field) instead."""
+    path, out_dir, channels, dtype, compression, chunks, overwrite = args
+    try:
+        written, existing = _convert_file(Path(path), Path(out_dir), channels, dtype, compression, chunks, overwrite)
+        return path, written, existing, None
+    except DataError as e:
+        where = e.path + (f" [{e.field}]" if e.field else "")
+        return path, 0, 0, (e.path, str(e)[len(where) + 2:], e.field)
+
+
+def convert(inputs, out_dir, *, channels: list[str] | None = None, dtype: str = "float32",
+            compression: str | None = None, chunks=None, skip_bad: bool = False, overwrite: bool = False,
+            workers: int = 1) -> dict:
+    """Convert every time step of every input to one DeepCAM sample in `out_dir`.
+
+    Returns {"written", "existing", "skipped": [{"file", "error"}], "out_dir"}.
+    """
+    inputs = [Path(p) for p in inputs]
+    if not inputs:
+        raise DataError("<inputs>", "no input files given")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out)
+    jobs = [(str(p), str(out), list(channels) if channels else None, dtype, compression, chunks, overwrite)
+            for p in inputs]
+    summary = {"out_dir": str(out), "written": 0, "existing": 0, "skipped": []}
+    with progress_bar("convert", len(jobs)) as advance:
+        if workers > 1 and len(jobs) > 1:
+            with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=get_context("spawn")) as pool:
+                results = pool.map(_convert_one, jobs)
+                for result in results:
+                    _collect(summary, result, skip_bad)
+                    advance()
+        else:
+            for job in jobs:
+                _collect(summary, _convert_one(job), skip_bad)
+                advance()
+    log.info("converted into %s: %d written, %d already there, %d skipped", out, summary["written"],
+             summary["existing"], len(summary["skipped"]))
+    return summary
+
+
+def _collect(summary: dict, result, skip_bad: bool) -> None:
+    path, written, existing, error = result
+    if error:
+        err = DataError(*error)
+        if not skip_bad:
+            raise err
+        log.warning("skipped %s", err)
+        summary["skipped"].append({"file": path, "error": str(err)})
+    summary["written"] += written
+    summary["existing"] += existing
+
+
+# --------------------------------------------------------------------------------------------- label
+def _write_labels_netcdf(path: Path, labels_per_step: list, source: str) -> None:
+    import netCDF4
+    import numpy as np
+
+    from exascale_climate.variables import LABEL_VARIABLE, NUM_CLASSES
+
+    with netCDF4.Dataset(path, "a") as nc:
+        if LABEL_VARIABLE in nc.variables:
+            var = nc.variables[LABEL_VARIABLE]
+        else:
+            dims = ("time", "lat", "lon") if "time" in nc.dimensions else ("lat", "lon")
+            var = nc.createVariable(LABEL_VARIABLE, "i1", dims)
+            var.flag_values = np.arange(NUM_CLASSES, dtype=np.int8)
+            var.flag_meanings = "background tropical_cyclone atmospheric_river"
+        if var.ndim == 3:
+            for t, labels in enumerate(labels_per_step):
+                var[t] = labels
+        else:
+            var[:] = labels_per_step[0]
+        var.long_name = "0: background, 1: tropical cyclone, 2: atmospheric river"
+        nc.setncattr("label_source", source)
+
+
+def _write_labels_hdf5(path: Path, labels, layout: str, source: str) -> None:
+    import h5py
+
+    name = "labels" if layout == "gordonbell" else "labels_0"
+    with h5py.File(path, "a") as f:
+        climate = f["climate"]
+        if name in climate:
+            del climate[name]
+        climate.create_dataset(name, data=labels)
+        climate.attrs["label_source"] = source
+
+
+def label_files(inputs, out_dir=None, cfg: LabellerConfig | None = None, skip_bad: bool = False) -> dict:
+    """Run the heuristic labeller on each file and write LABELS (netCDF) or labels (HDF5).
+
+    Without `out_dir` files are relabelled in place (through a temporary copy, renamed over the original).
+    """
+    from exascale_climate.data.labeller import REQUIRED, label_fields
+    from exascale_climate.data.grid import sample_coordinates
+
+    cfg = cfg or LabellerConfig()
+    source = "heuristic labeller (exascale_climate.data.labeller)"
+    summary = {"labelled": 0, "skipped": [], "class_counts": [0, 0, 0]}
+    out = Path(out_dir) if out_dir else None
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(out)
+    with progress_bar("label", len(inputs)) as advance:
+        for path in map(Path, inputs):
+            try:
+                layout = detect_layout(path)
+                steps = netcdf_time_steps(path) if layout == "netcdf" else 1
+                per_step = []
+                for t in range(steps):
+                    sample = read_sample(path, channels=list(REQUIRED), with_labels=False, time_index=t)
+                    lat, lon = sample_coordinates(sample)
+                    fields = {name: sample.data[..., i] for i, name in enumerate(sample.variables)}
+                    per_step.append(label_fields(fields, lat, lon, cfg))
+                target = (out / path.name) if out else path
+                with atomic_path(target) as tmp:
+                    shutil.copyfile(path, tmp)
+                    if layout == "netcdf":
+                        _write_labels_netcdf(Path(tmp), per_step, source)
+                    else:
+                        _write_labels_hdf5(Path(tmp), per_step[0], layout, source)
+            except DataError as e:
+                if not skip_bad:
+                    raise
+                log.warning("skipped %s", e)
+                summary["skipped"].append({"file": str(path), "error": str(e)})
+                advance()
+                continue
+            for labels in per_step:
+                for c in range(3):
+                    summary["class_counts"][c] += int((labels == c).sum())
+            summary["labelled"] += 1
+            advance()
+    return summary
+
+
+def parse_chunks(text: str | None):
+    """CLI chunk spec: None/"none" (contiguous), "auto" (h5py's guess) or "HxWxC"."""
+    if not text or text == "none":
+        return None
+    if text == "auto":
+        return True
+    try:
+        chunks = tuple(int(p) for p in text.lower().split("x"))
+        if len(chunks) != 3 or min(chunks) < 1:
+            raise ValueError
+    except ValueError:
+        raise DataError("<options>", f"--chunks {text!r}: use none, auto or HxWxC, e.g. 96x144x16",
+                        field="chunks") from None
+    return chunks

@@ -1,0 +1,95 @@
+"""`exaclimate data inspect FILE`: what a file holds, including what is wrong with it.
+
+Unlike read_sample this never rejects a file for NaNs or bad labels: it reports them, so a user can see the
+problem that convert or training refused.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from exascale_climate.data.formats import detect_layout, open_hdf5, open_netcdf, stored_variables
+from exascale_climate.errors import DataError
+from exascale_climate.variables import CLASS_NAMES, LABEL_VARIABLE, VARIABLE_NAMES
+
+
+def _describe(values: np.ndarray) -> dict:
+    values = np.asarray(values, np.float64)
+    finite = np.isfinite(values)
+    good = values[finite]
+    return {"min": float(good.min()) if good.size else None, "max": float(good.max()) if good.size else None,
+            "mean": float(good.mean()) if good.size else None,
+            "nan": int(np.isnan(values).sum()), "inf": int(np.isinf(values).sum())}
+
+
+def _label_summary(labels: np.ndarray) -> dict:
+    labels = np.asarray(labels)
+    total = labels.size or 1
+    fractions = {name: float((labels == c).sum()) / total for c, name in enumerate(CLASS_NAMES)}
+    outside = int(((labels < 0) | (labels >= len(CLASS_NAMES))).sum()) if labels.size else 0
+    return {"fractions": fractions, "outside_range": outside}
+
+
+def inspect_file(path) -> dict:
+    """Layout, shapes, per-variable ranges and non-finite counts, class fractions (never raises for content)."""
+    path = Path(path)
+    layout = detect_layout(path)
+    info: dict = {"file": str(path), "layout": layout, "size_bytes": path.stat().st_size, "variables": {}}
+    try:
+        if layout == "netcdf":
+            with open_netcdf(path) as nc:
+                info["dimensions"] = {k: len(v) for k, v in nc.dimensions.items()}
+                info["attributes"] = {k: str(nc.getncattr(k)) for k in nc.ncattrs()}
+                for name in VARIABLE_NAMES:
+                    if name in nc.variables:
+                        var = nc.variables[name]
+                        data = np.ma.filled(var[:].astype(np.float64), np.nan)
+                        info["variables"][name] = {"shape": list(var.shape), "dtype": str(var.dtype),
+                                                   "units": getattr(var, "units", ""), **_describe(data)}
+                info["missing_variables"] = [n for n in VARIABLE_NAMES if n not in nc.variables]
+                if LABEL_VARIABLE in nc.variables:
+                    info["labels"] = _label_summary(np.ma.filled(nc.variables[LABEL_VARIABLE][:], -1))
+        else:
+            with open_hdf5(path) as f:
+                climate = f["climate"]
+                ds = climate["data"]
+                channels_first = layout == "gordonbell"
+                n_channels = ds.shape[0] if channels_first else ds.shape[-1]
+                names = stored_variables(path, {**dict(climate.attrs), **dict(ds.attrs)}, n_channels)
+                info["data"] = {"shape": list(ds.shape), "dtype": str(ds.dtype), "chunks": ds.chunks,
+                                "compression": ds.compression}
+                data = ds[()]
+                for i, name in enumerate(names):
+                    info["variables"][name] = _describe(data[i] if channels_first else data[..., i])
+                info["attributes"] = {k: str(v) for k, v in climate.attrs.items() if k != "variables"}
+                label_name = "labels" if channels_first else "labels_0"
+                if label_name in climate:
+                    info["labels"] = _label_summary(climate[label_name][()])
+    except (OSError, RuntimeError, KeyError) as e:
+        raise DataError(path, f"cannot read ({e}); the file is truncated or corrupt") from None
+    return info
+
+
+def format_inspection(info: dict) -> str:
+    lines = [f"{info['file']}: layout {info['layout']}, {info['size_bytes'] / 2**20:.1f} MiB"]
+    if "dimensions" in info:
+        lines.append("dimensions: " + ", ".join(f"{k}={v}" for k, v in info["dimensions"].items()))
+    if "data" in info:
+        d = info["data"]
+        lines.append(f"climate/data: shape {tuple(d['shape'])} {d['dtype']}, chunks {d['chunks']}, "
+                     f"compression {d['compression']}")
+    if info.get("missing_variables"):
+        lines.append(f"MISSING variables: {', '.join(info['missing_variables'])}")
+    lines.append(f"{'variable':<8} {'min':>12} {'mean':>12} {'max':>12} {'NaN':>6} {'Inf':>6}")
+    for name, v in info["variables"].items():
+        fmt = (lambda x: f"{x:12.5g}" if x is not None else f"{'-':>12}")
+        flag = "  <- non-finite" if v["nan"] or v["inf"] else ""
+        lines.append(f"{name:<8} {fmt(v['min'])} {fmt(v['mean'])} {fmt(v['max'])} {v['nan']:6d} {v['inf']:6d}{flag}")
+    if "labels" in info:
+        lab = info["labels"]
+        lines.append("classes: " + ", ".join(f"{k} {v:.4%}" for k, v in lab["fractions"].items())
+                     + (f"; {lab['outside_range']} label values OUTSIDE 0..2" if lab["outside_range"] else ""))
+    else:
+        lines.append("classes: no labels in the file")
+    return "\n".join(lines)

@@ -1,0 +1,195 @@
+"""The tf.data input pipeline: sharded, shuffled per epoch, read in parallel, normalised, augmented, weighted.
+
+Element: (x (B,H,W,C) float32|float16, y (B,H,W) int32, w (B,H,W) float32 pixel weights).
+Order is always deterministic (file order from a seeded permutation, order-preserving parallel maps, stateless
+random augmentation keyed by (seed, epoch, position)), so `skip_batches` resumes a run at the same sample.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from exascale_climate.config import Config
+from exascale_climate.errors import ConfigError, DataError
+from exascale_climate.pipeline.readers import READERS, sample_grid
+from exascale_climate.pipeline.sharding import epoch_order, samples_per_rank, shard
+from exascale_climate.utils.log import get_logger
+from exascale_climate.utils.runtime import World
+from exascale_climate.variables import VARIABLE_NAMES
+
+log = get_logger("pipeline")
+
+SPLITS = ("train", "valid", "test")
+STATS_NAME = "stats.h5"
+
+
+# -------------------------------------------------------------------------------------------- files
+def split_files(cfg: Config, split: str) -> list[Path]:
+    """Samples of a split: from the staged copy `<pipeline.stage_dir>/<split>` when present, else the source."""
+    from exascale_climate.data.formats import list_samples
+
+    if split not in SPLITS:
+        raise ConfigError(f"split {split!r}: choose one of {SPLITS}")
+    staged = Path(cfg.pipeline.stage_dir) / split if cfg.pipeline.stage_dir else None
+    if staged is not None and staged.is_dir():
+        directory = staged
+    else:
+        directory = getattr(cfg.data, f"{split}_dir")
+        if not directory:
+            raise ConfigError(f"data.{split}_dir: not set, and no staged copy at pipeline.stage_dir/{split}")
+    files = list_samples(directory)
+    if not files:
+        raise DataError(directory, f"no data-*.h5 samples in the {split} directory")
+    return files
+
+
+def stats_path(cfg: Config) -> Path:
+    """stats.h5: the staged copy, else data.stats_file, else beside the train directory."""
+    if cfg.pipeline.stage_dir and (Path(cfg.pipeline.stage_dir) / STATS_NAME).is_file():
+        return Path(cfg.pipeline.stage_dir) / STATS_NAME
+    if cfg.data.stats_file:
+        return Path(cfg.data.stats_file)
+    return Path(cfg.data.train_dir).parent / STATS_NAME
+
+
+def load_stats(cfg: Config):
+    """Statistics of the configured channels (data.channels, or all 16)."""
+    from exascale_climate.data.stats import read_stats
+
+    return read_stats(stats_path(cfg)).select(list(cfg.data.channels) or None)
+
+
+def channels_of(cfg: Config) -> list[str]:
+    return list(cfg.data.channels) or list(VARIABLE_NAMES)
+
+
+# ----------------------------------------------------------------------------------- normalisation
+def normalization_constants(kind: str, stats) -> tuple[np.ndarray, np.ndarray]:
+    """(offset, scale) per channel so that normalised = (x - offset) * scale."""
+    n = len(stats.variables)
+    if kind == "none":
+        return np.zeros(n, np.float32), np.ones(n, np.float32)
+    if kind == "zscore":
+        offset, spread = stats.mean, stats.std
+    elif kind == "minmax":
+        offset, spread = stats.minval, stats.maxval - stats.minval
+    else:
+        raise ConfigError(f"pipeline.normalization: {kind!r} is not allowed; choose zscore, minmax or none")
+    spread = np.where(spread > 0, spread, 1.0)  # a constant channel stays finite (0) instead of NaN
+    return offset.astype(np.float32), (1.0 / spread).astype(np.float32)
+
+
+def make_normalizer(cfg: Config, stats):
+    """x -> normalised x for numpy arrays or tensors (..., C); training and inference share it."""
+    offset, scale = normalization_constants(cfg.pipeline.normalization, stats)
+    return lambda x: (x - offset) * scale
+
+
+# ------------------------------------------------------------------------------------- augmentation
+def augment(x, y, seed, crop: tuple[int, int] | None, flip: bool, roll: bool):
+    """Longitude roll, longitude flip and random crop, applied to data and labels together.
+
+    Data and labels are stacked into one tensor before every transform, so they cannot drift apart.
+    """
+    import tensorflow as tf
+
+    channels = x.shape[-1]
+    both = tf.concat([x, tf.cast(y, x.dtype)[..., None]], axis=-1)
+    seeds = tf.random.experimental.stateless_split(seed, 3)
+    if roll:  # first, while the grid still spans the full (periodic) longitude circle
+        width = tf.shape(both)[1]
+        shift = tf.random.stateless_uniform((), seeds[2], minval=0, maxval=width, dtype=tf.int32)
+        both = tf.roll(both, shift=shift, axis=1)
+    if flip:
+        both = tf.image.stateless_random_flip_left_right(both, seed=seeds[1])
+    if crop:
+        both = tf.image.stateless_random_crop(both, (crop[0], crop[1], channels + 1), seed=seeds[0])
+    return both[..., :channels], tf.cast(tf.round(both[..., channels]), y.dtype)
+
+
+# ------------------------------------------------------------------------------------------ dataset
+def steps_per_epoch(cfg: Config, n_files: int, world: World | None = None) -> int:
+    """Training steps per epoch, the same on every rank (the smallest shard decides)."""
+    size = world.size if world else 1
+    steps = samples_per_rank(n_files, size) // cfg.train.batch_size
+    if steps < 1:
+        raise ConfigError(f"train.batch_size: {cfg.train.batch_size} per rank x {size} ranks needs at least "
+                          f"{cfg.train.batch_size * size} training files, found {n_files}")
+    return steps
+
+
+def _epoch_seed(cfg: Config, epoch: int, rank: int):
+    import tensorflow as tf
+
+    return tf.constant([cfg.train.seed * 1_000_003 + epoch, rank], tf.int64)
+
+
+def build_dataset(cfg: Config, files: list[Path], stats, *, training: bool, world: World | None = None,
+                  epoch: int = 0, skip_batches: int = 0):
+    """One epoch of (x, y, w) batches for this rank (see the module docstring)."""
+    import tensorflow as tf
+
+    from exascale_climate.data.stats import class_weights
+
+    pcfg = cfg.pipeline
+    rank, size = (world.rank, world.size) if world else (0, 1)
+    batch = cfg.train.batch_size
+    channels = list(stats.variables)
+    if not files:
+        raise DataError("<pipeline>", "no sample files to read")
+    mine = shard(sorted(files), rank, size)
+    if training:
+        steps = steps_per_epoch(cfg, len(files), world)
+        mine = epoch_order(mine, cfg.train.seed, epoch, rank, shuffle=pcfg.shuffle)
+        # The shard once more behind the epoch's files is a reserve: a skipped bad file is replaced by the next
+        # readable one, so every rank still runs `steps` steps (Horovod needs the same count everywhere).
+        ordered = mine[skip_batches * batch:] + mine
+        remaining = steps - skip_batches
+        if remaining < 0:
+            raise ConfigError(f"skip_batches {skip_batches} is beyond the epoch's {steps} steps")
+    else:
+        ordered, remaining = mine, None
+    if not ordered:
+        return _empty_dataset(cfg, files, stats)
+    grid = sample_grid(ordered[0])
+    normalization = (None if pcfg.normalization == "none"
+                     else normalization_constants(pcfg.normalization, stats))
+    ds = READERS[pcfg.reader_mode](ordered, channels, grid, pcfg.readers, pcfg.strict, normalization)
+
+    weights = tf.constant(class_weights(stats.class_counts, pcfg.class_weighting), tf.float32)
+    out_dtype = tf.float16 if cfg.train.precision == "mixed_float16" else tf.float32
+    crop = tuple(pcfg.crop) if (training and pcfg.crop) else None
+    augmenting = training and (crop or pcfg.random_flip or pcfg.random_roll)
+    seed = _epoch_seed(cfg, epoch, rank)
+
+    def prepare(index, x, y):
+        if augmenting:
+            x, y = augment(x, y, tf.stack([seed[0], seed[1] * 1_000_003 + index]), crop, pcfg.random_flip,
+                           pcfg.random_roll)
+        y = tf.cast(y, tf.int32)
+        return tf.cast(x, out_dtype), y, tf.gather(weights, y)
+
+    ds = ds.enumerate(start=skip_batches * batch if training else 0)
+    ds = ds.map(lambda i, xy: prepare(i, *xy), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if batch == 1:  # a view instead of batch's copy of every sample
+        ds = ds.map(lambda x, y, w: (x[None], y[None], w[None]))
+    else:
+        ds = ds.batch(batch, drop_remainder=training, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if training:
+        ds = ds.take(remaining)
+    ds = ds.prefetch(tf.data.AUTOTUNE if pcfg.prefetch < 0 else pcfg.prefetch)
+    options = tf.data.Options()
+    options.deterministic = True
+    return ds.with_options(options)
+
+
+def _empty_dataset(cfg: Config, files, stats):
+    """A rank without evaluation files (more ranks than files) still gets a dataset with the right element."""
+    import tensorflow as tf
+
+    h, w = sample_grid(sorted(files)[0])
+    c = len(stats.variables)
+    dtype = tf.float16 if cfg.train.precision == "mixed_float16" else tf.float32
+    return tf.data.Dataset.from_tensor_slices((tf.zeros((0, h, w, c), dtype), tf.zeros((0, h, w), tf.int32),
+                                               tf.zeros((0, h, w), tf.float32))).batch(cfg.train.batch_size)

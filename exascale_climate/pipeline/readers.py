@@ -1,0 +1,164 @@
+"""Parallel sample readers feeding tf.data: reader threads or reader processes.
+
+h5py serialises every call behind one global lock, so reader threads overlap only the work around the read
+(validation, copies, tf.data's own ops); reader processes read truly in parallel but pay for sending the arrays
+back. `exaclimate bench pipeline` measures both; `pipeline.reader_mode` picks one (docs/PIPELINE.md).
+
+A file that fails to read is logged by name, remembered in `failed_files()` and skipped, unless strict.
+"""
+from __future__ import annotations
+
+import atexit
+import multiprocessing
+import threading
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from exascale_climate.errors import DataError
+from exascale_climate.utils.log import get_logger
+
+log = get_logger("pipeline")
+
+_failed: dict[str, str] = {}
+_failed_lock = threading.Lock()
+_pool = {"pool": None, "workers": 0}
+
+
+def failed_files() -> dict[str, str]:
+    """Files skipped since the last reset, with the reason (for the training log and tests)."""
+    with _failed_lock:
+        return dict(_failed)
+
+
+def reset_failed_files() -> None:
+    with _failed_lock:
+        _failed.clear()
+
+
+def _note_failure(path: str, message: str, strict: bool) -> None:
+    if strict:
+        raise DataError(path, f"{message} (pipeline.strict is set)")
+    with _failed_lock:
+        _failed[path] = message
+    log.warning("skipping unreadable sample: %s", message if path in message else f"{path}: {message}")
+
+
+def read_pair(path: str, channels: list[str] | None) -> tuple[np.ndarray, np.ndarray]:
+    """One sample's fields (H, W, C) float32 in `channels` order and labels (H, W) uint8."""
+    from exascale_climate.data.formats import read_sample
+
+    sample = read_sample(path, channels=channels, with_labels=True)
+    return sample.data.astype(np.float32, copy=False), sample.labels
+
+
+def _read_or_error(path: str, channels: list[str] | None, normalization):
+    """read_pair, normalised in place by (offset, scale) when given; returns the error text instead of raising
+    (it crosses thread and process boundaries).
+
+    Normalising here, in place, saves two full-size temporaries per sample: at 768x1152x16 every fresh 56 MB
+    array is a fresh mmap whose page faults cost more than the arithmetic.
+    """
+    try:
+        data, labels = read_pair(path, channels)
+        if normalization is not None:
+            offset, scale = normalization
+            np.subtract(data, offset, out=data)
+            np.multiply(data, scale, out=data)
+        return data, labels, ""
+    except (DataError, OSError, KeyError, ValueError) as e:
+        return None, None, str(e)
+
+
+def _empty(n_channels: int):
+    return np.zeros((0, 0, n_channels), np.float32), np.zeros((0, 0), np.uint8)
+
+
+def sample_grid(path: str | Path) -> tuple[int, int]:
+    """The (H, W) grid of a sample from its labels (cheap: the fields are not read)."""
+    from exascale_climate.data.formats import read_labels
+
+    return tuple(read_labels(path).shape)
+
+
+def _finish(ds, grid, n_channels):
+    """Drop failed reads and give the elements their static shapes."""
+    import tensorflow as tf
+
+    ds = ds.filter(lambda x, y, ok: ok)
+    shape_x, shape_y = (*grid, n_channels), tuple(grid)
+    return ds.map(lambda x, y, ok: (tf.ensure_shape(x, shape_x), tf.ensure_shape(y, shape_y)),
+                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def thread_reader(paths: Sequence[str], channels: list[str], grid, readers: int, strict: bool, normalization=None):
+    """tf.data map over file names with `readers` parallel calls (threads in this process)."""
+    import tensorflow as tf
+
+    n_channels = len(channels)
+
+    def read(path_bytes):
+        path = path_bytes.decode()
+        data, labels, error = _read_or_error(path, channels, normalization)
+        if error:
+            _note_failure(path, error, strict)
+            return (*_empty(n_channels), False)
+        return data, labels, True
+
+    files = tf.data.Dataset.from_tensor_slices([str(p) for p in paths])
+    ds = files.map(lambda p: tf.numpy_function(read, [p], (tf.float32, tf.uint8, tf.bool), stateful=False),
+                   num_parallel_calls=readers, deterministic=True)
+    return _finish(ds, grid, n_channels)
+
+
+def _process_pool(workers: int):
+    """One pool of reader processes per training process, reused across epochs (spawn: safe beside TF threads)."""
+    if _pool["pool"] is None or _pool["workers"] != workers:
+        close_process_pool()
+        _pool["pool"] = multiprocessing.get_context("spawn").Pool(workers)
+        _pool["workers"] = workers
+    return _pool["pool"]
+
+
+@atexit.register
+def close_process_pool() -> None:
+    if _pool["pool"] is not None:
+        _pool["pool"].terminate()
+        _pool["pool"] = None
+
+
+def _ordered_reads(paths: list[str], channels, readers: int, strict: bool, normalization) -> Iterator:
+    """Samples in `paths` order, read by `readers` processes with a bounded number in flight."""
+    pool = _process_pool(readers)
+    in_flight = []
+    n_channels = len(channels)
+    position = 0
+    window = 2 * readers
+    while position < len(paths) or in_flight:
+        while position < len(paths) and len(in_flight) < window:
+            in_flight.append((paths[position], pool.apply_async(_read_or_error, (paths[position], channels, normalization))))
+            position += 1
+        path, result = in_flight.pop(0)
+        data, labels, error = result.get()
+        if error:
+            _note_failure(path, error, strict)
+            yield (*_empty(n_channels), False)
+        else:
+            yield data, labels, True
+
+
+def process_reader(paths: Sequence[str], channels: list[str], grid, readers: int, strict: bool, normalization=None):
+    """tf.data from a generator that keeps `readers` reader processes busy, in deterministic order."""
+    import tensorflow as tf
+
+    n_channels = len(channels)
+    paths = [str(p) for p in paths]
+    signature = (tf.TensorSpec((None, None, n_channels), tf.float32), tf.TensorSpec((None, None), tf.uint8),
+                 tf.TensorSpec((), tf.bool))
+    ds = tf.data.Dataset.from_generator(lambda: _ordered_reads(paths, channels, readers, strict, normalization),
+                                        output_signature=signature)
+    return _finish(ds, grid, n_channels)
+
+
+READERS = {"thread": thread_reader, "process": process_reader}

@@ -1,0 +1,424 @@
+"""Node-local staging: copy the dataset from the shared file system to every node, reading each file once.
+
+The paper's scheme: rank 0 lists the source and broadcasts a seeded plan; every file is read from the shared
+file system by exactly one rank (on a node that needs it); then ranks swap bytes over Horovod so each node
+holds what its ranks will read (`needed`: the training shards of its ranks plus valid/test/stats.h5; `all`:
+everything). Each copy is verified (size + checksum), written to a temporary name and renamed; a re-run
+skips files the node-local manifest proves are already there. The manifest records where every file is and
+how often each source file was read.
+
+On one machine `dst` may contain `{node}` and `ranks_per_node` splits the ranks into simulated nodes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from exascale_climate.errors import ConfigError, DataError
+from exascale_climate.pipeline.sharding import shard_owner
+from exascale_climate.utils.io import atomic_path, atomic_write_text, file_checksum, remove_stale_temps
+from exascale_climate.utils.log import get_logger
+from exascale_climate.utils.progress import progress_bar
+from exascale_climate.utils.runtime import World, init_world
+
+log = get_logger("stage")
+
+SPLITS = ("train", "valid", "test")
+STATS_NAME = "stats.h5"
+MANIFEST_NAME = "stage-manifest.json"
+CHECKSUM = "sha256"  # hashlib's fastest here (SHA-NI); blake2b is ~1.5x slower on this CPU
+VERIFY_MODES = ("full", "checksum", "size")
+CHUNK = 8 << 20
+
+
+# ------------------------------------------------------------------------------------------- source
+@dataclass
+class SourceFile:
+    rel: str  # path relative to the source root (kept at the destination)
+    split: str  # train | valid | test | stats
+    size: int
+    mtime: float
+
+
+def list_source(src: str | Path) -> list[SourceFile]:
+    """train/, valid/, test/ samples and stats.h5 of a prepared dataset directory, in a fixed order."""
+    from exascale_climate.data.formats import list_samples
+
+    src = Path(src)
+    if not src.is_dir():
+        raise DataError(src, "no such source directory")
+    files = []
+    for split in SPLITS:
+        if (src / split).is_dir():
+            for p in list_samples(src / split):
+                st = p.stat()
+                files.append(SourceFile(f"{split}/{p.name}", split, st.st_size, st.st_mtime))
+    if (src / STATS_NAME).is_file():
+        st = (src / STATS_NAME).stat()
+        files.append(SourceFile(STATS_NAME, "stats", st.st_size, st.st_mtime))
+    if not files:
+        raise DataError(src, f"nothing to stage: no {'/, '.join(SPLITS)}/ data-*.h5 samples and no {STATS_NAME}")
+    return files
+
+
+# --------------------------------------------------------------------------------------------- plan
+def needing_nodes(files: list[SourceFile], node_of_rank: list[int], replicate: str) -> list[list[int]]:
+    """For each file, the nodes that must hold it: its training shard's node, or every node."""
+    nodes = sorted(set(node_of_rank))
+    size = len(node_of_rank)
+    train = [f for f in files if f.split == "train"]
+    train_index = {f.rel: i for i, f in enumerate(train)}
+    out = []
+    for f in files:
+        if replicate == "needed" and f.split == "train":
+            out.append([node_of_rank[shard_owner(train_index[f.rel], size)]])
+        else:
+            out.append(nodes)
+    return out
+
+
+def assign_copiers(files: list[SourceFile], needs: list[list[int]], node_of_rank: list[int],
+                   seed: int) -> list[int]:
+    """Which rank reads each file from the source: a rank on a node that needs it, balancing bytes.
+
+    Files are visited in a seeded order and given to the least-loaded eligible rank, so the plan is the same
+    on every rank and for every re-run with the same seed.
+    """
+    load = np.zeros(len(node_of_rank))
+    copier = [-1] * len(files)
+    for i in np.random.default_rng(seed).permutation(len(files)):
+        eligible = [r for r, n in enumerate(node_of_rank) if n in needs[i]]
+        r = min(eligible, key=lambda k: (load[k], k))
+        copier[i] = r
+        load[r] += files[i].size
+    return copier
+
+
+# ------------------------------------------------------------------------------------- collectives
+class Collectives:
+    """The few collectives staging needs; a 1-rank world needs no Horovod at all."""
+
+    def __init__(self, world: World):
+        self.world = world
+        self.hvd = world.hvd if world.distributed else None
+        self._count = 0
+
+    def _name(self, what: str) -> str:
+        self._count += 1
+        return f"stage.{what}.{self._count}"
+
+    def broadcast(self, obj):
+        return obj if self.hvd is None else self.hvd.broadcast_object(obj, root_rank=0, name=self._name("bcast"))
+
+    def allgather(self, obj) -> list:
+        return [obj] if self.hvd is None else self.hvd.allgather_object(obj, name=self._name("gather"))
+
+    def allgather_bytes(self, payload: bytes) -> list[bytes]:
+        """Every rank's bytes (any length, also empty) to every rank."""
+        if self.hvd is None:
+            return [payload]
+        import tensorflow as tf
+
+        sizes = self.allgather(len(payload))
+        tensor = tf.constant(np.frombuffer(payload, np.uint8)) if payload else tf.zeros((0,), tf.uint8)
+        gathered = self.hvd.allgather(tensor, name=self._name("bytes")).numpy()
+        offsets = np.concatenate([[0], np.cumsum(sizes)])
+        return [gathered[offsets[i]:offsets[i + 1]].tobytes() for i in range(len(sizes))]
+
+
+# ------------------------------------------------------------------------------------------- copies
+@dataclass
+class Conversion:
+    """The paper's optional conversions on the way: a channel subset and/or float16 fields."""
+
+    channels: list[str] | None = None
+    dtype: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return bool(self.channels) or self.dtype not in (None, "float32")
+
+    def describe(self) -> dict:
+        return {"channels": self.channels or None, "dtype": self.dtype or None}
+
+
+def _check_size(src: Path, copied: int, expected: int) -> None:
+    if copied != expected:
+        raise DataError(src, f"copied {copied} bytes but the listing said {expected}; the source changed or is "
+                             "truncated")
+
+
+def _copy_file(src: Path, dst: Path, expected_size: int, verify: str) -> str:
+    """Copy one file (one read of the source) to a temp name, verify, rename; returns the copy's checksum.
+
+    verify "full": hash the bytes as they are read from the source, then re-read the copy and compare (an
+    end-to-end check). "checksum": kernel copy (sendfile, like cp), then record the copy's checksum for resume
+    and exchange. "size": kernel copy, size check only (no checksum; the fastest).
+    All modes check the size against the listing and that the copy opens as a sample / stats file.
+    """
+    with atomic_path(dst) as tmp:
+        if verify == "full":
+            digest = hashlib.new(CHECKSUM)
+            with open(src, "rb") as fin, open(tmp, "wb") as fout:
+                while block := fin.read(CHUNK):
+                    digest.update(block)
+                    fout.write(block)
+            checksum = digest.hexdigest()
+            _check_size(src, os.path.getsize(tmp), expected_size)
+            if file_checksum(tmp, CHECKSUM) != checksum:
+                raise DataError(dst, "checksum of the copy differs from the bytes read from the source")
+        else:
+            shutil.copyfile(src, tmp)
+            _check_size(src, os.path.getsize(tmp), expected_size)
+            checksum = file_checksum(tmp, CHECKSUM) if verify == "checksum" else ""
+        _check_readable(tmp, src)
+    return checksum
+
+
+def _check_readable(path: Path, name: Path) -> None:
+    """A copied sample or stats file must open as what it claims to be (catches corrupt sources)."""
+    from exascale_climate.data.formats import detect_layout
+    from exascale_climate.data.stats import read_stats
+
+    try:
+        if name.name == STATS_NAME:
+            read_stats(path)
+        else:
+            detect_layout(path)
+    except DataError as e:
+        raise DataError(name, str(e).split(": ", 1)[-1]) from None
+
+
+def _convert(src: Path, dst: Path, f: SourceFile, conversion: Conversion) -> str:
+    """Read, subset/cast, write atomically (the source is still read once); returns the copy's checksum."""
+    from exascale_climate.data.formats import read_sample, write_deepcam_sample
+    from exascale_climate.data.stats import read_stats, write_stats
+
+    if f.split == "stats":
+        write_stats(dst, read_stats(src).select(conversion.channels))
+    else:
+        s = read_sample(src, channels=conversion.channels)
+        write_deepcam_sample(dst, s.data, s.labels, s.variables, source=s.attrs.get("source", str(src)),
+                             time=s.time, lat=s.lat, lon=s.lon, dtype=conversion.dtype or "float32")
+    return file_checksum(dst, CHECKSUM)
+
+
+def _write_received(dst: Path, payload: bytes, entry: dict) -> None:
+    """Write bytes received from another node; verified against the sender's size and checksum."""
+    with atomic_path(dst) as tmp:
+        Path(tmp).write_bytes(payload)
+        if os.path.getsize(tmp) != entry["size"]:
+            raise DataError(dst, "size of the received copy differs from the sender's")
+        if entry["checksum"] and file_checksum(tmp, CHECKSUM) != entry["checksum"]:
+            raise DataError(dst, "checksum of the received copy differs from the sender's")
+
+
+# ----------------------------------------------------------------------------------------- manifest
+def node_dir(dst: str, node: int) -> Path:
+    return Path(dst.replace("{node}", str(node)))
+
+
+def _previous_entries(directory: Path) -> dict[str, dict]:
+    """Files a previous staging run recorded for this node (empty when there is no usable manifest)."""
+    path = directory / MANIFEST_NAME
+    try:
+        manifest = json.loads(path.read_text())
+        return {e["rel"]: e for e in manifest["node"]["files"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def _already_staged(directory: Path, f: SourceFile, previous: dict, conversion: Conversion) -> dict | None:
+    """The previous entry when the copy is still verified: same source size/mtime, conversion and checksum."""
+    entry = previous.get(f.rel)
+    target = directory / f.rel
+    if not entry or not target.is_file():
+        return None
+    if (entry.get("source_size"), entry.get("source_mtime"), entry.get("conversion")) != (
+            f.size, f.mtime, conversion.describe()):
+        return None
+    if target.stat().st_size != entry.get("size"):
+        return None
+    if entry.get("checksum") and file_checksum(target, CHECKSUM) != entry["checksum"]:
+        return None
+    return entry
+
+
+# -------------------------------------------------------------------------------------------- stage
+def stage(src: str | Path, dst: str | Path, *, replicate: str = "needed", seed: int = 0, world: World | None = None,
+          ranks_per_node: int = 0, channels: list[str] | None = None, dtype: str | None = None,
+          verify: str = "full", copy_threads: int = 2) -> dict:
+    """Stage `src` to node-local `dst` (see the module docstring); returns the manifest (same on all ranks)."""
+    if replicate not in ("needed", "all"):
+        raise ConfigError(f"--replicate: {replicate!r} is not allowed; choose needed or all")
+    if verify not in VERIFY_MODES:
+        raise ConfigError(f"--verify: {verify!r} is not allowed; choose one of {', '.join(VERIFY_MODES)}")
+    world = world or init_world()
+    comm = Collectives(world)
+    conversion = Conversion(list(channels) if channels else None, dtype)
+    t_start = time.perf_counter()
+
+    my_node = world.rank // ranks_per_node if ranks_per_node > 0 else world.cross_rank
+    node_of_rank = comm.allgather(my_node)
+    nodes = sorted(set(node_of_rank))
+    writer_of_node = {n: node_of_rank.index(n) for n in nodes}  # lowest rank of each node
+    dst = str(dst)
+    my_dir = node_dir(dst, my_node)
+    i_write_node = writer_of_node[my_node] == world.rank
+
+    plan = None
+    if world.is_root:
+        try:
+            files = list_source(src)
+            needs = needing_nodes(files, node_of_rank, replicate)
+            plan = {"files": [asdict(f) for f in files], "needs": needs,
+                    "copier": assign_copiers(files, needs, node_of_rank, seed)}
+        except DataError as e:
+            plan = {"error": str(e)}
+    plan = comm.broadcast(plan)
+    if "error" in plan:
+        raise DataError(src, plan["error"].split(": ", 1)[-1])
+    files = [SourceFile(**f) for f in plan["files"]]
+    needs, copier = plan["needs"], plan["copier"]
+
+    # Resume: the node's writer checks what a previous run left verified, and clears stale temporaries.
+    present = {}
+    if i_write_node:
+        my_dir.mkdir(parents=True, exist_ok=True)
+        for sub in [my_dir, *(my_dir / s for s in SPLITS)]:
+            remove_stale_temps(sub)
+        previous = _previous_entries(my_dir)
+        for i, f in enumerate(files):
+            if my_node in needs[i]:
+                entry = _already_staged(my_dir, f, previous, conversion)
+                if entry:
+                    present[f.rel] = {**entry, "how": "resumed"}
+    present_of_rank = comm.allgather(present)
+    present_by_node = {n: present_of_rank[writer_of_node[n]] for n in nodes}
+
+    # Phase 1: every file some needing node lacks is read from the source exactly once, by its copier.
+    t_copy = time.perf_counter()
+    mine = [i for i, f in enumerate(files) if copier[i] == world.rank
+            and any(f.rel not in present_by_node[n] for n in needs[i])]
+    results, errors, source_reads = {}, {}, {}
+
+    def copy_one(f: SourceFile) -> dict:
+        local = present_by_node[my_node].get(f.rel)
+        if local is not None:  # this node has it already: send from the local copy, not the source
+            return local
+        source_reads[f.rel] = source_reads.get(f.rel, 0) + 1
+        source, target = Path(src) / f.rel, my_dir / f.rel
+        if not source.is_file():
+            raise DataError(source, "vanished from the source since it was listed")
+        checksum = (_convert(source, target, f, conversion) if conversion.active
+                    else _copy_file(source, target, f.size, verify))
+        return {"rel": f.rel, "size": target.stat().st_size, "checksum": checksum, "source_size": f.size,
+                "source_mtime": f.mtime, "conversion": conversion.describe(), "how": "copied", "by": world.rank}
+
+    # A few copy threads overlap one file's checksum with another's I/O (both release the GIL).
+    with progress_bar(f"staging {len(mine)} files", len(mine)) as advance, \
+            ThreadPoolExecutor(max(1, copy_threads)) as pool:
+        futures = {files[i].rel: pool.submit(copy_one, files[i]) for i in mine}
+        for rel, future in futures.items():
+            try:
+                results[rel] = future.result()
+            except (DataError, OSError) as e:
+                errors[rel] = str(e)
+                log.error("cannot stage %s: %s", rel, e)
+            advance(1)
+    copy_seconds = time.perf_counter() - t_copy
+    gathered = comm.allgather({"results": results, "errors": errors, "reads": source_reads,
+                               "copy_seconds": copy_seconds})
+    copied = {rel: r for g in gathered for rel, r in g["results"].items()}
+    all_errors = {rel: msg for g in gathered for rel, msg in g["errors"].items()}
+
+    # Phase 2: copiers send their files to the other nodes that need them, one file per rank per round.
+    t_swap = time.perf_counter()
+    outgoing = {r: [] for r in range(world.size)}
+    for i, f in enumerate(files):
+        entry = copied.get(f.rel)
+        if entry is None:
+            continue
+        targets = [n for n in needs[i] if n != node_of_rank[copier[i]] and f.rel not in present_by_node[n]]
+        if targets:
+            outgoing[copier[i]].append((f.rel, targets))
+    received = {}
+    swap_bytes = 0
+    rounds = max((len(v) for v in outgoing.values()), default=0)
+    for k in range(rounds):
+        item = outgoing[world.rank][k] if k < len(outgoing[world.rank]) else None
+        payload = (my_dir / item[0]).read_bytes() if item else b""
+        meta = comm.allgather(item)
+        for sender, (sent, data) in enumerate(zip(meta, comm.allgather_bytes(payload))):
+            if sent is None:
+                continue
+            rel, targets = sent
+            swap_bytes += len(data) if my_node in targets and i_write_node else 0
+            if my_node in targets and i_write_node:
+                try:
+                    _write_received(my_dir / rel, data, copied[rel])
+                    received[rel] = {**copied[rel], "how": f"received from rank {sender}"}
+                except (DataError, OSError) as e:
+                    errors[rel] = str(e)
+    swap_seconds = time.perf_counter() - t_swap
+
+    # Manifest: what is on each node, how often each source file was read, throughput.
+    node_files = {}
+    if i_write_node:
+        mine_now = dict(present_by_node[my_node])
+        mine_now.update({rel: e for rel, e in copied.items()
+                         if e["how"] == "copied" and node_of_rank[e["by"]] == my_node})
+        mine_now.update(received)
+        node_files = {rel: mine_now[rel] for rel in sorted(mine_now)}
+    final = comm.allgather({"node": my_node, "writer": i_write_node, "files": node_files, "errors": errors,
+                            "swap_bytes": swap_bytes})
+    for g in final:
+        all_errors.update(g["errors"])
+    reads = {f.rel: 0 for f in files}
+    for g in gathered:
+        for rel, n in g["reads"].items():
+            reads[rel] += n
+    wall = time.perf_counter() - t_start
+    read_bytes = sum(f.size for f in files if reads[f.rel])
+    manifest = {
+        "source": str(Path(src).resolve()), "destination": dst, "replicate": replicate, "seed": seed,
+        "ranks": world.size, "nodes": {str(g["node"]): {"dir": str(node_dir(dst, g["node"])),
+                                                        "files": sorted(g["files"])}
+                                       for g in final if g["writer"]},
+        "conversion": conversion.describe(), "verify": verify, "checksum": CHECKSUM, "source_reads": reads,
+        "errors": all_errors,
+        "throughput": {
+            "seconds": wall, "copy_seconds": max(g["copy_seconds"] for g in gathered),
+            "swap_seconds": swap_seconds, "source_bytes": read_bytes,
+            "files_read": sum(1 for n in reads.values() if n),
+            "swapped_bytes": sum(g["swap_bytes"] for g in final),
+            "resumed_files": sum(len(p) for p in present_by_node.values()),
+            "gb_per_s": read_bytes / wall / 1e9 if wall else 0.0,
+            "files_per_s": sum(1 for n in reads.values() if n) / wall if wall else 0.0,
+        },
+    }
+    if i_write_node:
+        node_manifest = {**manifest, "node": {"index": my_node, "dir": str(my_dir),
+                                              "files": list(node_files.values())}}
+        atomic_write_text(my_dir / MANIFEST_NAME, json.dumps(node_manifest, indent=1))
+    if all_errors:
+        names = ", ".join(f"{rel} ({msg})" for rel, msg in sorted(all_errors.items()))
+        raise DataError(Path(src), f"{len(all_errors)} file(s) could not be staged: {names}")
+    return manifest
+
+
+def format_report(manifest: dict) -> str:
+    """The one-paragraph throughput report the CLI prints."""
+    t = manifest["throughput"]
+    return (f"staged {len(manifest['source_reads'])} files to {len(manifest['nodes'])} node(s): "
+            f"read {t['files_read']} files / {t['source_bytes'] / 1e9:.3f} GB from the source in "
+            f"{t['seconds']:.2f} s ({t['gb_per_s']:.3f} GB/s, {t['files_per_s']:.1f} files/s); "
+            f"swapped {t['swapped_bytes'] / 1e9:.3f} GB between nodes; {t['resumed_files']} already staged")

@@ -1,0 +1,1 @@
+"""Training: losses, metrics, the distributed step and loop, checkpoints."""

@@ -1,0 +1,241 @@
+"""Horovod set-up and gradient communication: flat or hierarchical allreduce, fp16 compression, a stall watchdog.
+
+Why a hand-made hierarchical allreduce: Horovod's HOROVOD_HIERARCHICAL_ALLREDUCE only acts on GPU/NCCL builds
+with several hosts. The paper's scheme (reduce inside each node, allreduce across one leader per node, broadcast
+back inside the node) is built here on Horovod process sets, so it runs on any controller and on CPU, and can be
+exercised on one machine with `distributed.ranks_per_node`.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from exascale_climate.config import Config, DistributedConfig
+from exascale_climate.errors import ConfigError
+from exascale_climate.utils.log import get_logger
+from exascale_climate.utils.runtime import World, configure_threads, init_world
+
+log = get_logger("distributed")
+
+EXIT_STALLED = 3
+
+
+def horovod_environment(cfg: DistributedConfig) -> dict[str, str]:
+    """Horovod's own knobs from the config (read by hvd.init, so they must be in the environment first)."""
+    env = {
+        # A rank that stops answering: warn after half the timeout, shut the job down after the timeout.
+        "HOROVOD_STALL_CHECK_TIME_SECONDS": str(max(1, cfg.stall_timeout_s // 2)),
+        "HOROVOD_STALL_SHUTDOWN_TIME_SECONDS": str(cfg.stall_timeout_s),
+    }
+    if cfg.fusion_threshold_mb is not None:
+        env["HOROVOD_FUSION_THRESHOLD"] = str(int(cfg.fusion_threshold_mb * 1024 * 1024))
+    if cfg.cycle_time_ms is not None:
+        env["HOROVOD_CYCLE_TIME"] = str(cfg.cycle_time_ms)
+    if cfg.horovod_hierarchical:
+        env["HOROVOD_HIERARCHICAL_ALLREDUCE"] = "1"
+    if cfg.allreduce == "hierarchical":
+        env["HOROVOD_DYNAMIC_PROCESS_SETS"] = "1"  # node groups are known only after init
+    return env
+
+
+def setup_world(cfg: Config, use_horovod: bool | None = None) -> World:
+    """Threads per rank, Horovod knobs, then Horovod itself (a 1-rank World without a launcher)."""
+    configure_threads(cfg.distributed.threads_per_rank)
+    for key, value in horovod_environment(cfg.distributed).items():
+        os.environ.setdefault(key, value)
+    return init_world(use_horovod)
+
+
+# ------------------------------------------------------------------------------------------ topology
+@dataclass
+class Topology:
+    """Which ranks share a node; the leader of a node is its lowest rank."""
+
+    nodes: list[list[int]]
+    rank: int
+
+    @property
+    def my_node(self) -> list[int]:
+        return next(n for n in self.nodes if self.rank in n)
+
+    @property
+    def leaders(self) -> list[int]:
+        return [n[0] for n in self.nodes]
+
+    @property
+    def is_leader(self) -> bool:
+        return self.my_node[0] == self.rank
+
+
+def node_ids(world: World, ranks_per_node: int) -> list[int]:
+    """The node id of every rank: rank // ranks_per_node, or Horovod's cross_rank gathered from all ranks."""
+    if ranks_per_node > 0:
+        if world.size % ranks_per_node:
+            raise ConfigError(f"distributed.ranks_per_node: {ranks_per_node} does not divide the {world.size} ranks")
+        return [r // ranks_per_node for r in range(world.size)]
+    if not world.distributed:
+        return [0]
+    import tensorflow as tf
+
+    gathered = world.hvd.allgather(tf.constant([world.cross_rank], dtype=tf.int32), name="exaclimate_node_ids")
+    return [int(v) for v in gathered.numpy()]
+
+
+def build_topology(world: World, ranks_per_node: int = 0) -> Topology:
+    ids = node_ids(world, ranks_per_node)
+    nodes: dict[int, list[int]] = {}
+    for rank, node in enumerate(ids):
+        nodes.setdefault(node, []).append(rank)
+    return Topology(nodes=[sorted(v) for _, v in sorted(nodes.items())], rank=world.rank)
+
+
+# ------------------------------------------------------------------------------------------ reducers
+@dataclass
+class GradientReducer:
+    """Averages a list of gradient tensors over all ranks (inside a tf.function)."""
+
+    world: World
+    strategy: str = "flat"
+    fp16_compression: bool = False
+    topology: Topology | None = None
+    _sets: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, world: World, cfg: DistributedConfig) -> "GradientReducer":
+        reducer = cls(world, cfg.allreduce, cfg.fp16_compression)
+        if cfg.allreduce == "hierarchical" and world.distributed:
+            reducer.topology = build_topology(world, cfg.ranks_per_node)
+            reducer._register_process_sets()
+        return reducer
+
+    def _register_process_sets(self) -> None:
+        """Every rank adds the same sets in the same order (a collective); sets equal to the world reuse it."""
+        hvd, topo = self.world.hvd, self.topology
+        everyone = list(range(self.world.size))
+        for node in topo.nodes:
+            if 1 < len(node) < self.world.size:
+                ps = hvd.add_process_set(node)
+                if self.world.rank in node:
+                    self._sets["node"] = ps
+            elif len(node) == self.world.size:
+                self._sets["node"] = hvd.global_process_set
+        if len(topo.nodes) > 1:
+            leaders = topo.leaders
+            ps = hvd.global_process_set if leaders == everyone else hvd.add_process_set(leaders)
+            if topo.is_leader:
+                self._sets["leaders"] = ps
+        log.info("hierarchical allreduce: %d node(s) of %s ranks", len(topo.nodes),
+                 sorted({len(n) for n in topo.nodes}))
+
+    @property
+    def compression(self):
+        hvd = self.world.hvd
+        return hvd.Compression.fp16 if self.fp16_compression else hvd.Compression.none
+
+    def reduce(self, grads: list):
+        if not self.world.distributed:
+            return list(grads)
+        if self.strategy == "hierarchical":
+            return self._hierarchical(grads)
+        return list(self.world.hvd.grouped_allreduce(list(grads), op=self.world.hvd.Average,
+                                                     compression=self.compression, name="exaclimate_flat"))
+
+    def _hierarchical(self, grads: list):
+        """Sum inside the node, sum across node leaders, broadcast from the leader, divide by the world size.
+
+        Gradients travel as one flat buffer so each stage is a single collective.
+        """
+        import tensorflow as tf
+
+        hvd = self.world.hvd
+        shapes = [g.shape for g in grads]
+        dtypes = [g.dtype for g in grads]
+        flat = tf.concat([tf.reshape(tf.cast(g, tf.float32), [-1]) for g in grads], axis=0)
+        if "node" in self._sets:
+            flat = hvd.allreduce(flat, op=hvd.Sum, compression=self.compression, name="exaclimate_hier_node",
+                                 process_set=self._sets["node"])
+        if "leaders" in self._sets:
+            flat = hvd.allreduce(flat, op=hvd.Sum, compression=self.compression, name="exaclimate_hier_leaders",
+                                 process_set=self._sets["leaders"])
+        if "node" in self._sets and len(self.topology.nodes) > 1:
+            flat = hvd.broadcast(flat, root_rank=self.topology.my_node[0], name="exaclimate_hier_bcast",
+                                 process_set=self._sets["node"])
+        flat = flat / float(self.world.size)
+        sizes = [int(np.prod(s)) for s in shapes]
+        parts = tf.split(flat, sizes)
+        return [tf.cast(tf.reshape(p, s), d) for p, s, d in zip(parts, shapes, dtypes)]
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def broadcast_variables(world: World, variables, root_rank: int = 0) -> None:
+    """Make every rank start from rank 0's values (Keras 3 variables are unwrapped to their tf.Variable)."""
+    if not world.distributed:
+        return
+    world.hvd.broadcast_variables(unwrap(variables), root_rank=root_rank)
+
+
+def unwrap(variables) -> list:
+    """Keras 3 variables -> their tf.Variable (what tape.gradient and Horovod understand); others unchanged."""
+    import keras
+
+    return [v.value if isinstance(v, keras.Variable) else v for v in variables]
+
+
+def allreduce_numpy(world: World, array, op: str = "sum", name: str = "exaclimate_np") -> np.ndarray:
+    """Sum (or average) a small host array over all ranks, e.g. confusion matrices."""
+    array = np.asarray(array)
+    if not world.distributed:
+        return array
+    import tensorflow as tf
+
+    hvd = world.hvd
+    out = hvd.allreduce(tf.constant(array.astype(np.float64)), op=hvd.Sum if op == "sum" else hvd.Average, name=name)
+    return out.numpy()
+
+
+def broadcast_object(world: World, obj, root_rank: int = 0, name: str = "exaclimate_obj"):
+    if not world.distributed:
+        return obj
+    return world.hvd.broadcast_object(obj, root_rank=root_rank, name=name)
+
+
+class Watchdog:
+    """Ends this process with EXIT_STALLED when no progress was reported for `timeout_s`.
+
+    Why: a hung peer can leave a collective blocked forever on some controllers; a bounded failure lets the
+    launcher (horovodrun, srun) tear the job down and the scheduler requeue it.
+    """
+
+    def __init__(self, timeout_s: float, first_timeout_s: float | None = None, what: str = "training"):
+        self.timeout_s = float(timeout_s)
+        self.first_timeout_s = float(first_timeout_s or timeout_s)
+        self.what = what
+        self._last = time.monotonic()
+        self._beats = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="exaclimate-watchdog", daemon=True)
+
+    def __enter__(self):
+        self._last = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+
+    def beat(self) -> None:
+        self._last = time.monotonic()
+        self._beats += 1
+
+    def _run(self) -> None:
+        while not self._stop.wait(min(1.0, self.timeout_s / 4)):
+            limit = self.timeout_s if self._beats else self.first_timeout_s
+            idle = time.monotonic() - self._last
+            if idle > limit:
+                log.error("%s made no progress for %.0f s (distributed.stall_timeout_s=%g): a rank died or hung; "
+                          "exiting with code %d", self.what, idle, self.timeout_s, EXIT_STALLED)
+                os._exit(EXIT_STALLED)

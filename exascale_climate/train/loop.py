@@ -1,0 +1,407 @@
+"""`exaclimate train`: the data-parallel training loop, the same code alone, under horovodrun/mpirun or srun.
+
+One call of `train(cfg, run_dir)` sets up Horovod, the model, the optimizer (LARC, schedule), loss scaling and
+the gradient reducer, restores a checkpoint with `resume=True`, and then runs epochs of compiled steps with
+periodic validation (confusion matrices summed over ranks, so IoU is exact), metrics, TensorBoard events and
+atomic checkpoints. Rank 0 writes everything in the run directory.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from exascale_climate.config import Config, save_config
+from exascale_climate.errors import DistributedError, ExaclimateError
+from exascale_climate.train.distributed import (GradientReducer, Watchdog, allreduce_numpy, broadcast_object,
+                                                broadcast_variables, setup_world)
+from exascale_climate.utils.log import JsonLinesWriter, get_logger
+from exascale_climate.utils.progress import progress_bar
+from exascale_climate.utils.runtime import World, apply_tf_threads
+
+log = get_logger("train")
+
+
+class TrainingDiverged(ExaclimateError):
+    """Gradients stayed NaN/Inf for too many consecutive steps."""
+
+
+@dataclass
+class Position:
+    """Where the run is: optimizer-loop steps done, epoch, and steps done inside that epoch."""
+
+    step: int = 0
+    epoch: int = 0
+    step_in_epoch: int = 0
+    best_metric: float | None = None
+    history: dict = field(default_factory=dict)
+
+
+@dataclass
+class Run:
+    """Everything the loop touches, built once by `setup_run` (also used by the training benchmark)."""
+
+    cfg: Config
+    world: World
+    run_dir: Path
+    model: object
+    optimizer: object
+    scaler: object
+    step: object
+    eval_step: object
+    input_shape: tuple
+    train_files: list
+    valid_files: list
+    stats: object
+    steps_per_epoch: int
+    flops_per_sample: float | None
+
+    def state_arrays(self) -> dict[str, list]:
+        """Every variable a resumed run needs, grouped (saved by position)."""
+        return {"model": list(self.model.variables), "optimizer": list(self.optimizer.variables),
+                "scaler": self.scaler.variables, "lag": self.step.lag_variables}
+
+    def all_variables(self) -> list:
+        return [v for group in self.state_arrays().values() for v in group]
+
+
+# --------------------------------------------------------------------------------------------- set-up
+def _configure_tensorflow(cfg: Config):
+    import keras
+    import tensorflow as tf
+
+    apply_tf_threads()
+    if cfg.train.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    keras.utils.set_random_seed(cfg.train.seed)
+    return tf
+
+
+def input_shape_for(cfg: Config, train_files, stats) -> tuple[int, int, int]:
+    from exascale_climate.pipeline.readers import sample_grid
+
+    grid = tuple(cfg.pipeline.crop) if cfg.pipeline.crop else sample_grid(train_files[0])
+    return (int(grid[0]), int(grid[1]), len(stats.variables))
+
+
+def per_sample_flops(model, input_shape) -> float | None:
+    """Training FLOPs per sample (models.flops, analytic), for achieved FLOP/s in the metrics."""
+    try:
+        from exascale_climate.models.flops import count_flops
+
+        return float(count_flops(model, input_shape, graph=False)["train_step"])
+    except Exception as e:  # a FLOP count is a nice-to-have: never fail a training run over it
+        log.warning("FLOP count unavailable (%s); achieved FLOP/s will not be reported", e)
+        return None
+
+
+def setup_run(cfg: Config, run_dir: str | Path, world: World | None = None) -> Run:
+    """World, data files, model, optimizer, loss scaling, reducer and the compiled steps."""
+    world = world or setup_world(cfg)
+    _configure_tensorflow(cfg)
+    from exascale_climate.models import build_model
+    from exascale_climate.pipeline.dataset import load_stats, split_files, steps_per_epoch
+    from exascale_climate.train.losses import segmentation_loss
+    from exascale_climate.train.optimizers import build_optimizer
+    from exascale_climate.train.precision import LossScaler
+    from exascale_climate.train.step import TrainStep, make_eval_step
+
+    train_files = split_files(cfg, "train")
+    try:
+        valid_files = split_files(cfg, "valid")
+    except ExaclimateError as e:
+        log.warning("no validation data (%s); validation is skipped", e)
+        valid_files = []
+    stats = load_stats(cfg)
+    input_shape = input_shape_for(cfg, train_files, stats)
+    model = build_model(cfg.model, input_shape, cfg.train.precision)
+    accumulation = cfg.train.gradient_accumulation
+    optimizer = build_optimizer(cfg.optimizer, world.size, accumulation)
+    scaler = LossScaler.from_config(cfg.train)
+    reducer = GradientReducer.from_config(world, cfg.distributed)
+    kind, gamma = cfg.train.loss, cfg.train.focal_gamma
+
+    def loss_fn(y, logits, w):
+        return segmentation_loss(y, logits, w, kind=kind, focal_gamma=gamma)
+
+    step = TrainStep(model, optimizer, reducer, scaler, loss_fn, gradient_lag=cfg.distributed.gradient_lag)
+    updates = steps_per_epoch(cfg, len(train_files), world) // accumulation
+    if updates < 1:
+        raise ExaclimateError(f"train.gradient_accumulation: {accumulation} exceeds the batches per epoch")
+    return Run(cfg, world, Path(run_dir), model, optimizer, scaler, step,
+               make_eval_step(model, cfg.model.num_classes), input_shape, train_files, valid_files, stats,
+               updates, per_sample_flops(model, input_shape))
+
+
+def restore_or_broadcast(run: Run, ckpt_manager, resume: bool) -> Position:
+    """Rank 0 restores the latest checkpoint (with --resume), then every rank takes rank 0's state."""
+    from exascale_climate.train.checkpoints import assign_arrays, load_arrays, read_state
+
+    position = Position()
+    latest = ckpt_manager.latest() if (resume and run.world.is_root) else None
+    if run.world.is_root and latest is not None:
+        arrays = load_arrays(latest)
+        for group, variables in run.state_arrays().items():
+            assign_arrays(latest, group, variables, arrays.get(group, []))
+        state = read_state(latest)
+        position = Position(state["step"], state["epoch"], state["step_in_epoch"], state.get("best_metric"),
+                            state.get("history", {}))
+        log.info("resumed from %s (step %d, epoch %d, step %d of the epoch)", latest, position.step,
+                 position.epoch, position.step_in_epoch)
+    elif resume and run.world.is_root:
+        log.warning("--resume: no checkpoint in %s; starting from scratch", ckpt_manager.directory)
+    broadcast_variables(run.world, run.all_variables())
+    return broadcast_object(run.world, position, name="exaclimate_position")
+
+
+# ------------------------------------------------------------------------------------------ validation
+def validate(run: Run, watchdog=None) -> dict:
+    """Mean and per-class IoU over the validation split; confusion matrices summed over all ranks."""
+    from exascale_climate.pipeline.dataset import build_dataset
+    from exascale_climate.train.metrics import iou_from_confusion
+
+    n = run.cfg.model.num_classes
+    cm = np.zeros((n, n), np.float64)
+    if run.valid_files:
+        ds = build_dataset(run.cfg, run.valid_files, run.stats, training=False, world=run.world)
+        for x, y, _ in ds:
+            cm += run.eval_step(x, y).numpy()
+            if watchdog:
+                watchdog.beat()
+    cm = allreduce_numpy(run.world, cm, name="exaclimate_val_cm")
+    per_class, mean = iou_from_confusion(cm)
+    return {"val_mean_iou": mean, "val_iou": [float(v) for v in per_class], "val_pixels": float(cm.sum())}
+
+
+# ------------------------------------------------------------------------------------------ reporting
+class Reporter:
+    """Rank 0's outputs: metrics.jsonl, TensorBoard scalars, events.log."""
+
+    def __init__(self, run: Run):
+        self.enabled = run.world.is_root
+        self.metrics = self.tb = self.handler = None
+        if not self.enabled:
+            return
+        import tensorflow as tf
+
+        self.metrics = JsonLinesWriter(run.run_dir / "metrics.jsonl")
+        self.tb = tf.summary.create_file_writer(str(run.run_dir / "tensorboard"))
+        self.handler = logging.FileHandler(run.run_dir / "events.log")
+        self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.getLogger("exaclimate").addHandler(self.handler)
+
+    def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        import tensorflow as tf
+
+        self.metrics.write(record)
+        with self.tb.as_default(step=int(record["step"])):
+            for key, value in record.items():
+                if key not in ("step", "epoch", "kind") and isinstance(value, (int, float)) and math.isfinite(value):
+                    tf.summary.scalar(f"{record['kind']}/{key}", value)
+        self.tb.flush()
+
+    def close(self) -> None:
+        if not self.enabled:
+            return
+        self.metrics.close()
+        self.tb.close()
+        logging.getLogger("exaclimate").removeHandler(self.handler)
+        self.handler.close()
+
+
+class Window:
+    """Running sums between two log lines: loss, steps, samples, time computing vs waiting for data."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.loss, self.steps, self.data_s, self.start = 0.0, 0, 0.0, time.perf_counter()
+
+    def summary(self, run: Run) -> dict:
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        loss = allreduce_numpy(run.world, np.array([self.loss / max(self.steps, 1)]), op="average",
+                               name="exaclimate_window_loss")[0]
+        cfg = run.cfg.train
+        samples = self.steps * cfg.batch_size * cfg.gradient_accumulation * run.world.size
+        out = {"loss": float(loss), "samples_per_s": samples / elapsed, "data_wait_fraction": self.data_s / elapsed}
+        if run.flops_per_sample:
+            out["flops_per_s"] = samples / elapsed * run.flops_per_sample
+        return out
+
+
+# ------------------------------------------------------------------------------------------ the loop
+def _save(run: Run, ckpt_manager, position: Position, metric: float | None) -> None:
+    """Rank 0 writes a checkpoint, refusing to persist non-finite weights."""
+    if not run.world.is_root:
+        return
+    for v in run.model.trainable_variables:
+        if not np.all(np.isfinite(np.asarray(v.numpy(), dtype=np.float32))):
+            raise TrainingDiverged(f"step {position.step}: weight {v.path} is NaN/Inf; no checkpoint written "
+                                   f"(the last good one is {ckpt_manager.latest()})")
+    state = {"epoch": position.epoch, "step_in_epoch": position.step_in_epoch, "input_shape": list(run.input_shape),
+             "world_size": run.world.size, "history": position.history, **run.scaler.state(),
+             "optimizer_iterations": int(run.optimizer.iterations.numpy())}
+    path = ckpt_manager.save(position.step, run.model, run.state_arrays(), state, run.cfg, metric=metric)
+    position.best_metric = ckpt_manager.best_metric()
+    log.debug("checkpoint %s", path)
+
+
+def _check_step(run: Run, out: dict, position: Position, streak: int) -> int:
+    """Count consecutive non-finite steps; abort when lowering the scale cannot help any more."""
+    if bool(out["finite"]):
+        return 0
+    streak += 1
+    log.warning("step %d: non-finite gradients (loss %s, loss scale %g); update skipped", position.step,
+                out["loss"], out["loss_scale"])
+    loss_bad = not math.isfinite(float(out["loss"]))
+    if streak >= run.cfg.train.max_bad_steps and (loss_bad or run.scaler.at_minimum()):
+        raise TrainingDiverged(
+            f"step {position.step}: loss/gradients were NaN/Inf for {streak} consecutive steps "
+            f"(train.max_bad_steps={run.cfg.train.max_bad_steps}); stopped without writing a checkpoint")
+    return streak
+
+
+def _next_batches(iterator, count: int, position: Position):
+    try:
+        return [next(iterator) for _ in range(count)]
+    except StopIteration:
+        raise ExaclimateError(f"step {position.step}: the training data ran out mid-epoch (bad files skipped?); "
+                              "set pipeline.strict to stop at the bad file instead") from None
+
+
+def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict:
+    """Train as configured; returns the final metrics (the same dict on every rank)."""
+    from exascale_climate.train.checkpoints import CheckpointManager
+
+    run_dir = Path(run_dir)
+    world = setup_world(cfg)
+    if world.is_root:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+    run = setup_run(cfg, run_dir, world)
+    ckpts = CheckpointManager(run_dir, cfg.train.checkpoint.keep, cfg.train.checkpoint.keep_best)
+    if world.is_root:
+        ckpts.clean_temps()
+    position = restore_or_broadcast(run, ckpts, resume)
+    reporter = Reporter(run)
+    try:
+        return _loop(run, ckpts, position, reporter)
+    except Exception as e:
+        import tensorflow as tf
+
+        if world.distributed and isinstance(e, (tf.errors.OpError, RuntimeError)) and \
+                not isinstance(e, ExaclimateError):
+            raise DistributedError(f"rank {world.rank} at step {position.step}: a collective failed "
+                                   f"({str(e).splitlines()[0][:200]}); another rank probably died") from e
+        raise
+    finally:
+        reporter.close()
+
+
+def _loop(run: Run, ckpts, position: Position, reporter: Reporter) -> dict:
+    from exascale_climate.pipeline.dataset import build_dataset
+
+    cfg, world = run.cfg, run.world
+    tcfg, ccfg = cfg.train, cfg.train.checkpoint
+    accumulation = tcfg.gradient_accumulation
+    total = run.steps_per_epoch * tcfg.epochs
+    if tcfg.max_steps:
+        total = min(total, tcfg.max_steps)
+    last = {"step": position.step, "epoch": position.epoch}
+    window, streak, saved_at, validated_at, stop = Window(), 0, position.step, -1, False
+    started = time.perf_counter()
+    log.info("training %s on %d rank(s): %d files, %d steps/epoch, %d steps, input %s", cfg.model.name,
+             world.size, len(run.train_files), run.steps_per_epoch, total, run.input_shape)
+
+    def evaluate_and_maybe_save(force_save: bool, reason: str):
+        nonlocal saved_at, validated_at, stop
+        metrics = validate(run, watchdog) if run.valid_files else {}
+        validated_at = position.step
+        if metrics:
+            position.history[str(position.step)] = metrics["val_mean_iou"]
+            reporter.write({"kind": "valid", "step": position.step, "epoch": position.epoch, **metrics})
+            log.info("step %d (%s): validation mean IoU %.4f, per class %s", position.step, reason,
+                     metrics["val_mean_iou"], [round(v, 4) for v in metrics["val_iou"]])
+            last.update(metrics)
+            if tcfg.target_iou and metrics["val_mean_iou"] >= tcfg.target_iou:
+                log.info("target IoU %.3f reached at step %d: stopping", tcfg.target_iou, position.step)
+                stop = True
+        if force_save or stop:
+            _save(run, ckpts, position, metrics.get("val_mean_iou"))
+            saved_at = position.step
+
+    timeout = cfg.distributed.stall_timeout_s
+    with Watchdog(timeout, first_timeout_s=10 * timeout) if world.distributed else _NoWatchdog() as watchdog, \
+            progress_bar(f"train {cfg.model.name}", total) as advance:
+        advance(position.step)
+        while position.epoch < tcfg.epochs and position.step < total and not stop:
+            ds = build_dataset(cfg, run.train_files, run.stats, training=True, world=world, epoch=position.epoch,
+                               skip_batches=position.step_in_epoch * accumulation)
+            iterator = iter(ds)
+            while position.step_in_epoch < run.steps_per_epoch and position.step < total and not stop:
+                t0 = time.perf_counter()
+                batches = _next_batches(iterator, accumulation, position)
+                window.data_s += time.perf_counter() - t0
+                t1 = time.perf_counter()
+                out = {k: v.numpy() for k, v in run.step(batches).items()}
+                log.debug("step %d: data %.3f s, compute %.3f s", position.step + 1, t1 - t0, time.perf_counter() - t1)
+                position.step += 1
+                position.step_in_epoch += 1
+                watchdog.beat()
+                advance(1)
+                streak = _check_step(run, out, position, streak)
+                window.loss += float(out["loss"]) if math.isfinite(float(out["loss"])) else 0.0
+                window.steps += 1
+                if position.step % tcfg.log_every_steps == 0 or position.step == total:
+                    record = {"kind": "train", "step": position.step, "epoch": position.epoch,
+                              "lr": float(out["lr"]), "loss_scale": float(out["loss_scale"]),
+                              "skipped_steps": int(run.scaler.skipped_steps.numpy()), **window.summary(run)}
+                    last.update(record)
+                    reporter.write(record)
+                    window.reset()
+                if tcfg.validate_every_steps and position.step % tcfg.validate_every_steps == 0:
+                    evaluate_and_maybe_save(False, "periodic")
+                # No periodic checkpoint while steps are being skipped: the next good step saves instead.
+                if ccfg.every_steps and position.step - saved_at >= ccfg.every_steps and not streak:
+                    _save(run, ckpts, position, None)
+                    saved_at = position.step
+            if position.step_in_epoch >= run.steps_per_epoch:  # the epoch is complete
+                position.epoch += 1
+                position.step_in_epoch = 0
+                epoch_save = bool(ccfg.every_epochs) and position.epoch % ccfg.every_epochs == 0
+                if not tcfg.validate_every_steps:
+                    evaluate_and_maybe_save(epoch_save, f"end of epoch {position.epoch}")
+                elif epoch_save:
+                    _save(run, ckpts, position, None)
+                    saved_at = position.step
+        if saved_at != position.step:
+            if validated_at != position.step:
+                evaluate_and_maybe_save(True, "final")
+            else:
+                _save(run, ckpts, position, last.get("val_mean_iou"))
+                saved_at = position.step
+    result = {**last, "step": position.step, "epoch": position.epoch,
+              "skipped_steps": int(run.scaler.skipped_steps.numpy()),
+              "best_mean_iou": position.best_metric, "seconds": time.perf_counter() - started,
+              "world_size": world.size}
+    log.info("done: %d steps, %s", position.step,
+             ", ".join(f"{k} {v:.4g}" for k, v in result.items() if isinstance(v, float)))
+    return result
+
+
+class _NoWatchdog:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def beat(self):
+        pass

@@ -1,0 +1,118 @@
+"""The compiled training step: forward/backward (with gradient accumulation), loss scaling, allreduce,
+optional gradient lag, LARC and the optimizer update -- one tf.function per run.
+
+Gradient lag 1 (Kurth et al.): the step allreduces and applies the *previous* step's gradients. The allreduce
+of g(t-1) has no data dependency on the forward/backward pass of step t, so Horovod's background thread can
+move it while the pass computes; the update then uses w(t+1) = w(t) - lr * avg g(w(t-1)).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import tensorflow as tf
+
+from exascale_climate.train.distributed import GradientReducer, unwrap
+from exascale_climate.train.precision import LossScaler
+
+LossFn = Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tf.Tensor]
+
+
+class TrainStep:
+    """`step(batches)` with `batches` a tuple of `gradient_accumulation` (x, y, w) micro-batches.
+
+    Returns a dict of scalars: loss (this rank, mean over micro-batches), finite (the reduced gradients were
+    finite), applied (an update happened), loss_scale, lr.
+    """
+
+    def __init__(self, model, optimizer, reducer: GradientReducer, scaler: LossScaler, loss_fn: LossFn,
+                 *, gradient_lag: int = 0):
+        self.model = model
+        self.optimizer = optimizer
+        self.reducer = reducer
+        self.scaler = scaler
+        self.loss_fn = loss_fn
+        self.gradient_lag = gradient_lag
+        self.trainable = list(model.trainable_variables)
+        self.tf_trainable = unwrap(self.trainable)
+        optimizer.build(self.trainable)  # variables must exist before the broadcast and outside tf.function
+        if gradient_lag:
+            self.lag_grads = [tf.Variable(tf.zeros(v.shape, tf.float32), trainable=False, name="lag_grad")
+                              for v in self.trainable]
+            self.lag_valid = tf.Variable(False, trainable=False, name="lag_valid")
+        else:
+            self.lag_grads, self.lag_valid = [], None
+        self._compiled = tf.function(self._step, reduce_retracing=True)
+
+    # ------------------------------------------------------------------------------------------ state
+    @property
+    def lag_variables(self) -> list[tf.Variable]:
+        return self.lag_grads + ([self.lag_valid] if self.lag_valid is not None else [])
+
+    def __call__(self, batches):
+        return self._compiled(tuple(tuple(b) for b in batches))
+
+    # ------------------------------------------------------------------------------------------ graph
+    def local_gradients(self, batches):
+        """Mean loss and unscaled float32 gradients of this rank over its micro-batches."""
+        n = len(batches)
+        total_loss = tf.constant(0.0, tf.float32)
+        summed = None
+        for x, y, w in batches:
+            with tf.GradientTape() as tape:
+                logits = self.model(x, training=True)
+                loss = tf.cast(self.loss_fn(y, logits, w), tf.float32)
+                if self.model.losses:
+                    loss = loss + tf.add_n([tf.cast(l, tf.float32) for l in self.model.losses])
+                scaled = self.scaler.scale_loss(loss)
+            grads = tape.gradient(scaled, self.tf_trainable)
+            grads = [tf.zeros(v.shape, tf.float32) if g is None else tf.cast(g, tf.float32)
+                     for g, v in zip(grads, self.trainable)]
+            grads = self.scaler.unscale(grads)
+            summed = grads if summed is None else [a + g for a, g in zip(summed, grads)]
+            total_loss += loss
+        if n > 1:
+            summed = [g / float(n) for g in summed]
+        return total_loss / float(n), summed
+
+    def _apply(self, grads):
+        # tf.identity makes the gradients tensors of this cond branch's graph: Keras' replica all_reduce (a
+        # custom_gradient) refuses inputs captured from the outer graph.
+        self.optimizer.apply_gradients(zip([tf.identity(tf.cast(g, v.dtype)) for g, v in zip(grads, self.trainable)],
+                                           self.trainable))
+        return tf.constant(True)
+
+    def _step(self, batches):
+        loss, grads = self.local_gradients(batches)
+        if self.gradient_lag:
+            previous = [v.read_value() for v in self.lag_grads]
+            has_previous = self.lag_valid.read_value()
+            reduced = self.reducer.reduce(previous)  # independent of this step's forward/backward
+            finite = self.scaler.all_finite(reduced)
+            do_apply = tf.logical_and(finite, has_previous)
+            with tf.control_dependencies(grads):  # the pass read w(t) before the update writes w(t+1)
+                applied = tf.cond(do_apply, lambda: self._apply(reduced), lambda: tf.constant(False))
+                tf.cond(has_previous, lambda: self.scaler.update(finite), lambda: tf.constant(0))
+            with tf.control_dependencies([applied]):
+                for buf, g in zip(self.lag_grads, grads):
+                    buf.assign(g)
+                self.lag_valid.assign(True)
+        else:
+            reduced = self.reducer.reduce(grads)
+            finite = self.scaler.all_finite(reduced)
+            applied = tf.cond(finite, lambda: self._apply(reduced), lambda: tf.constant(False))
+            self.scaler.update(finite)
+        return {"loss": loss, "finite": finite, "applied": applied, "loss_scale": self.scaler.scale.read_value(),
+                "lr": tf.cast(self.optimizer.learning_rate, tf.float32)}
+
+
+def make_eval_step(model, num_classes: int):
+    """A compiled step returning this batch's confusion matrix (rows = truth), summable across ranks."""
+    from exascale_climate.train.metrics import confusion_matrix
+
+    @tf.function(reduce_retracing=True)
+    def eval_step(x, y):
+        logits = model(x, training=False)
+        predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)
+        return confusion_matrix(y, predictions, num_classes)
+
+    return eval_step

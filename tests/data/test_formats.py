@@ -1,0 +1,199 @@
+"""Round trips through every layout, layout detection, and each bad-input case naming file and variable."""
+import h5py
+import netCDF4
+import numpy as np
+import pytest
+
+from exascale_climate.data.formats import (
+    detect_layout,
+    list_samples,
+    read_labels,
+    read_sample,
+    write_deepcam_sample,
+    write_gordonbell_sample,
+    write_netcdf_sample,
+)
+from exascale_climate.errors import DataError
+from exascale_climate.variables import VARIABLE_NAMES
+
+H, W = 12, 18
+
+
+def _fields(seed=0):
+    rng = np.random.default_rng(seed)
+    data = rng.normal(size=(H, W, 16)).astype(np.float32) * 10 + np.arange(16, dtype=np.float32)
+    labels = rng.integers(0, 3, size=(H, W)).astype(np.uint8)
+    return data, labels
+
+
+def _grid():
+    return np.linspace(-90, 90, H), np.arange(W) * 360.0 / W
+
+
+def test_deepcam_round_trip_with_channels_and_metadata(tmp_path):
+    data, labels = _fields()
+    lat, lon = _grid()
+    path = write_deepcam_sample(tmp_path / "data-1.h5", data, labels, list(VARIABLE_NAMES), source="x.nc",
+                                time="2000-01-01T00:00:00", lat=lat, lon=lon)
+    assert detect_layout(path) == "deepcam"
+    s = read_sample(path)
+    np.testing.assert_array_equal(s.data, data)
+    np.testing.assert_array_equal(s.labels, labels)
+    assert s.labels.dtype == np.uint8 and s.variables == list(VARIABLE_NAMES)
+    assert s.time == "2000-01-01T00:00:00" and s.attrs["source"] == "x.nc"
+    np.testing.assert_allclose(s.lat, lat)
+    sub = read_sample(path, channels=["PSL", "TMQ"])
+    np.testing.assert_array_equal(sub.data, data[..., [7, 0]])
+    assert sub.variables == ["PSL", "TMQ"]
+    np.testing.assert_array_equal(read_labels(path), labels)
+
+
+def test_deepcam_float16_compressed_chunked(tmp_path):
+    data, labels = _fields()
+    path = write_deepcam_sample(tmp_path / "data-2.h5", data, labels, list(VARIABLE_NAMES), dtype="float16",
+                                compression="gzip:2", chunks=(6, 9, 16))
+    with h5py.File(path) as f:
+        assert f["climate/data"].dtype == np.float16 and f["climate/data"].chunks == (6, 9, 16)
+        assert f["climate/data"].compression == "gzip"
+    s = read_sample(path)
+    np.testing.assert_allclose(s.data, data, rtol=1e-3, atol=1e-2)
+
+
+def test_subset_file_reports_missing_variable(tmp_path):
+    data, labels = _fields()
+    path = write_deepcam_sample(tmp_path / "data-3.h5", data[..., :2], labels, ["TMQ", "U850"])
+    assert read_sample(path).variables == ["TMQ", "U850"]
+    with pytest.raises(DataError, match=r"data-3.h5 \[PSL\].*missing"):
+        read_sample(path, channels=["PSL"])
+
+
+def test_gordonbell_round_trip(tmp_path):
+    data, labels = _fields(1)
+    path = tmp_path / "gb.h5"
+    with h5py.File(path, "w") as f:  # the published layout: channels first, no variable names
+        f["climate/data"] = np.moveaxis(data, -1, 0)
+        f["climate/labels"] = labels.astype(np.int32)
+        f["climate/stats"] = np.zeros((16, 4))
+    assert detect_layout(path) == "gordonbell"
+    s = read_sample(path)
+    np.testing.assert_array_equal(s.data, data)
+    np.testing.assert_array_equal(s.labels, labels)
+    assert s.attrs["stats"].shape == (16, 4)
+    path2 = write_gordonbell_sample(tmp_path / "gb2.h5", data, labels, list(VARIABLE_NAMES))
+    s2 = read_sample(path2, channels=["T200"])
+    np.testing.assert_array_equal(s2.data[..., 0], data[..., 8])
+    np.testing.assert_allclose(s2.attrs["stats"][8, 0], data[..., 8].mean(dtype=np.float64), rtol=1e-6)
+
+
+def test_netcdf_round_trip_via_xarray_view(tmp_path):
+    import xarray as xr
+
+    data, labels = _fields(2)
+    lat, lon = _grid()
+    path = write_netcdf_sample(tmp_path / "s.nc", data, labels, list(VARIABLE_NAMES), lat=lat, lon=lon,
+                               time_hours=6.0)
+    assert detect_layout(path) == "netcdf"
+    s = read_sample(path)
+    np.testing.assert_array_equal(s.data, data)
+    np.testing.assert_array_equal(s.labels, labels)
+    assert s.time.startswith("2000-01-01T06:00")
+    with xr.open_dataset(path) as ds:
+        assert ds["TMQ"].dims == ("time", "lat", "lon") and ds["PSL"].attrs["units"] == "Pa"
+        assert set(np.unique(ds["LABELS"].values)) <= {0, 1, 2}
+
+
+def test_netcdf_published_layout_many_steps_2d_labels(tmp_path):
+    """ClimateNet files: float variables (time, lat, lon), LABELS (lat, lon) int64; some files hold many steps."""
+    data, labels = _fields(3)
+    path = tmp_path / "climatenet.nc"
+    with netCDF4.Dataset(path, "w", format="NETCDF3_64BIT_OFFSET") as nc:
+        nc.createDimension("time", 2)
+        nc.createDimension("lat", H)
+        nc.createDimension("lon", W)
+        nc.createVariable("lat", "f8", ("lat",))[:] = np.linspace(-90, 90, H)
+        nc.createVariable("lon", "f8", ("lon",))[:] = np.arange(W) * 20.0
+        for i, name in enumerate(VARIABLE_NAMES):
+            v = nc.createVariable(name, "f4", ("time", "lat", "lon"))
+            v[0] = data[..., i]
+            v[1] = data[..., i] + 1
+        nc.createVariable("LABELS", "i4", ("lat", "lon"))[:] = labels  # netCDF-3 has no int64
+    assert detect_layout(path) == "netcdf"
+    s = read_sample(path, time_index=1)
+    np.testing.assert_allclose(s.data, data + 1)
+    np.testing.assert_array_equal(s.labels, labels)
+    from exascale_climate.data.formats import netcdf_time_steps
+
+    assert netcdf_time_steps(path) == 2
+    with pytest.raises(DataError, match="time index 2"):
+        read_sample(path, time_index=2)
+
+
+@pytest.mark.parametrize("case", ["nan", "inf", "labels", "missing", "shape", "truncated", "garbage"])
+def test_bad_netcdf_inputs_name_file_and_variable(tmp_path, case):
+    data, labels = _fields(4)
+    lat, lon = _grid()
+    variables = list(VARIABLE_NAMES)
+    if case == "nan":
+        data[3, 4, 7] = np.nan
+    if case == "inf":
+        data[0, 0, 0] = np.inf
+    if case == "labels":
+        labels[1, 1] = 3
+    path = tmp_path / "bad.nc"
+    if case == "labels":  # write_netcdf_sample refuses bad labels itself; write the file by hand
+        write_netcdf_sample(path, data, None, variables, lat=lat, lon=lon)
+        with netCDF4.Dataset(path, "a") as nc:
+            nc.createVariable("LABELS", "i1", ("time", "lat", "lon"))[0] = labels
+    elif case == "missing":
+        write_netcdf_sample(path, data[..., 1:], labels, variables[1:], lat=lat, lon=lon)
+    elif case == "shape":
+        write_netcdf_sample(path, data, labels, variables, lat=lat, lon=lon)
+        with netCDF4.Dataset(path, "a") as nc:
+            nc.createDimension("lon2", W - 1)
+            del_name = "PSL"
+            nc.renameVariable(del_name, "PSL_old")
+            nc.createVariable(del_name, "f4", ("time", "lat", "lon2"))[0] = data[:, :-1, 7]
+    else:
+        write_netcdf_sample(path, data, labels, variables, lat=lat, lon=lon)
+    if case == "truncated":
+        raw = path.read_bytes()
+        path.write_bytes(raw[: len(raw) // 3])
+    if case == "garbage":
+        path.write_bytes(b"this is not a climate file" * 10)
+    expected = {"nan": r"\[PSL\].*NaN", "inf": r"\[TMQ\].*Inf", "labels": r"\[LABELS\].*0\.\.3 outside",
+                "missing": r"\[TMQ\].*missing", "shape": r"\[PSL\].*shape", "truncated": "truncated or corrupt",
+                "garbage": "unknown signature"}[case]
+    with pytest.raises(DataError, match=r"bad\.nc.*" + expected):
+        read_sample(path)
+
+
+def test_bad_hdf5_inputs(tmp_path):
+    data, labels = _fields(5)
+    path = write_deepcam_sample(tmp_path / "data-x.h5", data, labels, list(VARIABLE_NAMES))
+    with h5py.File(path, "a") as f:
+        f["climate/labels_0"][0, 0] = 9
+    with pytest.raises(DataError, match=r"data-x.h5 \[climate/labels_0\].*outside"):
+        read_sample(path)
+    with pytest.raises(DataError, match=r"\[climate/labels_0\]"):
+        write_deepcam_sample(tmp_path / "data-y.h5", data, labels.astype(np.int64) - 1, list(VARIABLE_NAMES))
+    assert not list(tmp_path.glob("*data-y*"))  # nothing half-written
+    with h5py.File(tmp_path / "data-z.h5", "w") as f:
+        f["climate/data"] = data[..., :5]
+        f["climate/labels_0"] = labels
+    with pytest.raises(DataError, match=r"5 channels but no `variables`"):
+        read_sample(tmp_path / "data-z.h5")
+    with pytest.raises(DataError, match=r"\[climate/data\].*shape"):
+        write_deepcam_sample(tmp_path / "data-w.h5", data, labels, ["TMQ"])
+    with pytest.raises(DataError, match="no such file"):
+        read_sample(tmp_path / "nope.h5")
+
+
+def test_list_samples_ignores_temps_and_stats(tmp_path):
+    data, labels = _fields()
+    for name in ("data-b.h5", "data-a.h5"):
+        write_deepcam_sample(tmp_path / name, data, labels, list(VARIABLE_NAMES))
+    (tmp_path / ".data-c.h5.tmp-1-abc").write_bytes(b"")
+    (tmp_path / "stats.h5").write_bytes(b"")
+    assert [p.name for p in list_samples(tmp_path)] == ["data-a.h5", "data-b.h5"]
+    with pytest.raises(DataError, match="no such directory"):
+        list_samples(tmp_path / "missing")

@@ -1,0 +1,137 @@
+"""The tf.data pipeline on small real HDF5 files: sharding, determinism, normalisation, augmentation, weights,
+bad files, resume position, and thread vs process readers giving the same batches."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from exascale_climate.config import load_config
+from exascale_climate.data.formats import read_sample, write_deepcam_sample
+from exascale_climate.data.stats import class_weights
+from exascale_climate.errors import ConfigError
+from exascale_climate.pipeline.dataset import build_dataset, load_stats, split_files, steps_per_epoch
+from exascale_climate.pipeline.readers import failed_files, reset_failed_files
+from exascale_climate.utils.runtime import World
+
+
+def make_cfg(root: Path, *overrides):
+    return load_config(None, [f"data.train_dir={root}/train", f"data.valid_dir={root}/valid",
+                              f"data.test_dir={root}/test", "train.batch_size=1", "train.seed=5",
+                              "pipeline.normalization=none", *overrides])
+
+
+def collect(cfg, split="train", training=True, **kwargs):
+    files = split_files(cfg, split)
+    ds = build_dataset(cfg, files, load_stats(cfg), training=training, **kwargs)
+    return [tuple(t.numpy() for t in batch) for batch in ds]
+
+
+def file_ids(batches):
+    return [int(x[b, 0, 0, 0]) for x, _, _ in batches for b in range(x.shape[0])]
+
+
+def test_rank_shards_are_disjoint_and_cover_the_training_files(dataset):
+    cfg = make_cfg(dataset)
+    seen = [file_ids(collect(cfg, world=World(rank=r, size=2))) for r in range(2)]
+    assert not set(seen[0]) & set(seen[1])
+    assert sorted(seen[0] + seen[1]) == list(range(6))
+    assert steps_per_epoch(cfg, 6, World(rank=0, size=2)) == 3
+
+
+def test_same_seed_and_epoch_give_identical_batches_and_epochs_differ(dataset):
+    cfg = make_cfg(dataset, "pipeline.random_flip=true", "pipeline.random_roll=true")
+    a, b = collect(cfg, epoch=0), collect(cfg, epoch=0)
+    for (xa, ya, wa), (xb, yb, wb) in zip(a, b):
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
+    assert file_ids(collect(cfg, epoch=1)) != file_ids(a)
+    assert sorted(file_ids(collect(cfg, epoch=1))) == sorted(file_ids(a))
+
+
+def test_skip_batches_resumes_at_the_same_position(dataset):
+    cfg = make_cfg(dataset, "pipeline.random_flip=true", "train.batch_size=2")
+    full = collect(cfg, epoch=1)
+    resumed = collect(cfg, epoch=1, skip_batches=1)
+    assert len(full) == 3 and len(resumed) == 2
+    for (xf, yf, _), (xr, yr, _) in zip(full[1:], resumed):
+        np.testing.assert_array_equal(xf, xr)
+        np.testing.assert_array_equal(yf, yr)
+
+
+@pytest.mark.parametrize("kind", ["zscore", "minmax"])
+def test_normalisation_equals_numpy(dataset, kind):
+    cfg = make_cfg(dataset, f"pipeline.normalization={kind}")
+    files = sorted((dataset / "train").glob("data-*.h5"))
+    stacked = np.stack([read_sample(f).data.astype(np.float64) for f in files])
+    if kind == "zscore":
+        offset, spread = stacked.mean(axis=(0, 1, 2)), stacked.std(axis=(0, 1, 2))
+    else:
+        offset, spread = stacked.min(axis=(0, 1, 2)), stacked.max(axis=(0, 1, 2)) - stacked.min(axis=(0, 1, 2))
+    for x, _, _ in collect(cfg, training=False):
+        index = int(round(x[0, 0, 0, 0] * spread[0] + offset[0]))
+        expected = (stacked[index] - offset) / spread
+        np.testing.assert_allclose(x[0], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_augmentation_moves_data_and_labels_together(dataset):
+    # Channel 2 becomes a copy of the labels: after crop, flip and roll it must still equal them.
+    for path in sorted((dataset / "train").glob("data-*.h5")):
+        s = read_sample(path)
+        s.data[..., 2] = s.labels
+        write_deepcam_sample(path, s.data, s.labels, s.variables)
+    cfg = make_cfg(dataset, "pipeline.crop=[8, 12]", "pipeline.random_flip=true", "pipeline.random_roll=true")
+    width = 24
+    starts = set()
+    for x, y, _ in collect(cfg):
+        assert x.shape == (1, 8, 12, 16) and y.shape == (1, 8, 12)
+        np.testing.assert_array_equal(x[0, ..., 2], y[0])
+        columns = x[0, 0, :, 1].astype(int)  # longitude index: contiguous modulo the width, either direction
+        steps = {int(d) for d in np.diff(columns) % width}
+        assert steps in ({1}, {width - 1})
+        starts.add(int(columns[0]))
+    assert len(starts) > 1  # the augmentation did move the windows
+
+
+def test_weights_labels_and_mixed_precision_types(dataset):
+    cfg = make_cfg(dataset, "train.precision=mixed_float16", "pipeline.class_weighting=inverse")
+    expected_weights = class_weights(load_stats(cfg).class_counts, "inverse")
+    for x, y, w in collect(cfg):
+        assert x.dtype == np.float16 and y.dtype == np.int32 and w.dtype == np.float32
+        np.testing.assert_allclose(w, expected_weights[y], rtol=1e-6)
+
+
+def test_a_bad_file_is_skipped_and_counted_unless_strict(dataset):
+    bad = dataset / "train" / "data-0002.h5"
+    bad.write_bytes(b"not an hdf5 file at all" * 10)
+    reset_failed_files()
+    cfg = make_cfg(dataset)
+    batches = collect(cfg)
+    assert len(batches) == steps_per_epoch(cfg, 6, None)
+    assert 2 not in file_ids(batches)
+    assert list(failed_files()) == [str(bad)]
+    with pytest.raises(Exception, match="data-0002.h5"):
+        collect(make_cfg(dataset, "pipeline.strict=true"))
+
+
+def test_process_readers_give_the_same_batches_as_thread_readers(dataset):
+    threads = collect(make_cfg(dataset, "pipeline.reader_mode=thread", "pipeline.readers=2"))
+    processes = collect(make_cfg(dataset, "pipeline.reader_mode=process", "pipeline.readers=2"))
+    assert len(threads) == len(processes)
+    for (xt, yt, _), (xp, yp, _) in zip(threads, processes):
+        np.testing.assert_array_equal(xt, xp)
+        np.testing.assert_array_equal(yt, yp)
+
+
+def test_split_files_prefers_the_staged_copy(dataset, tmp_path):
+    staged = tmp_path / "stage"
+    (staged / "valid").mkdir(parents=True)
+    copy = staged / "valid" / "data-0006.h5"
+    copy.write_bytes((dataset / "valid" / "data-0006.h5").read_bytes())
+    cfg = make_cfg(dataset, f"pipeline.stage_dir={staged}")
+    assert split_files(cfg, "valid") == [copy]
+    assert len(split_files(cfg, "train")) == 6  # not staged: read from the source
+
+
+def test_too_few_files_for_the_batch_is_a_config_error(dataset):
+    with pytest.raises(ConfigError, match="train.batch_size"):
+        steps_per_epoch(make_cfg(dataset, "train.batch_size=4"), 6, World(rank=0, size=2))
