@@ -208,7 +208,7 @@ def data_inspect(file, as_json):
               help="needed: each node gets its ranks' training shards + valid/test/stats; all: everything.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the copy assignment.")
 @click.option("--ranks-per-node", default=0, show_default=True, type=click.IntRange(min=0),
-              help="Ranks per (simulated) node; 0 = Horovod's local size.")
+              help="Ranks per simulated node (rank // N = node); 0 = the real nodes (Horovod's cross rank).")
 @click.option("--channels", metavar="A,B,...", help="Keep only these variables (conversion on the way).")
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), help="Store the fields as this type.")
 @click.option("--verify", type=click.Choice(["full", "checksum", "size"]), default="full", show_default=True,
@@ -218,10 +218,11 @@ def data_inspect(file, as_json):
 def stage_command(src, dst, replicate, seed, ranks_per_node, channels, dtype, verify, as_json):
     """Copy the dataset to node-local storage, reading the shared file system once (run under N ranks)."""
     from exascale_climate.pipeline.staging import format_report, stage
+    from exascale_climate.utils.log import env_rank
 
     manifest = stage(src, dst, replicate=replicate, seed=seed, ranks_per_node=ranks_per_node,
                      channels=_channel_list(channels), dtype=dtype, verify=verify)
-    if _is_rank_zero():
+    if env_rank() == 0:
         click.echo(json.dumps(manifest, indent=1) if as_json else format_report(manifest))
 
 

@@ -9,14 +9,22 @@ bash scripts/setup.sh
 export PATH="$ROOT/.venv/bin:$PATH"
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 DEMO_DIR="${DEMO_DIR:-demo}"
-step() { printf '\n=== %s\n' "$*"; }
+export EXACLIMATE_DEMO_DIR="$DEMO_DIR"  # the notebooks read the demo's outputs from here
+step() { printf '\n=== %s (%ss)\n' "$*" "$SECONDS"; }
+# Two ranks share this machine's cores: one intra-op thread each, so they do not oversubscribe.
+RANKS=(horovodrun -np 2 -H localhost:2 --gloo)
+export TF_NUM_INTRAOP_THREADS="${TF_NUM_INTRAOP_THREADS:-1}" OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+# The demo's paths, wherever DEMO_DIR points (configs/demo.yaml defaults to ./demo).
+PATHS=(--set "data.train_dir=$DEMO_DIR/data/train" --set "data.valid_dir=$DEMO_DIR/data/valid"
+       --set "data.test_dir=$DEMO_DIR/data/test" --set "data.stats_file=$DEMO_DIR/data/stats.h5"
+       --set "pipeline.stage_dir=$DEMO_DIR/stage")
+rm -rf "$DEMO_DIR"  # every run starts from scratch, so what it prints is what this checkout does
 
 step "environment"
 exaclimate info
 
 step "2-rank Horovod check (Gloo)"
-TF_NUM_INTRAOP_THREADS=1 OMP_NUM_THREADS=1 horovodrun -np 2 -H localhost:2 --gloo \
-  python -m exascale_climate.utils.hvd_selfcheck "$DEMO_DIR/selfcheck" | grep -o '"rank": [0-9].*"ok": [a-z]*'
+"${RANKS[@]}" python -m exascale_climate.utils.hvd_selfcheck "$DEMO_DIR/selfcheck" | grep -o '"rank": [0-9].*"ok": [a-z]*'
 
 step "synthesise CAM5-like fields (labelled by the heuristic TC/AR labeller)"
 exaclimate data synth --out "$DEMO_DIR/raw" --samples 48 --grid 96x144 --seed 1 --workers 2
@@ -26,3 +34,46 @@ exaclimate data convert "$DEMO_DIR"/raw/*.nc --out "$DEMO_DIR/data/all" --worker
 exaclimate data split "$DEMO_DIR/data/all" --out "$DEMO_DIR/data"
 exaclimate data stats "$DEMO_DIR/data/train" --out "$DEMO_DIR/data/stats.h5"
 exaclimate data inspect "$(ls "$DEMO_DIR"/data/test/*.h5 | head -1)"
+
+step "stage to node-local disk: 2 ranks, each copies a disjoint share, then they exchange"
+"${RANKS[@]}" exaclimate stage --src "$DEMO_DIR/data" --dst "$DEMO_DIR/stage" --verify checksum
+
+step "the network: slim Tiramisu of configs/demo.yaml (parameters, FLOPs per sample)"
+exaclimate model summary --config demo --grid 96x144 --no-graph | head -8
+
+step "2-rank Horovod training from the staged copy (hierarchical allreduce, checkpoints, metrics.jsonl)"
+"${RANKS[@]}" exaclimate train --config demo --run-dir "$DEMO_DIR/run" "${PATHS[@]}"
+
+step "evaluate on the held-out test split"
+exaclimate evaluate --checkpoint "$DEMO_DIR/run" --data "$DEMO_DIR/data/test" --labeller off \
+  --json "$DEMO_DIR/eval/metrics.json" --csv "$DEMO_DIR/eval/samples.csv"
+
+step "predict: CF netCDF masks and a TC/AR event table"
+NC="$(ls "$DEMO_DIR"/raw/*.nc | tail -1)"
+STEM="$(basename "$NC" .nc)"
+exaclimate predict --checkpoint "$DEMO_DIR/run" "$NC" --out "$DEMO_DIR/pred" --probabilities
+head -5 "$DEMO_DIR/pred/events.csv"
+
+step "plots: a field with the labelled events, and truth / prediction / error panels"
+exaclimate plot "$NC" --var TMQ --truth --out "$DEMO_DIR/plots/$STEM.TMQ.png"
+exaclimate plot "$NC" --var PSL --truth --pred "$DEMO_DIR/pred/$STEM.mask.nc" \
+  --out "$DEMO_DIR/plots/$STEM.panels.png" --size 1400x1000
+
+step "batch jobs for a cluster: the same stage -> train -> evaluate as SLURM and Summit-style LSF scripts"
+mkdir -p "$DEMO_DIR/jobs"
+exaclimate submit --scheduler slurm --nodes 4 --tasks-per-node 4 --time 02:00:00 --config tiramisu \
+  --run-dir runs/tiramisu --dry-run > "$DEMO_DIR/jobs/tiramisu.sbatch"
+exaclimate submit --scheduler lsf --template summit --nodes 2 --tasks-per-node 6 --time 01:00:00 \
+  --config tiramisu --run-dir runs/tiramisu --dry-run > "$DEMO_DIR/jobs/tiramisu-summit.lsf"
+grep -h '^#SBATCH\|^#BSUB' "$DEMO_DIR"/jobs/* | head -12
+
+step "quick benchmarks at the demo grid (JSON lines in $DEMO_DIR/bench, read by notebook 03)"
+exaclimate bench model --model tiramisu --grid 96x144 --config demo --json "$DEMO_DIR/bench/model.jsonl"
+exaclimate bench pipeline --grid 96x144 --samples 16 --json "$DEMO_DIR/bench/pipeline.jsonl"
+
+step "notebooks: explore the data, inspect the model, performance (executed into $DEMO_DIR/notebooks)"
+python scripts/run_notebooks.py --out "$DEMO_DIR/notebooks" notebooks/*.ipynb
+
+step "done in ${SECONDS}s; outputs in $DEMO_DIR/"
+printf '  %s\n' "$DEMO_DIR/run/metrics.jsonl" "$DEMO_DIR/eval/metrics.json" "$DEMO_DIR/pred/events.csv" \
+  "$DEMO_DIR"/plots/*.png "$DEMO_DIR"/notebooks/*.ipynb

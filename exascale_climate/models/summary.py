@@ -38,7 +38,7 @@ def model_summary(cfg: Config, grid: tuple[int, int], graph: bool = True) -> dic
 
 
 def _tflop(value: float) -> str:
-    return f"{value / 1e12:.4f} TFLOP"
+    return f"{value / 1e12:.4f} TFLOP" if value >= 1e11 else f"{value / 1e9:.4f} GFLOP"
 
 
 def format_summary(summary: dict) -> str:

@@ -6,6 +6,8 @@ random augmentation keyed by (seed, epoch, position)), so `skip_batches` resumes
 """
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ from exascale_climate.config import Config
 from exascale_climate.errors import ConfigError, DataError
 from exascale_climate.pipeline.readers import READERS, sample_grid
 from exascale_climate.pipeline.sharding import epoch_order, samples_per_rank, shard
+from exascale_climate.pipeline.staging import MANIFEST_NAME
 from exascale_climate.utils.log import get_logger
 from exascale_climate.utils.runtime import World
 from exascale_climate.variables import VARIABLE_NAMES
@@ -25,14 +28,49 @@ STATS_NAME = "stats.h5"
 
 
 # -------------------------------------------------------------------------------------------- files
+def staged_root(cfg: Config) -> Path | None:
+    """This node's staged copy: `pipeline.stage_dir` with `{node}` expanded like `exaclimate stage` does
+    (rank // distributed.ranks_per_node when set, else Horovod's cross rank)."""
+    if not cfg.pipeline.stage_dir:
+        return None
+    text = cfg.pipeline.stage_dir
+    if "{node}" in text:
+        from exascale_climate.utils.log import env_rank
+
+        per_node = cfg.distributed.ranks_per_node
+        node = env_rank() // per_node if per_node > 0 else int(os.environ.get("HOROVOD_CROSS_RANK", "0") or 0)
+        text = text.replace("{node}", str(node))
+    return Path(text)
+
+
+def _staged_split(root: Path, split: str) -> list[Path] | None:
+    """The split's full file list from the staging manifest, this node's copies first.
+
+    With `--replicate needed` a node holds only its ranks' shards, but sharding must see the global list to give
+    every rank the same shard that staging put on its node; files of other nodes are listed, never read.
+    """
+    try:
+        manifest = json.loads((root / MANIFEST_NAME).read_text())
+        rels = sorted(rel for rel in manifest["source_reads"] if rel.startswith(f"{split}/"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    paths = [root / rel for rel in rels]
+    return [p for p in paths if p.is_file()] + [p for p in paths if not p.is_file()]
+
+
 def split_files(cfg: Config, split: str) -> list[Path]:
-    """Samples of a split: from the staged copy `<pipeline.stage_dir>/<split>` when present, else the source."""
+    """Samples of a split: from this node's staged copy `<pipeline.stage_dir>/<split>` when present (the
+    manifest's global list, local copies first), else the source directory."""
     from exascale_climate.data.formats import list_samples
 
     if split not in SPLITS:
         raise ConfigError(f"split {split!r}: choose one of {SPLITS}")
-    staged = Path(cfg.pipeline.stage_dir) / split if cfg.pipeline.stage_dir else None
+    root = staged_root(cfg)
+    staged = root / split if root is not None else None
     if staged is not None and staged.is_dir():
+        listed = _staged_split(root, split)
+        if listed:
+            return listed
         directory = staged
     else:
         directory = getattr(cfg.data, f"{split}_dir")
@@ -46,8 +84,9 @@ def split_files(cfg: Config, split: str) -> list[Path]:
 
 def stats_path(cfg: Config) -> Path:
     """stats.h5: the staged copy, else data.stats_file, else beside the train directory."""
-    if cfg.pipeline.stage_dir and (Path(cfg.pipeline.stage_dir) / STATS_NAME).is_file():
-        return Path(cfg.pipeline.stage_dir) / STATS_NAME
+    root = staged_root(cfg)
+    if root is not None and (root / STATS_NAME).is_file():
+        return root / STATS_NAME
     if cfg.data.stats_file:
         return Path(cfg.data.stats_file)
     return Path(cfg.data.train_dir).parent / STATS_NAME
@@ -142,20 +181,20 @@ def build_dataset(cfg: Config, files: list[Path], stats, *, training: bool, worl
     if training:
         steps = steps_per_epoch(cfg, len(files), world)
         mine = epoch_order(mine, cfg.train.seed, epoch, rank, shuffle=pcfg.shuffle)
-        # The shard once more behind the epoch's files is a reserve: a skipped bad file is replaced by the next
-        # readable one, so every rank still runs `steps` steps (Horovod needs the same count everywhere).
-        ordered = mine[skip_batches * batch:] + mine
         remaining = steps - skip_batches
         if remaining < 0:
             raise ConfigError(f"skip_batches {skip_batches} is beyond the epoch's {steps} steps")
+        # The shard is the reserve: a bad file is replaced by the next readable one of the shard, so every
+        # rank still runs `steps` steps (Horovod needs the same count everywhere).
+        ordered, reserve = mine[skip_batches * batch:steps * batch], mine
     else:
-        ordered, remaining = mine, None
+        ordered, remaining, reserve = mine, None, []
     if not ordered:
         return _empty_dataset(cfg, files, stats)
-    grid = sample_grid(ordered[0])
+    grid = _grid_of([*ordered, *reserve])
     normalization = (None if pcfg.normalization == "none"
                      else normalization_constants(pcfg.normalization, stats))
-    ds = READERS[pcfg.reader_mode](ordered, channels, grid, pcfg.readers, pcfg.strict, normalization)
+    ds = READERS[pcfg.reader_mode](ordered, channels, grid, pcfg.readers, pcfg.strict, normalization, reserve)
 
     weights = tf.constant(class_weights(stats.class_counts, pcfg.class_weighting), tf.float32)
     out_dtype = tf.float16 if cfg.train.precision == "mixed_float16" else tf.float32
@@ -184,11 +223,21 @@ def build_dataset(cfg: Config, files: list[Path], stats, *, training: bool, worl
     return ds.with_options(options)
 
 
+def _grid_of(files) -> tuple[int, int]:
+    """The grid of the first readable file (a bad first file must not stop the epoch)."""
+    for path in files:
+        try:
+            return sample_grid(path)
+        except DataError as e:
+            log.warning("cannot read the grid of %s: %s", path, e)
+    raise DataError(files[0] if files else "<pipeline>", "none of the files is readable")
+
+
 def _empty_dataset(cfg: Config, files, stats):
     """A rank without evaluation files (more ranks than files) still gets a dataset with the right element."""
     import tensorflow as tf
 
-    h, w = sample_grid(sorted(files)[0])
+    h, w = _grid_of(sorted(files))
     c = len(stats.variables)
     dtype = tf.float16 if cfg.train.precision == "mixed_float16" else tf.float32
     return tf.data.Dataset.from_tensor_slices((tf.zeros((0, h, w, c), dtype), tf.zeros((0, h, w), tf.int32),

@@ -37,12 +37,13 @@ def reset_failed_files() -> None:
         _failed.clear()
 
 
-def _note_failure(path: str, message: str, strict: bool) -> None:
-    if strict:
-        raise DataError(path, f"{message} (pipeline.strict is set)")
-    with _failed_lock:
-        _failed[path] = message
-    log.warning("skipping unreadable sample: %s", message if path in message else f"{path}: {message}")
+def _note_failures(errors: list[tuple[str, str]], strict: bool) -> None:
+    for path, message in errors:
+        if strict:
+            raise DataError(path, f"{message.replace(path + ': ', '')} (pipeline.strict is set)")
+        with _failed_lock:
+            _failed[path] = message
+        log.warning("skipping unreadable sample: %s", message if path in message else f"{path}: {message}")
 
 
 def read_pair(path: str, channels: list[str] | None) -> tuple[np.ndarray, np.ndarray]:
@@ -53,22 +54,37 @@ def read_pair(path: str, channels: list[str] | None) -> tuple[np.ndarray, np.nda
     return sample.data.astype(np.float32, copy=False), sample.labels
 
 
-def _read_or_error(path: str, channels: list[str] | None, normalization):
-    """read_pair, normalised in place by (offset, scale) when given; returns the error text instead of raising
-    (it crosses thread and process boundaries).
+def _read_slot(candidates: list[str], channels: list[str], normalization):
+    """The first readable file of `candidates` (a slot's file, then its replacements), normalised in place.
 
-    Normalising here, in place, saves two full-size temporaries per sample: at 768x1152x16 every fresh 56 MB
-    array is a fresh mmap whose page faults cost more than the arithmetic.
+    Returns (data, labels, [(path, error)...]); errors are returned, not raised, because they cross thread and
+    process boundaries. Normalising here, in place, saves two full-size temporaries per sample: at
+    768x1152x16 every fresh 56 MB array is a fresh mmap whose page faults cost more than the arithmetic.
     """
-    try:
-        data, labels = read_pair(path, channels)
+    errors = []
+    for path in candidates:
+        try:
+            data, labels = read_pair(path, channels)
+        except (DataError, OSError, KeyError, ValueError) as e:
+            errors.append((path, str(e)))
+            continue
         if normalization is not None:
             offset, scale = normalization
             np.subtract(data, offset, out=data)
             np.multiply(data, scale, out=data)
-        return data, labels, ""
-    except (DataError, OSError, KeyError, ValueError) as e:
-        return None, None, str(e)
+        return data, labels, errors
+    return None, None, errors
+
+
+def slot_candidates(paths: Sequence[str], reserve: Sequence[str], strict: bool) -> list[list[str]]:
+    """For each slot: its file, then (unless strict) the reserve rotated to start after it, so a bad file is
+    replaced deterministically and every rank still fills all its steps."""
+    paths, reserve = [str(p) for p in paths], [str(p) for p in reserve]
+    if strict or not reserve:
+        return [[p] for p in paths]
+    n = len(reserve)
+    return [[p] + [reserve[(i + 1 + k) % n] for k in range(n) if reserve[(i + 1 + k) % n] != p]
+            for i, p in enumerate(paths)]
 
 
 def _empty(n_channels: int):
@@ -83,7 +99,7 @@ def sample_grid(path: str | Path) -> tuple[int, int]:
 
 
 def _finish(ds, grid, n_channels):
-    """Drop failed reads and give the elements their static shapes."""
+    """Drop slots where nothing was readable and give the elements their static shapes."""
     import tensorflow as tf
 
     ds = ds.filter(lambda x, y, ok: ok)
@@ -92,23 +108,24 @@ def _finish(ds, grid, n_channels):
                   num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
-def thread_reader(paths: Sequence[str], channels: list[str], grid, readers: int, strict: bool, normalization=None):
-    """tf.data map over file names with `readers` parallel calls (threads in this process)."""
+def thread_reader(paths: Sequence[str], channels: list[str], grid, readers: int, strict: bool,
+                  normalization=None, reserve: Sequence[str] = ()):
+    """tf.data map over slots with `readers` parallel calls (threads in this process)."""
     import tensorflow as tf
 
     n_channels = len(channels)
+    slots = slot_candidates(paths, reserve, strict)
 
-    def read(path_bytes):
-        path = path_bytes.decode()
-        data, labels, error = _read_or_error(path, channels, normalization)
-        if error:
-            _note_failure(path, error, strict)
+    def read(index):
+        data, labels, errors = _read_slot(slots[int(index)], channels, normalization)
+        _note_failures(errors, strict)
+        if data is None:
             return (*_empty(n_channels), False)
         return data, labels, True
 
-    files = tf.data.Dataset.from_tensor_slices([str(p) for p in paths])
-    ds = files.map(lambda p: tf.numpy_function(read, [p], (tf.float32, tf.uint8, tf.bool), stateful=False),
-                   num_parallel_calls=readers, deterministic=True)
+    ds = tf.data.Dataset.range(len(slots)).map(
+        lambda i: tf.numpy_function(read, [i], (tf.float32, tf.uint8, tf.bool), stateful=False),
+        num_parallel_calls=readers, deterministic=True)
     return _finish(ds, grid, n_channels)
 
 
@@ -128,35 +145,35 @@ def close_process_pool() -> None:
         _pool["pool"] = None
 
 
-def _ordered_reads(paths: list[str], channels, readers: int, strict: bool, normalization) -> Iterator:
-    """Samples in `paths` order, read by `readers` processes with a bounded number in flight."""
+def _ordered_reads(slots: list[list[str]], channels, readers: int, strict: bool, normalization) -> Iterator:
+    """Slots in order, read by `readers` processes with a bounded number in flight."""
     pool = _process_pool(readers)
     in_flight = []
     n_channels = len(channels)
     position = 0
     window = 2 * readers
-    while position < len(paths) or in_flight:
-        while position < len(paths) and len(in_flight) < window:
-            in_flight.append((paths[position], pool.apply_async(_read_or_error, (paths[position], channels, normalization))))
+    while position < len(slots) or in_flight:
+        while position < len(slots) and len(in_flight) < window:
+            in_flight.append(pool.apply_async(_read_slot, (slots[position], channels, normalization)))
             position += 1
-        path, result = in_flight.pop(0)
-        data, labels, error = result.get()
-        if error:
-            _note_failure(path, error, strict)
+        data, labels, errors = in_flight.pop(0).get()
+        _note_failures(errors, strict)
+        if data is None:
             yield (*_empty(n_channels), False)
         else:
             yield data, labels, True
 
 
-def process_reader(paths: Sequence[str], channels: list[str], grid, readers: int, strict: bool, normalization=None):
+def process_reader(paths: Sequence[str], channels: list[str], grid, readers: int, strict: bool,
+                   normalization=None, reserve: Sequence[str] = ()):
     """tf.data from a generator that keeps `readers` reader processes busy, in deterministic order."""
     import tensorflow as tf
 
     n_channels = len(channels)
-    paths = [str(p) for p in paths]
+    slots = slot_candidates(paths, reserve, strict)
     signature = (tf.TensorSpec((None, None, n_channels), tf.float32), tf.TensorSpec((None, None), tf.uint8),
                  tf.TensorSpec((), tf.bool))
-    ds = tf.data.Dataset.from_generator(lambda: _ordered_reads(paths, channels, readers, strict, normalization),
+    ds = tf.data.Dataset.from_generator(lambda: _ordered_reads(slots, channels, readers, strict, normalization),
                                         output_signature=signature)
     return _finish(ds, grid, n_channels)
 

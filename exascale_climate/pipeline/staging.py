@@ -34,6 +34,7 @@ log = get_logger("stage")
 SPLITS = ("train", "valid", "test")
 STATS_NAME = "stats.h5"
 MANIFEST_NAME = "stage-manifest.json"
+JOURNAL_NAME = ".stage-journal.jsonl"  # one line per finished file, so a killed run's work is not lost
 CHECKSUM = "sha256"  # hashlib's fastest here (SHA-NI); blake2b is ~1.5x slower on this CPU
 VERIFY_MODES = ("full", "checksum", "size")
 CHUNK = 8 << 20
@@ -226,14 +227,31 @@ def node_dir(dst: str, node: int) -> Path:
     return Path(dst.replace("{node}", str(node)))
 
 
+def _journal(directory: Path, entry: dict) -> None:
+    """Record one finished file (a single O_APPEND write of one short line: safe from several local ranks)."""
+    with open(directory / JOURNAL_NAME, "a") as f:
+        f.write(json.dumps(entry) + "\n")
+
+
 def _previous_entries(directory: Path) -> dict[str, dict]:
-    """Files a previous staging run recorded for this node (empty when there is no usable manifest)."""
-    path = directory / MANIFEST_NAME
+    """Files earlier runs recorded for this node: the last manifest, then the journal of a run that was killed
+    before writing its manifest (a torn last line is ignored)."""
+    entries = {}
     try:
-        manifest = json.loads(path.read_text())
-        return {e["rel"]: e for e in manifest["node"]["files"]}
+        entries.update({e["rel"]: e for e in json.loads((directory / MANIFEST_NAME).read_text())["node"]["files"]})
     except (OSError, ValueError, KeyError, TypeError):
-        return {}
+        pass
+    try:
+        lines = (directory / JOURNAL_NAME).read_text().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        try:
+            entry = json.loads(line)
+            entries[entry["rel"]] = entry
+        except (ValueError, KeyError, TypeError):
+            continue
+    return entries
 
 
 def _already_staged(directory: Path, f: SourceFile, previous: dict, conversion: Conversion) -> dict | None:
@@ -320,8 +338,10 @@ def stage(src: str | Path, dst: str | Path, *, replicate: str = "needed", seed: 
             raise DataError(source, "vanished from the source since it was listed")
         checksum = (_convert(source, target, f, conversion) if conversion.active
                     else _copy_file(source, target, f.size, verify))
-        return {"rel": f.rel, "size": target.stat().st_size, "checksum": checksum, "source_size": f.size,
-                "source_mtime": f.mtime, "conversion": conversion.describe(), "how": "copied", "by": world.rank}
+        entry = {"rel": f.rel, "size": target.stat().st_size, "checksum": checksum, "source_size": f.size,
+                 "source_mtime": f.mtime, "conversion": conversion.describe(), "how": "copied", "by": world.rank}
+        _journal(my_dir, entry)
+        return entry
 
     # A few copy threads overlap one file's checksum with another's I/O (both release the GIL).
     with progress_bar(f"staging {len(mine)} files", len(mine)) as advance, \
@@ -366,6 +386,7 @@ def stage(src: str | Path, dst: str | Path, *, replicate: str = "needed", seed: 
                 try:
                     _write_received(my_dir / rel, data, copied[rel])
                     received[rel] = {**copied[rel], "how": f"received from rank {sender}"}
+                    _journal(my_dir, received[rel])
                 except (DataError, OSError) as e:
                     errors[rel] = str(e)
     swap_seconds = time.perf_counter() - t_swap
@@ -409,6 +430,7 @@ def stage(src: str | Path, dst: str | Path, *, replicate: str = "needed", seed: 
         node_manifest = {**manifest, "node": {"index": my_node, "dir": str(my_dir),
                                               "files": list(node_files.values())}}
         atomic_write_text(my_dir / MANIFEST_NAME, json.dumps(node_manifest, indent=1))
+        (my_dir / JOURNAL_NAME).unlink(missing_ok=True)  # the manifest now holds everything it recorded
     if all_errors:
         names = ", ".join(f"{rel} ({msg})" for rel, msg in sorted(all_errors.items()))
         raise DataError(Path(src), f"{len(all_errors)} file(s) could not be staged: {names}")

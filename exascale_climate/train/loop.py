@@ -148,6 +148,9 @@ def restore_or_broadcast(run: Run, ckpt_manager, resume: bool) -> Position:
         for group, variables in run.state_arrays().items():
             assign_arrays(latest, group, variables, arrays.get(group, []))
         state = read_state(latest)
+        if state.get("world_size", run.world.size) != run.world.size:
+            log.warning("%s was written by %d ranks, this run has %d: the data shards differ, so the run will "
+                        "not continue at exactly the same samples", latest, state["world_size"], run.world.size)
         position = Position(state["step"], state["epoch"], state["step_in_epoch"], state.get("best_metric"),
                             state.get("history", {}))
         log.info("resumed from %s (step %d, epoch %d, step %d of the epoch)", latest, position.step,
@@ -322,6 +325,7 @@ def _loop(run: Run, ckpts, position: Position, reporter: Reporter) -> dict:
 
     def evaluate_and_maybe_save(force_save: bool, reason: str):
         nonlocal saved_at, validated_at, stop
+        paused = time.perf_counter()
         metrics = validate(run, watchdog) if run.valid_files else {}
         validated_at = position.step
         if metrics:
@@ -336,6 +340,7 @@ def _loop(run: Run, ckpts, position: Position, reporter: Reporter) -> dict:
         if force_save or stop:
             _save(run, ckpts, position, metrics.get("val_mean_iou"))
             saved_at = position.step
+        window.start += time.perf_counter() - paused  # throughput figures count training time only
 
     timeout = cfg.distributed.stall_timeout_s
     with Watchdog(timeout, first_timeout_s=10 * timeout) if world.distributed else _NoWatchdog() as watchdog, \

@@ -34,3 +34,9 @@ def write_dataset(root: Path, counts=(("train", 6), ("valid", 2), ("test", 2)), 
 @pytest.fixture
 def dataset(tmp_path):
     return write_dataset(tmp_path / "src")
+
+
+@pytest.fixture
+def dataset_factory():
+    """write_dataset(root, counts, grid) for tests that need another size of dataset."""
+    return write_dataset

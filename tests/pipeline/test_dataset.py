@@ -135,3 +135,9 @@ def test_split_files_prefers_the_staged_copy(dataset, tmp_path):
 def test_too_few_files_for_the_batch_is_a_config_error(dataset):
     with pytest.raises(ConfigError, match="train.batch_size"):
         steps_per_epoch(make_cfg(dataset, "train.batch_size=4"), 6, World(rank=0, size=2))
+
+
+def test_evaluation_is_sharded_without_dropping_files_and_spare_ranks_get_nothing(dataset):
+    cfg = make_cfg(dataset, "train.batch_size=2")
+    per_rank = [file_ids(collect(cfg, "valid", training=False, world=World(rank=r, size=3))) for r in range(3)]
+    assert per_rank == [[6], [7], []]

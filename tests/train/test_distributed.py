@@ -72,13 +72,14 @@ def _rank_processes(root: psutil.Process) -> dict[int, psutil.Process]:
 
 
 @pytest.mark.multirank
-def test_killed_rank_fails_the_job_in_bounded_time(blob_data, tmp_path):
-    """SIGKILL one rank mid-training: horovodrun must exit non-zero instead of hanging."""
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSTOP], ids=["dead", "hung"])
+def test_failed_rank_fails_the_job_in_bounded_time(blob_data, tmp_path, sig):
+    """A rank killed (SIGKILL) or frozen (SIGSTOP) mid-training: horovodrun exits non-zero instead of hanging."""
     run_dir = tmp_path / "run"
     argv = exaclimate("train", "--run-dir", str(run_dir),
                       *sum((["--set", s] for s in blob_overrides(
                           blob_data, **{"train.epochs": 500, "train.log_every_steps": 1,
-                                        "distributed.stall_timeout_s": 20})), []))
+                                        "distributed.stall_timeout_s": 8})), []))
     env = rank_env(2, 1)
     proc = subprocess.Popen(launch_command(2, argv, "gloo"), env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -91,12 +92,19 @@ def test_killed_rank_fails_the_job_in_bounded_time(blob_data, tmp_path):
             time.sleep(0.5)
         ranks = _rank_processes(psutil.Process(proc.pid))
         assert set(ranks) == {0, 1}
-        ranks[1].send_signal(signal.SIGKILL)
-        # Bounded: well within the stall timeout plus Horovod's shutdown; a hang would hit this timeout.
+        ranks[1].send_signal(sig)
+        # Bounded: the stall timeout (8 s) plus Horovod's shutdown; a hang would hit this timeout instead.
         returncode = proc.wait(timeout=120)
         output = proc.stdout.read()
+        time.sleep(1)
+        survivor_alive = ranks[0].is_running() and ranks[0].status() != psutil.STATUS_ZOMBIE
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+        for p in ranks.values() if "ranks" in locals() else []:
+            if p.is_running():
+                p.send_signal(signal.SIGKILL)
     assert returncode != 0, output[-3000:]
-    assert not ranks[0].is_running() or ranks[0].status() == psutil.STATUS_ZOMBIE
+    if sig == signal.SIGSTOP:  # the surviving rank names the problem
+        assert "no progress" in output or "stall" in output.lower() or "collective failed" in output, output[-3000:]
+    assert not survivor_alive
