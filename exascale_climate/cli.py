@@ -356,19 +356,21 @@ def bench_data_command(grid, samples, json_path):
 
 @bench.command("pipeline")
 @click.option("--grid", default="768x1152", show_default=True, metavar="HxW", help="Grid of the samples.")
-@click.option("--samples", default=8, show_default=True, type=click.IntRange(min=1), help="Files to read.")
+@click.option("--samples", default=16, show_default=True, type=click.IntRange(min=1), help="Files to read.")
 @click.option("--readers", default=2, show_default=True, type=click.IntRange(min=1), help="Parallel readers.")
 @click.option("--batch", default=1, show_default=True, type=click.IntRange(min=1), help="Samples per batch.")
 @click.option("--dir", "workdir", metavar="DIR", help="Reuse/keep the benchmark files here (default: a temp dir).")
+@click.option("--cache", type=click.Choice(["warm", "cold"]), default="warm", show_default=True,
+              help="warm: read from the page cache (CPU cost); cold: empty it before every pass (disk; root).")
 @click.option("--json", "json_path", metavar="OUT", help="Append the records as JSON lines to OUT.")
-def bench_pipeline_command(grid, samples, readers, batch, workdir, json_path):
+def bench_pipeline_command(grid, samples, readers, batch, workdir, cache, json_path):
     """Pipeline samples/s and MB/s (thread vs process readers) vs a raw h5py read of the same files, and the
     share of a training step spent waiting for data."""
     from exascale_climate.bench.common import format_table, write_records
     from exascale_climate.bench.pipeline import bench_pipeline
     from exascale_climate.config import parse_grid
 
-    records = bench_pipeline(parse_grid(grid), samples, readers=readers, batch=batch, workdir=workdir)
+    records = bench_pipeline(parse_grid(grid), samples, readers=readers, batch=batch, workdir=workdir, cache=cache)
     write_records(records, json_path)
     click.echo(format_table(records))
 

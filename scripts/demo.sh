@@ -17,7 +17,7 @@ export TF_NUM_INTRAOP_THREADS="${TF_NUM_INTRAOP_THREADS:-1}" OMP_NUM_THREADS="${
 # The demo's paths, wherever DEMO_DIR points (configs/demo.yaml defaults to ./demo).
 PATHS=(--set "data.train_dir=$DEMO_DIR/data/train" --set "data.valid_dir=$DEMO_DIR/data/valid"
        --set "data.test_dir=$DEMO_DIR/data/test" --set "data.stats_file=$DEMO_DIR/data/stats.h5"
-       --set "pipeline.stage_dir=$DEMO_DIR/stage")
+       --set "pipeline.stage_dir=$DEMO_DIR/stage/node{node}")
 rm -rf "$DEMO_DIR"  # every run starts from scratch, so what it prints is what this checkout does
 
 step "environment"
@@ -35,8 +35,9 @@ exaclimate data split "$DEMO_DIR/data/all" --out "$DEMO_DIR/data"
 exaclimate data stats "$DEMO_DIR/data/train" --out "$DEMO_DIR/data/stats.h5"
 exaclimate data inspect "$(ls "$DEMO_DIR"/data/test/*.h5 | head -1)"
 
-step "stage to node-local disk: 2 ranks, each copies a disjoint share, then they exchange"
-"${RANKS[@]}" exaclimate stage --src "$DEMO_DIR/data" --dst "$DEMO_DIR/stage" --verify checksum
+step "stage to node-local disk: 2 ranks stand for 2 nodes; each copies a disjoint share, then they exchange"
+"${RANKS[@]}" exaclimate stage --src "$DEMO_DIR/data" --dst "$DEMO_DIR/stage/node{node}" --ranks-per-node 1 \
+  --verify checksum
 
 step "the network: slim Tiramisu of configs/demo.yaml (parameters, FLOPs per sample)"
 exaclimate model summary --config demo --grid 96x144 --no-graph | head -8

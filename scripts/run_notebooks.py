@@ -5,9 +5,11 @@ run with the notebook's name and the cell's error; the notebook is still saved u
 """
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 import nbformat
+from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
@@ -19,9 +21,16 @@ def main(argv=None) -> int:
     parser.add_argument("--timeout", type=int, default=600, help="seconds per cell")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="exaclimate-kernel-") as sockets:
+        return run_all(args, sockets)
+
+
+def run_all(args, sockets: str) -> int:
     for path in args.notebooks:
         nb = nbformat.read(path, as_version=4)
-        client = NotebookClient(nb, timeout=args.timeout, kernel_name="python3",
+        # IPC sockets in a temp dir: a local kernel needs no TCP ports (nor ipykernel's plain-TCP warning)
+        kernel = KernelManager(kernel_name="python3", transport="ipc", ip=str(Path(sockets) / "kernel"))
+        client = NotebookClient(nb, km=kernel, timeout=args.timeout,
                                 resources={"metadata": {"path": str(Path.cwd())}})
         target = args.out / path.name
         try:

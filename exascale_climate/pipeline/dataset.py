@@ -194,7 +194,7 @@ def build_dataset(cfg: Config, files: list[Path], stats, *, training: bool, worl
     grid = _grid_of([*ordered, *reserve])
     normalization = (None if pcfg.normalization == "none"
                      else normalization_constants(pcfg.normalization, stats))
-    ds = READERS[pcfg.reader_mode](ordered, channels, grid, pcfg.readers, pcfg.strict, normalization, reserve)
+    ds = READERS[pcfg.reader_mode](ordered, channels, grid, pcfg.readers, pcfg.strict, reserve)
 
     weights = tf.constant(class_weights(stats.class_counts, pcfg.class_weighting), tf.float32)
     out_dtype = tf.float16 if cfg.train.precision == "mixed_float16" else tf.float32
@@ -207,6 +207,8 @@ def build_dataset(cfg: Config, files: list[Path], stats, *, training: bool, worl
             x, y = augment(x, y, tf.stack([seed[0], seed[1] * 1_000_003 + index]), crop, pcfg.random_flip,
                            pcfg.random_roll)
         y = tf.cast(y, tf.int32)
+        if normalization is not None:  # here, not in the reader: TF ops run beside the next read (no GIL)
+            x = (x - normalization[0]) * normalization[1]
         return tf.cast(x, out_dtype), y, tf.gather(weights, y)
 
     ds = ds.enumerate(start=skip_batches * batch if training else 0)

@@ -54,12 +54,11 @@ def read_pair(path: str, channels: list[str] | None) -> tuple[np.ndarray, np.nda
     return sample.data.astype(np.float32, copy=False), sample.labels
 
 
-def _read_slot(candidates: list[str], channels: list[str], normalization):
-    """The first readable file of `candidates` (a slot's file, then its replacements), normalised in place.
+def _read_slot(candidates: list[str], channels: list[str]):
+    """The first readable file of `candidates` (a slot's file, then its replacements).
 
     Returns (data, labels, [(path, error)...]); errors are returned, not raised, because they cross thread and
-    process boundaries. Normalising here, in place, saves two full-size temporaries per sample: at
-    768x1152x16 every fresh 56 MB array is a fresh mmap whose page faults cost more than the arithmetic.
+    process boundaries. Normalisation is left to tf.data: its ops run outside the GIL, beside the next read.
     """
     errors = []
     for path in candidates:
@@ -68,10 +67,6 @@ def _read_slot(candidates: list[str], channels: list[str], normalization):
         except (DataError, OSError, KeyError, ValueError) as e:
             errors.append((path, str(e)))
             continue
-        if normalization is not None:
-            offset, scale = normalization
-            np.subtract(data, offset, out=data)
-            np.multiply(data, scale, out=data)
         return data, labels, errors
     return None, None, errors
 
@@ -109,7 +104,7 @@ def _finish(ds, grid, n_channels):
 
 
 def thread_reader(paths: Sequence[str], channels: list[str], grid, readers: int, strict: bool,
-                  normalization=None, reserve: Sequence[str] = ()):
+                  reserve: Sequence[str] = ()):
     """tf.data map over slots with `readers` parallel calls (threads in this process)."""
     import tensorflow as tf
 
@@ -117,7 +112,7 @@ def thread_reader(paths: Sequence[str], channels: list[str], grid, readers: int,
     slots = slot_candidates(paths, reserve, strict)
 
     def read(index):
-        data, labels, errors = _read_slot(slots[int(index)], channels, normalization)
+        data, labels, errors = _read_slot(slots[int(index)], channels)
         _note_failures(errors, strict)
         if data is None:
             return (*_empty(n_channels), False)
@@ -145,7 +140,7 @@ def close_process_pool() -> None:
         _pool["pool"] = None
 
 
-def _ordered_reads(slots: list[list[str]], channels, readers: int, strict: bool, normalization) -> Iterator:
+def _ordered_reads(slots: list[list[str]], channels, readers: int, strict: bool) -> Iterator:
     """Slots in order, read by `readers` processes with a bounded number in flight."""
     pool = _process_pool(readers)
     in_flight = []
@@ -154,7 +149,7 @@ def _ordered_reads(slots: list[list[str]], channels, readers: int, strict: bool,
     window = 2 * readers
     while position < len(slots) or in_flight:
         while position < len(slots) and len(in_flight) < window:
-            in_flight.append(pool.apply_async(_read_slot, (slots[position], channels, normalization)))
+            in_flight.append(pool.apply_async(_read_slot, (slots[position], channels)))
             position += 1
         data, labels, errors = in_flight.pop(0).get()
         _note_failures(errors, strict)
@@ -165,7 +160,7 @@ def _ordered_reads(slots: list[list[str]], channels, readers: int, strict: bool,
 
 
 def process_reader(paths: Sequence[str], channels: list[str], grid, readers: int, strict: bool,
-                   normalization=None, reserve: Sequence[str] = ()):
+                   reserve: Sequence[str] = ()):
     """tf.data from a generator that keeps `readers` reader processes busy, in deterministic order."""
     import tensorflow as tf
 
@@ -173,7 +168,7 @@ def process_reader(paths: Sequence[str], channels: list[str], grid, readers: int
     slots = slot_candidates(paths, reserve, strict)
     signature = (tf.TensorSpec((None, None, n_channels), tf.float32), tf.TensorSpec((None, None), tf.uint8),
                  tf.TensorSpec((), tf.bool))
-    ds = tf.data.Dataset.from_generator(lambda: _ordered_reads(slots, channels, readers, strict, normalization),
+    ds = tf.data.Dataset.from_generator(lambda: _ordered_reads(slots, channels, readers, strict),
                                         output_signature=signature)
     return _finish(ds, grid, n_channels)
 

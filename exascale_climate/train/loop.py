@@ -320,8 +320,9 @@ def _loop(run: Run, ckpts, position: Position, reporter: Reporter) -> dict:
     last = {"step": position.step, "epoch": position.epoch}
     window, streak, saved_at, validated_at, stop = Window(), 0, position.step, -1, False
     started = time.perf_counter()
-    log.info("training %s on %d rank(s): %d files, %d steps/epoch, %d steps, input %s", cfg.model.name,
-             world.size, len(run.train_files), run.steps_per_epoch, total, run.input_shape)
+    log.info("training %s on %d rank(s): %d files from %s, %d steps/epoch, %d steps, input %s", cfg.model.name,
+             world.size, len(run.train_files), run.train_files[0].parent, run.steps_per_epoch, total,
+             run.input_shape)
 
     def evaluate_and_maybe_save(force_save: bool, reason: str):
         nonlocal saved_at, validated_at, stop

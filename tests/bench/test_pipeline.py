@@ -1,0 +1,45 @@
+"""`exaclimate bench pipeline` and `bench stage`: records against a baseline measured in the same run."""
+import os
+
+import pytest
+
+from exascale_climate.bench.pipeline import bench_pipeline
+from exascale_climate.bench.stage import bench_stage
+from exascale_climate.errors import ExaclimateError
+
+
+def _check_ratios(records):
+    for r in records:
+        assert r["value"] >= 0
+        if r.get("baseline"):
+            assert r["ratio"] == pytest.approx(r["value"] / r["baseline"])
+
+
+@pytest.mark.parametrize("cache", ["warm", "cold"])
+def test_bench_pipeline_compares_each_reader_with_the_raw_read(tmp_path, cache):
+    if cache == "cold" and os.geteuid() != 0:
+        pytest.skip("emptying the page cache needs root")
+    records = bench_pipeline((48, 72), samples=4, readers=2, passes=1, workdir=tmp_path, cache=cache)
+    by_metric = {r["metric"]: r for r in records}
+    tag = ", cold cache" if cache == "cold" else ""
+    raw = by_metric[f"raw h5py read{tag}"]["value"]
+    for mode in ("thread", "process"):
+        rec = by_metric[f"pipeline ({mode} readers{tag})"]
+        assert rec["baseline"] == raw and rec["samples_per_epoch"] == 4 and rec["cache"] == cache
+    wait = next(r for r in records if r["metric"].startswith("data wait"))
+    assert 0 <= wait["value"] <= 1
+    _check_ratios(records)
+
+
+def test_bench_pipeline_rejects_an_unknown_cache_mode(tmp_path):
+    with pytest.raises(ExaclimateError, match="cache 'hot'"):
+        bench_pipeline((48, 72), samples=2, workdir=tmp_path, cache="hot")
+
+
+def test_bench_stage_times_each_verify_mode_against_cp(tmp_path):
+    records = bench_stage((48, 72), samples=3, repeat=1, workdir=tmp_path)
+    cp = next(r for r in records if r["metric"] == "cp -r")
+    staged = [r for r in records if r["metric"].startswith("stage --verify")]
+    assert {r["metric"].split()[2].rstrip(",") for r in staged} == {"full", "checksum", "size"}
+    assert all(r["baseline"] == cp["value"] for r in staged)
+    _check_ratios(records)
