@@ -339,19 +339,25 @@ def bench():
     """Benchmarks; each writes JSON lines (see docs/PERFORMANCE.md)."""
 
 
+def _report(records, json_path):
+    """Every benchmark: JSON lines to --json (appended), the table to stdout."""
+    from exascale_climate.bench.common import format_table, write_records
+
+    write_records(records, json_path)
+    click.echo(format_table(records))
+
+
 @bench.command("data")
 @click.option("--grid", default="768x1152", show_default=True, metavar="HxW", help="Grid of the samples.")
 @click.option("--samples", default=4, show_default=True, type=click.IntRange(min=1), help="Samples per stage.")
 @click.option("--json", "json_path", metavar="OUT", help="Append the records as JSON lines to OUT.")
 def bench_data_command(grid, samples, json_path):
     """Samples/s of synth, label and convert vs raw write/read bandwidth of the same bytes (same run)."""
-    from exascale_climate.bench.common import format_table, write_records
     from exascale_climate.bench.data import bench_data
     from exascale_climate.config import parse_grid
 
     records = bench_data(parse_grid(grid), samples)
-    write_records(records, json_path)
-    click.echo(format_table(records))
+    _report(records, json_path)
 
 
 @bench.command("pipeline")
@@ -366,13 +372,11 @@ def bench_data_command(grid, samples, json_path):
 def bench_pipeline_command(grid, samples, readers, batch, workdir, cache, json_path):
     """Pipeline samples/s and MB/s (thread vs process readers) vs a raw h5py read of the same files, and the
     share of a training step spent waiting for data."""
-    from exascale_climate.bench.common import format_table, write_records
     from exascale_climate.bench.pipeline import bench_pipeline
     from exascale_climate.config import parse_grid
 
     records = bench_pipeline(parse_grid(grid), samples, readers=readers, batch=batch, workdir=workdir, cache=cache)
-    write_records(records, json_path)
-    click.echo(format_table(records))
+    _report(records, json_path)
 
 
 @bench.command("stage")
@@ -384,13 +388,11 @@ def bench_pipeline_command(grid, samples, readers, batch, workdir, cache, json_p
 @click.option("--json", "json_path", metavar="OUT", help="Append the records as JSON lines to OUT.")
 def bench_stage_command(grid, samples, repeat, ranks, workdir, json_path):
     """Staging GB/s vs `cp -r` of the same files in the same run."""
-    from exascale_climate.bench.common import format_table, write_records
     from exascale_climate.bench.stage import bench_stage
     from exascale_climate.config import parse_grid
 
     records = bench_stage(parse_grid(grid), samples, repeat=repeat, ranks=2 if ranks else 0, workdir=workdir)
-    write_records(records, json_path)
-    click.echo(format_table(records))
+    _report(records, json_path)
 
 
 @bench.command("model")
@@ -407,15 +409,13 @@ def bench_stage_command(grid, samples, repeat, ranks, workdir, json_path):
 @config_options
 def bench_model_command(models, grids, batch, repeat, precision, json_path, config_path, overrides):
     """Forward / training-step samples/s and FLOP/s vs this machine's matmul peak (same run)."""
-    from exascale_climate.bench.common import format_table, write_records
     from exascale_climate.bench.model import bench_model
     from exascale_climate.config import parse_grid
 
     records = bench_model(load_cli_config(config_path, overrides), list(models) or ["tiramisu", "deeplabv3plus"],
                           [parse_grid(g) for g in grids] or None, batch=batch,
                           repeat=repeat, precision=precision)
-    write_records(records, json_path)
-    click.echo(format_table(records))
+    _report(records, json_path)
 
 
 @bench.command("train")
@@ -434,13 +434,11 @@ def bench_model_command(models, grids, batch, repeat, precision, json_path, conf
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Config override for the timed runs.")
 def bench_train_command(models, grid, batch, steps, convergence, data_dir, png, json_path, overrides):
     """Training step on real ranks: samples/s, FLOP/s, weak scaling 1->2 ranks, allreduce variants, convergence."""
-    from exascale_climate.bench.common import format_table, write_records
     from exascale_climate.bench.train import bench_train
 
     records = bench_train(list(models) or ["demo", "tiramisu", "deeplabv3plus"], grid, batch, steps,
                           list(overrides), convergence=convergence, data_dir=data_dir, png=png)
-    write_records(records, json_path)
-    click.echo(format_table(records))
+    _report(records, json_path)
 
 
 # --------------------------------------------------------------------------------------- submit

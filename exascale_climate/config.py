@@ -88,7 +88,6 @@ class PipelineConfig:
 
     normalization: str = choice("zscore", ("zscore", "minmax", "none"))
     shuffle: bool = True  # a full seeded permutation of the rank's shard every epoch (one sample per file)
-    shuffle_buffer: int = bounded(64, min=1)  # no effect: kept so older configs load (the file order is shuffled)
     readers: int = bounded(2, min=1)  # parallel HDF5 readers per rank
     reader_mode: str = choice("thread", ("thread", "process"))  # thread measured faster (bench pipeline)
     crop: tuple[int, int] | None = None  # random crop (H, W); None = full grid

@@ -61,7 +61,7 @@ def blob_overrides(root: Path, **extra) -> list[str]:
         "model.tiramisu.initial_filters": 8, "model.tiramisu.dropout": 0.0,
         "optimizer.name": "adam", "optimizer.learning_rate": 0.01,
         "train.batch_size": 2, "train.epochs": 1, "train.seed": 3, "train.log_every_steps": 2,
-        "pipeline.readers": 1, "pipeline.shuffle_buffer": 4,
+        "pipeline.readers": 1,
     }
     base.update(extra)
     return [f"{k}={v}" for k, v in base.items()]
