@@ -222,7 +222,7 @@ class DistributedConfig:
     gradient_lag: int = choice(0, (0, 1))
     fp16_compression: bool = False
     fusion_threshold_mb: float | None = None  # HOROVOD_FUSION_THRESHOLD; None = Horovod's default
-    cycle_time_ms: float | None = None  # HOROVOD_CYCLE_TIME
+    cycle_time_ms: float | None = None  # HOROVOD_CYCLE_TIME; None = 10 on CPU-only nodes, else Horovod's 1
     horovod_hierarchical: bool = False  # Horovod's own HOROVOD_HIERARCHICAL_ALLREDUCE (GPU/NCCL builds)
     stall_timeout_s: int = bounded(60, min=1)  # a rank silent this long fails the job
     threads_per_rank: int = bounded(0, min=0)  # 0 = cores // ranks on this node

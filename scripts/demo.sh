@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job, end to end on the embedded synthetic dataset (set-up included, idempotent):
-# synthesise CAM5-like fields -> label -> convert/split/stats -> 2-rank staging -> 2-rank Horovod training
-# -> evaluate -> predict -> plots. Outputs land in $DEMO_DIR (default: ./demo).
+# synthesise CAM5-like labelled fields -> convert/split/stats -> 2-rank staging -> 2-rank Horovod training
+# -> evaluate -> predict -> plots -> batch job scripts -> quick benchmarks -> notebooks.
+# Outputs land in $DEMO_DIR (default: ./demo), which is emptied first.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -11,13 +12,17 @@ export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 DEMO_DIR="${DEMO_DIR:-demo}"
 export EXACLIMATE_DEMO_DIR="$DEMO_DIR"  # the notebooks read the demo's outputs from here
 step() { printf '\n=== %s (%ss)\n' "$*" "$SECONDS"; }
-# Two ranks share this machine's cores: one intra-op thread each, so they do not oversubscribe.
-RANKS=(horovodrun -np 2 -H localhost:2 --gloo)
-export TF_NUM_INTRAOP_THREADS="${TF_NUM_INTRAOP_THREADS:-1}" OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+# Two ranks share this machine's cores: half the cores each, so they do not oversubscribe (single-process
+# steps keep all cores).
+PER_RANK=$(( $(nproc) / 2 > 0 ? $(nproc) / 2 : 1 ))
+RANKS=(env TF_NUM_INTRAOP_THREADS=$PER_RANK OMP_NUM_THREADS=$PER_RANK horovodrun -np 2 -H localhost:2 --gloo)
 # The demo's paths, wherever DEMO_DIR points (configs/demo.yaml defaults to ./demo).
 PATHS=(--set "data.train_dir=$DEMO_DIR/data/train" --set "data.valid_dir=$DEMO_DIR/data/valid"
        --set "data.test_dir=$DEMO_DIR/data/test" --set "data.stats_file=$DEMO_DIR/data/stats.h5"
        --set "pipeline.stage_dir=$DEMO_DIR/stage/node{node}")
+case "$(realpath -m "$DEMO_DIR")" in
+  /|"$ROOT"|"$HOME") echo "error: DEMO_DIR=$DEMO_DIR would be emptied; choose a directory of its own" >&2; exit 2;;
+esac
 rm -rf "$DEMO_DIR"  # every run starts from scratch, so what it prints is what this checkout does
 
 step "environment"

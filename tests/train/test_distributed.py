@@ -33,6 +33,12 @@ def test_horovod_environment_passes_knobs_through():
     assert "HOROVOD_FUSION_THRESHOLD" not in horovod_environment(Config().distributed)
 
 
+def test_cycle_time_defaults_to_ten_ms_on_cpu_nodes_only():
+    env = horovod_environment(Config().distributed)
+    has_gpu = any(Path("/dev").glob("nvidia[0-9]*"))
+    assert env.get("HOROVOD_CYCLE_TIME") == (None if has_gpu else "10.0")
+
+
 @pytest.mark.multirank
 def test_four_ranks_two_per_node():
     """One 4-rank launch (2 "nodes" of 2) checks every property of the distributed step; see rank_checks.py."""
