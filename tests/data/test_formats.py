@@ -197,3 +197,22 @@ def test_list_samples_ignores_temps_and_stats(tmp_path):
     assert [p.name for p in list_samples(tmp_path)] == ["data-a.h5", "data-b.h5"]
     with pytest.raises(DataError, match="no such directory"):
         list_samples(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("layout", ["deepcam", "gordonbell"])
+def test_hdf5_non_finite_values_name_the_variable(tmp_path, layout):
+    data, labels = _fields(6)
+    data[5, 6, VARIABLE_NAMES.index("T500")] = np.nan
+    data[2, 3, VARIABLE_NAMES.index("Z200")] = -np.inf
+    writer = write_deepcam_sample if layout == "deepcam" else write_gordonbell_sample
+    path = writer(tmp_path / "data-bad.h5", data, labels, list(VARIABLE_NAMES))
+    with pytest.raises(DataError, match=r"data-bad\.h5 \[T500\].*NaN"):
+        read_sample(path)
+
+
+def test_huge_finite_values_are_not_mistaken_for_inf(tmp_path):
+    """The fast check sums channels per pixel in float32; an overflow there must not reject a valid file."""
+    data, labels = _fields(7)
+    data[0, 0, :4] = np.finfo(np.float32).max / 2
+    path = write_deepcam_sample(tmp_path / "data-big.h5", data, labels, list(VARIABLE_NAMES))
+    np.testing.assert_array_equal(read_sample(path).data, data)
