@@ -36,10 +36,12 @@ def run_all(args, sockets: str) -> int:
         try:
             client.execute()
         except CellExecutionError as err:
-            nbformat.write(nb, target)
             print(f"error: {path}: {str(err).strip().splitlines()[-1]} (partial output in {target})", file=sys.stderr)
             return 1
-        nbformat.write(nb, target)
+        finally:
+            nbformat.write(nb, target)
+            if kernel.has_kernel:  # we own the kernel we passed in: stop it now, not when we exit
+                kernel.shutdown_kernel()
         figures = sum("image/png" in out.get("data", {}) for cell in nb.cells for out in cell.get("outputs", []))
         print(f"{path} -> {target} ({figures} figures)")
     return 0
