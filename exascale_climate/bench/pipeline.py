@@ -3,7 +3,8 @@
 Figures: samples/s and MB/s of the pipeline (thread and process readers), of `read_sample` (the validated read
 the pipeline is built on) and of the raw read (h5py reads `climate/data` and `climate/labels_0`, nothing else);
 and the fraction of a training step spent waiting for data, with a small convolutional training step as the
-compute. All passes are warm (page cache), so the comparison is about CPU work, not the disk.
+compute. By default every pass is warm (page cache), so the comparison is about CPU work; `--cache cold`
+empties the page cache before each pass so the disk is in it too.
 """
 from __future__ import annotations
 
@@ -145,7 +146,7 @@ def _wait_fraction(cfg, files, stats) -> tuple[float, float]:
     return (waiting / total if total else 0.0), total / max(1, steps - 1)
 
 
-def bench_pipeline(grid: tuple[int, int] = (768, 1152), samples: int = 8, readers: int = 2, batch: int = 1,
+def bench_pipeline(grid: tuple[int, int] = (768, 1152), samples: int = 16, readers: int = 2, batch: int = 1,
                    modes=("thread", "process"), passes: int = 3, workdir: str | Path | None = None,
                    cache: str = "warm") -> list[dict]:
     """Time raw reads, validated reads and the pipeline on the same files; returns bench records.
