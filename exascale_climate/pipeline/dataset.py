@@ -13,18 +13,17 @@ from pathlib import Path
 import numpy as np
 
 from exascale_climate.config import Config
+from exascale_climate.data.formats import STATS_FILE
+from exascale_climate.data.split import SPLITS
 from exascale_climate.errors import ConfigError, DataError
 from exascale_climate.pipeline.readers import READERS, sample_grid
 from exascale_climate.pipeline.sharding import epoch_order, samples_per_rank, shard
-from exascale_climate.pipeline.staging import MANIFEST_NAME
-from exascale_climate.utils.log import get_logger
-from exascale_climate.utils.runtime import World
+from exascale_climate.pipeline.staging import MANIFEST_NAME, node_dir
+from exascale_climate.utils.log import env_rank, get_logger
+from exascale_climate.utils.runtime import World, node_index
 from exascale_climate.variables import VARIABLE_NAMES
 
 log = get_logger("pipeline")
-
-SPLITS = ("train", "valid", "test")
-STATS_NAME = "stats.h5"
 
 
 # -------------------------------------------------------------------------------------------- files
@@ -33,14 +32,8 @@ def staged_root(cfg: Config) -> Path | None:
     (rank // distributed.ranks_per_node when set, else Horovod's cross rank)."""
     if not cfg.pipeline.stage_dir:
         return None
-    text = cfg.pipeline.stage_dir
-    if "{node}" in text:
-        from exascale_climate.utils.log import env_rank
-
-        per_node = cfg.distributed.ranks_per_node
-        node = env_rank() // per_node if per_node > 0 else int(os.environ.get("HOROVOD_CROSS_RANK", "0") or 0)
-        text = text.replace("{node}", str(node))
-    return Path(text)
+    node = node_index(env_rank(), cfg.distributed.ranks_per_node, int(os.environ.get("HOROVOD_CROSS_RANK") or 0))
+    return node_dir(cfg.pipeline.stage_dir, node)
 
 
 def _staged_split(root: Path, split: str) -> list[Path] | None:
@@ -85,11 +78,11 @@ def split_files(cfg: Config, split: str) -> list[Path]:
 def stats_path(cfg: Config) -> Path:
     """stats.h5: the staged copy, else data.stats_file, else beside the train directory."""
     root = staged_root(cfg)
-    if root is not None and (root / STATS_NAME).is_file():
-        return root / STATS_NAME
+    if root is not None and (root / STATS_FILE).is_file():
+        return root / STATS_FILE
     if cfg.data.stats_file:
         return Path(cfg.data.stats_file)
-    return Path(cfg.data.train_dir).parent / STATS_NAME
+    return Path(cfg.data.train_dir).parent / STATS_FILE
 
 
 def load_stats(cfg: Config):

@@ -22,17 +22,17 @@ from pathlib import Path
 
 import numpy as np
 
+from exascale_climate.data.formats import STATS_FILE
+from exascale_climate.data.split import SPLITS
 from exascale_climate.errors import ConfigError, DataError
 from exascale_climate.pipeline.sharding import shard_owner
 from exascale_climate.utils.io import atomic_path, atomic_write_text, file_checksum, remove_stale_temps
 from exascale_climate.utils.log import get_logger
 from exascale_climate.utils.progress import progress_bar
-from exascale_climate.utils.runtime import World, init_world
+from exascale_climate.utils.runtime import World, init_world, node_index
 
 log = get_logger("stage")
 
-SPLITS = ("train", "valid", "test")
-STATS_NAME = "stats.h5"
 MANIFEST_NAME = "stage-manifest.json"
 JOURNAL_NAME = ".stage-journal.jsonl"  # one line per finished file, so a killed run's work is not lost
 CHECKSUM = "sha256"  # hashlib's fastest here (SHA-NI); blake2b is ~1.5x slower on this CPU
@@ -62,11 +62,11 @@ def list_source(src: str | Path) -> list[SourceFile]:
             for p in list_samples(src / split):
                 st = p.stat()
                 files.append(SourceFile(f"{split}/{p.name}", split, st.st_size, st.st_mtime))
-    if (src / STATS_NAME).is_file():
-        st = (src / STATS_NAME).stat()
-        files.append(SourceFile(STATS_NAME, "stats", st.st_size, st.st_mtime))
+    if (src / STATS_FILE).is_file():
+        st = (src / STATS_FILE).stat()
+        files.append(SourceFile(STATS_FILE, "stats", st.st_size, st.st_mtime))
     if not files:
-        raise DataError(src, f"nothing to stage: no {'/, '.join(SPLITS)}/ data-*.h5 samples and no {STATS_NAME}")
+        raise DataError(src, f"nothing to stage: no {'/, '.join(SPLITS)}/ data-*.h5 samples and no {STATS_FILE}")
     return files
 
 
@@ -190,7 +190,7 @@ def _check_readable(path: Path, name: Path) -> None:
     from exascale_climate.data.stats import read_stats
 
     try:
-        if name.name == STATS_NAME:
+        if name.name == STATS_FILE:
             read_stats(path)
         else:
             detect_layout(path)
@@ -224,6 +224,7 @@ def _write_received(dst: Path, payload: bytes, entry: dict) -> None:
 
 # ----------------------------------------------------------------------------------------- manifest
 def node_dir(dst: str, node: int) -> Path:
+    """`dst` with `{node}` replaced by the node index (simulated nodes on one machine)."""
     return Path(dst.replace("{node}", str(node)))
 
 
@@ -284,7 +285,7 @@ def stage(src: str | Path, dst: str | Path, *, replicate: str = "needed", seed: 
     conversion = Conversion(list(channels) if channels else None, dtype)
     t_start = time.perf_counter()
 
-    my_node = world.rank // ranks_per_node if ranks_per_node > 0 else world.cross_rank
+    my_node = node_index(world.rank, ranks_per_node, world.cross_rank)
     node_of_rank = comm.allgather(my_node)
     nodes = sorted(set(node_of_rank))
     writer_of_node = {n: node_of_rank.index(n) for n in nodes}  # lowest rank of each node

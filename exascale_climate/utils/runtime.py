@@ -45,6 +45,11 @@ def apply_tf_threads() -> None:
         pass
 
 
+def node_index(rank: int, ranks_per_node: int, cross_rank: int) -> int:
+    """A rank's node: rank // ranks_per_node for simulated nodes on one machine, else Horovod's cross rank."""
+    return rank // ranks_per_node if ranks_per_node > 0 else cross_rank
+
+
 def launched_distributed() -> bool:
     """True when a launcher started more than one rank (or Horovod's launcher started us)."""
     return "HOROVOD_RANK" in os.environ or env_size() > 1
