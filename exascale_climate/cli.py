@@ -368,14 +368,17 @@ def bench_data_command(grid, samples, json_path):
 @click.option("--dir", "workdir", metavar="DIR", help="Reuse/keep the benchmark files here (default: a temp dir).")
 @click.option("--cache", type=click.Choice(["warm", "cold"]), default="warm", show_default=True,
               help="warm: read from the page cache (CPU cost); cold: empty it before every pass (disk; root).")
+@click.option("--passes", default=3, show_default=True, type=click.IntRange(min=1),
+              help="Timed rounds; each round times every reader once, the best of each is kept.")
 @click.option("--json", "json_path", metavar="OUT", help="Append the records as JSON lines to OUT.")
-def bench_pipeline_command(grid, samples, readers, batch, workdir, cache, json_path):
+def bench_pipeline_command(grid, samples, readers, batch, workdir, cache, passes, json_path):
     """Pipeline samples/s and MB/s (thread vs process readers) vs a raw h5py read of the same files, and the
     share of a training step spent waiting for data."""
     from exascale_climate.bench.pipeline import bench_pipeline
     from exascale_climate.config import parse_grid
 
-    records = bench_pipeline(parse_grid(grid), samples, readers=readers, batch=batch, workdir=workdir, cache=cache)
+    records = bench_pipeline(parse_grid(grid), samples, readers=readers, batch=batch, passes=passes,
+                             workdir=workdir, cache=cache)
     _report(records, json_path)
 
 

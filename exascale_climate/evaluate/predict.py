@@ -65,7 +65,8 @@ class Segmenter:
 
     def __init__(self, model, cfg, stats, source: str = ""):
         from exascale_climate.models import required_divisor
-        from exascale_climate.pipeline.dataset import channels_of, make_normalizer
+        from exascale_climate.pipeline.dataset import channels_of
+        from exascale_climate.pipeline.normalize import make_normalizer
 
         self.model = model
         self.cfg = cfg

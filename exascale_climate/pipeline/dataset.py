@@ -10,12 +10,11 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
-
 from exascale_climate.config import Config
 from exascale_climate.data.formats import STATS_FILE
 from exascale_climate.data.split import SPLITS
 from exascale_climate.errors import ConfigError, DataError
+from exascale_climate.pipeline.normalize import InPlaceNormalizer, normalization_constants
 from exascale_climate.pipeline.readers import READERS, sample_grid
 from exascale_climate.pipeline.sharding import epoch_order, samples_per_rank, shard
 from exascale_climate.pipeline.staging import MANIFEST_NAME, node_dir
@@ -25,7 +24,6 @@ from exascale_climate.variables import VARIABLE_NAMES
 
 log = get_logger("pipeline")
 
-
 # -------------------------------------------------------------------------------------------- files
 def staged_root(cfg: Config) -> Path | None:
     """This node's staged copy: `pipeline.stage_dir` with `{node}` expanded like `exaclimate stage` does
@@ -34,7 +32,6 @@ def staged_root(cfg: Config) -> Path | None:
         return None
     node = node_index(env_rank(), cfg.distributed.ranks_per_node, int(os.environ.get("HOROVOD_CROSS_RANK") or 0))
     return node_dir(cfg.pipeline.stage_dir, node)
-
 
 def _staged_split(root: Path, split: str) -> list[Path] | None:
     """The split's full file list from the staging manifest, this node's copies first.
@@ -49,7 +46,6 @@ def _staged_split(root: Path, split: str) -> list[Path] | None:
         return None
     paths = [root / rel for rel in rels]
     return [p for p in paths if p.is_file()] + [p for p in paths if not p.is_file()]
-
 
 def split_files(cfg: Config, split: str) -> list[Path]:
     """Samples of a split: from this node's staged copy `<pipeline.stage_dir>/<split>` when present (the
@@ -74,7 +70,6 @@ def split_files(cfg: Config, split: str) -> list[Path]:
         raise DataError(directory, f"no data-*.h5 samples in the {split} directory")
     return files
 
-
 def stats_path(cfg: Config) -> Path:
     """stats.h5: the staged copy, else data.stats_file, else beside the train directory."""
     root = staged_root(cfg)
@@ -84,39 +79,14 @@ def stats_path(cfg: Config) -> Path:
         return Path(cfg.data.stats_file)
     return Path(cfg.data.train_dir).parent / STATS_FILE
 
-
 def load_stats(cfg: Config):
     """Statistics of the configured channels (data.channels, or all 16)."""
     from exascale_climate.data.stats import read_stats
 
     return read_stats(stats_path(cfg)).select(list(cfg.data.channels) or None)
 
-
 def channels_of(cfg: Config) -> list[str]:
     return list(cfg.data.channels) or list(VARIABLE_NAMES)
-
-
-# ----------------------------------------------------------------------------------- normalisation
-def normalization_constants(kind: str, stats) -> tuple[np.ndarray, np.ndarray]:
-    """(offset, scale) per channel so that normalised = (x - offset) * scale."""
-    n = len(stats.variables)
-    if kind == "none":
-        return np.zeros(n, np.float32), np.ones(n, np.float32)
-    if kind == "zscore":
-        offset, spread = stats.mean, stats.std
-    elif kind == "minmax":
-        offset, spread = stats.minval, stats.maxval - stats.minval
-    else:
-        raise ConfigError(f"pipeline.normalization: {kind!r} is not allowed; choose zscore, minmax or none")
-    spread = np.where(spread > 0, spread, 1.0)  # a constant channel stays finite (0) instead of NaN
-    return offset.astype(np.float32), (1.0 / spread).astype(np.float32)
-
-
-def make_normalizer(cfg: Config, stats):
-    """x -> normalised x for numpy arrays or tensors (..., C); training and inference share it."""
-    offset, scale = normalization_constants(cfg.pipeline.normalization, stats)
-    return lambda x: (x - offset) * scale
-
 
 # ------------------------------------------------------------------------------------- augmentation
 def augment(x, y, seed, crop: tuple[int, int] | None, flip: bool, roll: bool):
@@ -139,7 +109,6 @@ def augment(x, y, seed, crop: tuple[int, int] | None, flip: bool, roll: bool):
         both = tf.image.stateless_random_crop(both, (crop[0], crop[1], channels + 1), seed=seeds[0])
     return both[..., :channels], tf.cast(tf.round(both[..., channels]), y.dtype)
 
-
 # ------------------------------------------------------------------------------------------ dataset
 def steps_per_epoch(cfg: Config, n_files: int, world: World | None = None) -> int:
     """Training steps per epoch, the same on every rank (the smallest shard decides)."""
@@ -150,12 +119,10 @@ def steps_per_epoch(cfg: Config, n_files: int, world: World | None = None) -> in
                           f"{cfg.train.batch_size * size} training files, found {n_files}")
     return steps
 
-
 def _epoch_seed(cfg: Config, epoch: int, rank: int):
     import tensorflow as tf
 
     return tf.constant([cfg.train.seed * 1_000_003 + epoch, rank], tf.int64)
-
 
 def build_dataset(cfg: Config, files: list[Path], stats, *, training: bool, world: World | None = None,
                   epoch: int = 0, skip_batches: int = 0):
@@ -185,9 +152,9 @@ def build_dataset(cfg: Config, files: list[Path], stats, *, training: bool, worl
     if not ordered:
         return _empty_dataset(cfg, files, stats)
     grid = _grid_of([*ordered, *reserve])
-    normalization = (None if pcfg.normalization == "none"
-                     else normalization_constants(pcfg.normalization, stats))
-    ds = READERS[pcfg.reader_mode](ordered, channels, grid, pcfg.readers, pcfg.strict, reserve)
+    normalizer = (None if pcfg.normalization == "none"
+                  else InPlaceNormalizer(*normalization_constants(pcfg.normalization, stats)))
+    ds = READERS[pcfg.reader_mode](ordered, channels, grid, pcfg.readers, pcfg.strict, reserve, normalizer)
 
     weights = tf.constant(class_weights(stats.class_counts, pcfg.class_weighting), tf.float32)
     out_dtype = tf.float16 if cfg.train.precision == "mixed_float16" else tf.float32
@@ -200,14 +167,12 @@ def build_dataset(cfg: Config, files: list[Path], stats, *, training: bool, worl
             x, y = augment(x, y, tf.stack([seed[0], seed[1] * 1_000_003 + index]), crop, pcfg.random_flip,
                            pcfg.random_roll)
         y = tf.cast(y, tf.int32)
-        if normalization is not None:  # here, not in the reader: TF ops run beside the next read (no GIL)
-            x = (x - normalization[0]) * normalization[1]
         return tf.cast(x, out_dtype), y, tf.gather(weights, y)
 
     ds = ds.enumerate(start=skip_batches * batch if training else 0)
     ds = ds.map(lambda i, xy: prepare(i, *xy), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if batch == 1:  # a view instead of batch's copy of every sample
-        ds = ds.map(lambda x, y, w: (x[None], y[None], w[None]))
+        ds = ds.map(lambda x, y, w: (tf.expand_dims(x, 0), tf.expand_dims(y, 0), tf.expand_dims(w, 0)))
     else:
         ds = ds.batch(batch, drop_remainder=training, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if training:
@@ -217,7 +182,6 @@ def build_dataset(cfg: Config, files: list[Path], stats, *, training: bool, worl
     options.deterministic = True
     return ds.with_options(options)
 
-
 def _grid_of(files) -> tuple[int, int]:
     """The grid of the first readable file (a bad first file must not stop the epoch)."""
     for path in files:
@@ -226,7 +190,6 @@ def _grid_of(files) -> tuple[int, int]:
         except DataError as e:
             log.warning("cannot read the grid of %s: %s", path, e)
     raise DataError(files[0] if files else "<pipeline>", "none of the files is readable")
-
 
 def _empty_dataset(cfg: Config, files, stats):
     """A rank without evaluation files (more ranks than files) still gets a dataset with the right element."""

@@ -17,6 +17,8 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from exascale_climate.errors import DataError
+from exascale_climate.pipeline.normalize import InPlaceNormalizer
+from exascale_climate.utils.buffers import BufferPool, aligned_copy
 from exascale_climate.utils.log import get_logger
 
 log = get_logger("pipeline")
@@ -24,6 +26,7 @@ log = get_logger("pipeline")
 _failed: dict[str, str] = {}
 _failed_lock = threading.Lock()
 _pool = {"pool": None, "workers": 0}
+_buffers = BufferPool()  # sample arrays reused once TensorFlow has let go of them
 
 
 def failed_files() -> dict[str, str]:
@@ -46,24 +49,26 @@ def _note_failures(errors: list[tuple[str, str]], strict: bool) -> None:
         log.warning("skipping unreadable sample: %s", message if path in message else f"{path}: {message}")
 
 
-def read_pair(path: str, channels: list[str] | None) -> tuple[np.ndarray, np.ndarray]:
-    """One sample's fields (H, W, C) float32 in `channels` order and labels (H, W) uint8."""
+def read_pair(path: str, channels: list[str] | None, normalizer: InPlaceNormalizer | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """One sample's fields (H, W, C) float32 in `channels` order, normalised when asked, and labels (H, W)
+    uint8, in pooled buffers that TensorFlow adopts without a copy."""
     from exascale_climate.data.formats import read_sample
 
-    sample = read_sample(path, channels=channels, with_labels=True)
-    return sample.data.astype(np.float32, copy=False), sample.labels
+    sample = read_sample(path, channels=channels, with_labels=True, empty=_buffers.empty, transform=normalizer)
+    return aligned_copy(sample.data, np.float32), aligned_copy(sample.labels)
 
 
-def _read_slot(candidates: list[str], channels: list[str]):
+def _read_slot(candidates: list[str], channels: list[str], normalizer: InPlaceNormalizer | None):
     """The first readable file of `candidates` (a slot's file, then its replacements).
 
     Returns (data, labels, [(path, error)...]); errors are returned, not raised, because they cross thread and
-    process boundaries. Normalisation is left to tf.data: its ops run outside the GIL, beside the next read.
+    process boundaries.
     """
     errors = []
     for path in candidates:
         try:
-            data, labels = read_pair(path, channels)
+            data, labels = read_pair(path, channels, normalizer)
         except (DataError, OSError, KeyError, ValueError) as e:
             errors.append((path, str(e)))
             continue
@@ -104,7 +109,7 @@ def _finish(ds, grid, n_channels):
 
 
 def thread_reader(paths: Sequence[str], channels: list[str], grid, readers: int, strict: bool,
-                  reserve: Sequence[str] = ()):
+                  reserve: Sequence[str] = (), normalizer: InPlaceNormalizer | None = None):
     """tf.data map over slots with `readers` parallel calls (threads in this process)."""
     import tensorflow as tf
 
@@ -112,7 +117,7 @@ def thread_reader(paths: Sequence[str], channels: list[str], grid, readers: int,
     slots = slot_candidates(paths, reserve, strict)
 
     def read(index):
-        data, labels, errors = _read_slot(slots[int(index)], channels)
+        data, labels, errors = _read_slot(slots[int(index)], channels, normalizer)
         _note_failures(errors, strict)
         if data is None:
             return (*_empty(n_channels), False)
@@ -140,7 +145,8 @@ def close_process_pool() -> None:
         _pool["pool"] = None
 
 
-def _ordered_reads(slots: list[list[str]], channels, readers: int, strict: bool) -> Iterator:
+def _ordered_reads(slots: list[list[str]], channels, readers: int, strict: bool,
+                   normalizer: InPlaceNormalizer | None) -> Iterator:
     """Slots in order, read by `readers` processes with a bounded number in flight."""
     pool = _process_pool(readers)
     in_flight = []
@@ -149,7 +155,7 @@ def _ordered_reads(slots: list[list[str]], channels, readers: int, strict: bool)
     window = 2 * readers
     while position < len(slots) or in_flight:
         while position < len(slots) and len(in_flight) < window:
-            in_flight.append(pool.apply_async(_read_slot, (slots[position], channels)))
+            in_flight.append(pool.apply_async(_read_slot, (slots[position], channels, normalizer)))
             position += 1
         data, labels, errors = in_flight.pop(0).get()
         _note_failures(errors, strict)
@@ -160,7 +166,7 @@ def _ordered_reads(slots: list[list[str]], channels, readers: int, strict: bool)
 
 
 def process_reader(paths: Sequence[str], channels: list[str], grid, readers: int, strict: bool,
-                   reserve: Sequence[str] = ()):
+                   reserve: Sequence[str] = (), normalizer: InPlaceNormalizer | None = None):
     """tf.data from a generator that keeps `readers` reader processes busy, in deterministic order."""
     import tensorflow as tf
 
@@ -168,7 +174,7 @@ def process_reader(paths: Sequence[str], channels: list[str], grid, readers: int
     slots = slot_candidates(paths, reserve, strict)
     signature = (tf.TensorSpec((None, None, n_channels), tf.float32), tf.TensorSpec((None, None), tf.uint8),
                  tf.TensorSpec((), tf.bool))
-    ds = tf.data.Dataset.from_generator(lambda: _ordered_reads(slots, channels, readers, strict),
+    ds = tf.data.Dataset.from_generator(lambda: _ordered_reads(slots, channels, readers, strict, normalizer),
                                         output_signature=signature)
     return _finish(ds, grid, n_channels)
 

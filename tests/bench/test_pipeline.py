@@ -23,7 +23,7 @@ def test_bench_pipeline_compares_each_reader_with_the_raw_read(tmp_path, cache):
     records = bench_pipeline((48, 72), samples=4, readers=2, passes=1, workdir=tmp_path, cache=cache)
     by_metric = {r["metric"]: r for r in records}
     tag = ", cold cache" if cache == "cold" else ""
-    raw = by_metric[f"raw h5py read{tag}"]["value"]
+    raw = by_metric[f"raw read (file bytes{tag})"]["value"]
     for mode in ("thread", "process"):
         rec = by_metric[f"pipeline ({mode} readers{tag})"]
         assert rec["baseline"] == raw and rec["samples_per_epoch"] == 4 and rec["cache"] == cache

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from exascale_climate.data.formats import (
+    ROWS_PER_READ,
     detect_layout,
     list_samples,
     read_labels,
@@ -216,3 +217,45 @@ def test_huge_finite_values_are_not_mistaken_for_inf(tmp_path):
     data[0, 0, :4] = np.finfo(np.float32).max / 2
     path = write_deepcam_sample(tmp_path / "data-big.h5", data, labels, list(VARIABLE_NAMES))
     np.testing.assert_array_equal(read_sample(path).data, data)
+
+
+@pytest.mark.parametrize("userblock", [0, 512])
+def test_contiguous_fields_are_read_block_by_block_and_transformed_once(tmp_path, userblock):
+    """The fast path (plain reads of a contiguous field, a block of rows at a time) returns what h5py reads and
+    transforms every row exactly once, last partial block included, also in a file with a user block (HDF5
+    data starting 512 bytes in)."""
+    rng = np.random.default_rng(8)
+    height = 2 * ROWS_PER_READ + 5
+    data = rng.normal(size=(height, W, 16)).astype(np.float32)
+    labels = rng.integers(0, 3, size=(height, W)).astype(np.uint8)
+    path = tmp_path / "data-fast.h5"
+    with h5py.File(path, "w", userblock_size=userblock) as f:
+        f["climate/data"] = data
+        f["climate/labels_0"] = labels
+    blocks = []
+
+    def double(fields):
+        blocks.append(fields.shape[0])
+        fields *= 2
+
+    sample = read_sample(path, transform=double)
+    np.testing.assert_array_equal(sample.data, data * 2)
+    np.testing.assert_array_equal(sample.labels, labels)
+    assert blocks == [ROWS_PER_READ, ROWS_PER_READ, 5]
+
+
+def test_a_non_finite_value_in_a_later_block_is_named_and_nothing_is_transformed_twice(tmp_path):
+    rng = np.random.default_rng(9)
+    data = rng.normal(size=(ROWS_PER_READ + 3, W, 16)).astype(np.float32)
+    data[ROWS_PER_READ + 1, 2, VARIABLE_NAMES.index("U850")] = np.inf
+    path = write_deepcam_sample(tmp_path / "data-inf.h5", data, data[..., 0] * 0, list(VARIABLE_NAMES))
+    with pytest.raises(DataError, match=r"data-inf\.h5 \[U850\].*1 non-finite value\(s\) \(Inf\)"):
+        read_sample(path, transform=lambda fields: fields.__imul__(2))
+
+
+def test_float16_fields_with_a_transform_come_back_as_float32(tmp_path):
+    data, labels = _fields(10)
+    path = write_deepcam_sample(tmp_path / "data-h.h5", data, labels, list(VARIABLE_NAMES), dtype="float16")
+    sample = read_sample(path, transform=lambda fields: fields.__isub__(1))
+    assert sample.data.dtype == np.float32
+    np.testing.assert_array_equal(sample.data, data.astype(np.float16).astype(np.float32) - 1)

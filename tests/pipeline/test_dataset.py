@@ -141,3 +141,16 @@ def test_evaluation_is_sharded_without_dropping_files_and_spare_ranks_get_nothin
     cfg = make_cfg(dataset, "train.batch_size=2")
     per_rank = [file_ids(collect(cfg, "valid", training=False, world=World(rank=r, size=3))) for r in range(3)]
     assert per_rank == [[6], [7], []]
+
+
+def test_batches_held_across_an_epoch_keep_their_own_samples(dataset):
+    """Reader buffers are pooled and adopted by TensorFlow without a copy: a batch still held (not converted to
+    numpy) must never be overwritten by a later read."""
+    cfg = make_cfg(dataset, "pipeline.readers=2", "pipeline.prefetch=1")
+    files = split_files(cfg, "train")
+    held = list(build_dataset(cfg, files, load_stats(cfg), training=False))
+    assert len(held) == len(files)
+    for (x, y, _), path in zip(held, sorted(files)):
+        sample = read_sample(path)
+        np.testing.assert_array_equal(x.numpy()[0], sample.data)
+        np.testing.assert_array_equal(y.numpy()[0], sample.labels)
