@@ -23,6 +23,7 @@ INSTALL_REQUIRES = [
     "Jinja2==3.1.6",
     "PyYAML==6.0.3",
     "psutil==7.2.2",
+    "xxhash==4.1.0",
 ]
 DEV_REQUIRES = [
     "pytest==9.2.0",

@@ -370,15 +370,17 @@ def bench_data_command(grid, samples, json_path):
               help="warm: read from the page cache (CPU cost); cold: empty it before every pass (disk; root).")
 @click.option("--passes", default=3, show_default=True, type=click.IntRange(min=1),
               help="Timed rounds; each round times every reader once, the best of each is kept.")
+@click.option("--mode", "modes", multiple=True, type=click.Choice(["thread", "process"]),
+              help="Reader mode(s) to time (repeatable; default: both).")
 @click.option("--json", "json_path", metavar="OUT", help="Append the records as JSON lines to OUT.")
-def bench_pipeline_command(grid, samples, readers, batch, workdir, cache, passes, json_path):
+def bench_pipeline_command(grid, samples, readers, batch, workdir, cache, passes, modes, json_path):
     """Pipeline samples/s and MB/s (thread vs process readers) vs a raw h5py read of the same files, and the
     share of a training step spent waiting for data."""
     from exascale_climate.bench.pipeline import bench_pipeline
     from exascale_climate.config import parse_grid
 
     records = bench_pipeline(parse_grid(grid), samples, readers=readers, batch=batch, passes=passes,
-                             workdir=workdir, cache=cache)
+                             modes=modes or ("thread", "process"), workdir=workdir, cache=cache)
     _report(records, json_path)
 
 

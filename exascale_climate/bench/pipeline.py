@@ -47,13 +47,13 @@ def drop_page_cache() -> None:
         raise ExaclimateError(f"--cache cold needs root on Linux to write /proc/sys/vm/drop_caches ({e})") from None
 
 
-def _interleaved_best_rates(contenders: dict, passes: int, cold: bool) -> dict[str, float]:
-    """Best items/s of each contender over `passes` rounds, one call of each per round, so a drift in the
-    machine's speed (this VM's disk varies by +-15% within a minute) reaches all of them alike.
+def _interleaved_rates(contenders: dict, passes: int, cold: bool) -> dict[str, list[float]]:
+    """Items/s of each contender in each of `passes` rounds, one call of each per round, so a drift in the
+    machine's speed (this VM's disk varies by +-30% between minutes) reaches all of them alike.
 
     contenders: name -> (fn, setup or None); fn(setup()) or fn() returns the item count. Set-up (and, when
     cold, emptying the page cache) happens outside the clock."""
-    best = dict.fromkeys(contenders, 0.0)
+    rates = {name: [] for name in contenders}
     for _ in range(passes):
         for name, (fn, setup) in contenders.items():
             arg = setup() if setup else None
@@ -61,8 +61,13 @@ def _interleaved_best_rates(contenders: dict, passes: int, cold: bool) -> dict[s
                 drop_page_cache()
             t0 = time.perf_counter()
             n = fn(arg) if setup else fn()
-            best[name] = max(best[name], n / (time.perf_counter() - t0))
-    return best
+            rates[name].append(n / (time.perf_counter() - t0))
+    return rates
+
+
+def _median_round_ratio(rates: list[float], baseline: list[float]) -> float:
+    """The median over rounds of rate / baseline in the same round: robust to a slow or fast round."""
+    return float(np.median(np.asarray(rates) / np.asarray(baseline)))
 
 
 RAW_CHUNK = 1 << 20  # 1 MiB reads: measured at least as fast as 8 MiB or whole-file reads here, warm and cold
@@ -221,7 +226,8 @@ def bench_pipeline(grid: tuple[int, int] = (768, 1152), samples: int = 16, reade
             build = partial(build_dataset, cfg, files, stats, training=True)
             _count(build())  # start-up (process pool, first tracing) outside the clock
             contenders[mode] = (_count, build)
-        rates = _interleaved_best_rates(contenders, passes, cold)
+        per_round = _interleaved_rates(contenders, passes, cold)
+        rates = {name: max(values) for name, values in per_round.items()}
         raw = rates["raw"]
         records = [
             record("pipeline", f"raw read (file bytes{tag})", raw, "samples/s", mb_per_s=raw * mb_per_sample,
@@ -238,6 +244,9 @@ def bench_pipeline(grid: tuple[int, int] = (768, 1152), samples: int = 16, reade
             records.append(record("pipeline", f"pipeline ({mode} readers{tag})", rates[mode], "samples/s", raw,
                                   "raw read", mb_per_s=rates[mode] * mb_per_sample, samples_per_epoch=usable,
                                   vs_validated_read=rates[mode] / rates["validated"], **common))
+            records.append(record("pipeline", f"pipeline ({mode} readers{tag}) / raw read, median of rounds",
+                                  _median_round_ratio(per_round[mode], per_round["raw"]), "ratio", passes=passes,
+                                  **common))
         best = max(modes, key=rates.get)
         cfg = _pipeline_config(root, best, readers, batch)
         fraction, step_s = _wait_fraction(cfg, files, load_stats(cfg))

@@ -27,9 +27,18 @@ def test_bench_pipeline_compares_each_reader_with_the_raw_read(tmp_path, cache):
     for mode in ("thread", "process"):
         rec = by_metric[f"pipeline ({mode} readers{tag})"]
         assert rec["baseline"] == raw and rec["samples_per_epoch"] == 4 and rec["cache"] == cache
+        median = by_metric[f"pipeline ({mode} readers{tag}) / raw read, median of rounds"]
+        assert median["unit"] == "ratio" and median["value"] > 0
     wait = next(r for r in records if r["metric"].startswith("data wait"))
     assert 0 <= wait["value"] <= 1
     _check_ratios(records)
+
+
+def test_median_round_ratio_pairs_rounds():
+    from exascale_climate.bench.pipeline import _median_round_ratio
+
+    # a slow round for both halves the rates but not the ratio; the median ignores one odd round
+    assert _median_round_ratio([10, 5, 9], [20, 10, 9]) == pytest.approx(0.5)
 
 
 def test_bench_pipeline_rejects_an_unknown_cache_mode(tmp_path):
