@@ -374,8 +374,8 @@ def bench_data_command(grid, samples, json_path):
               help="Reader mode(s) to time (repeatable; default: both).")
 @click.option("--json", "json_path", metavar="OUT", help="Append the records as JSON lines to OUT.")
 def bench_pipeline_command(grid, samples, readers, batch, workdir, cache, passes, modes, json_path):
-    """Pipeline samples/s and MB/s (thread vs process readers) vs a raw h5py read of the same files, and the
-    share of a training step spent waiting for data."""
+    """Pipeline samples/s and MB/s (thread vs process readers) vs a plain read of the same files' bytes, and
+    the share of a training step spent waiting for data."""
     from exascale_climate.bench.pipeline import bench_pipeline
     from exascale_climate.config import parse_grid
 

@@ -1,10 +1,11 @@
-"""`exaclimate bench pipeline`: the tf.data pipeline against a raw h5py read of the same files, in the same run.
+"""`exaclimate bench pipeline`: the tf.data pipeline against a raw read of the same files, in the same run.
 
 Figures: samples/s and MB/s of the pipeline (thread and process readers), of `read_sample` (the validated read
-the pipeline is built on) and of the raw read (h5py reads `climate/data` and `climate/labels_0`, nothing else);
-and the fraction of a training step spent waiting for data, with a small convolutional training step as the
-compute. By default every pass is warm (page cache), so the comparison is about CPU work; `--cache cold`
-empties the page cache before each pass so the disk is in it too.
+the pipeline is built on), of h5py's own reads, and of the raw read (the files' bytes with plain read() calls,
+nothing decoded or kept); the median over rounds of pipeline / raw read; and the fraction of a training step
+spent waiting for data, with a small convolutional training step as the compute. By default every pass is warm
+(page cache), so the comparison is about CPU and memory work; `--cache cold` empties the page cache before
+each pass so the disk is in it too.
 """
 from __future__ import annotations
 

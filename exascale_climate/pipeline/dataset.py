@@ -24,6 +24,7 @@ from exascale_climate.variables import VARIABLE_NAMES
 
 log = get_logger("pipeline")
 
+
 # -------------------------------------------------------------------------------------------- files
 def staged_root(cfg: Config) -> Path | None:
     """This node's staged copy: `pipeline.stage_dir` with `{node}` expanded like `exaclimate stage` does
@@ -32,6 +33,7 @@ def staged_root(cfg: Config) -> Path | None:
         return None
     node = node_index(env_rank(), cfg.distributed.ranks_per_node, int(os.environ.get("HOROVOD_CROSS_RANK") or 0))
     return node_dir(cfg.pipeline.stage_dir, node)
+
 
 def _staged_split(root: Path, split: str) -> list[Path] | None:
     """The split's full file list from the staging manifest, this node's copies first.
@@ -46,6 +48,7 @@ def _staged_split(root: Path, split: str) -> list[Path] | None:
         return None
     paths = [root / rel for rel in rels]
     return [p for p in paths if p.is_file()] + [p for p in paths if not p.is_file()]
+
 
 def split_files(cfg: Config, split: str) -> list[Path]:
     """Samples of a split: from this node's staged copy `<pipeline.stage_dir>/<split>` when present (the
@@ -70,6 +73,7 @@ def split_files(cfg: Config, split: str) -> list[Path]:
         raise DataError(directory, f"no data-*.h5 samples in the {split} directory")
     return files
 
+
 def stats_path(cfg: Config) -> Path:
     """stats.h5: the staged copy, else data.stats_file, else beside the train directory."""
     root = staged_root(cfg)
@@ -79,14 +83,17 @@ def stats_path(cfg: Config) -> Path:
         return Path(cfg.data.stats_file)
     return Path(cfg.data.train_dir).parent / STATS_FILE
 
+
 def load_stats(cfg: Config):
     """Statistics of the configured channels (data.channels, or all 16)."""
     from exascale_climate.data.stats import read_stats
 
     return read_stats(stats_path(cfg)).select(list(cfg.data.channels) or None)
 
+
 def channels_of(cfg: Config) -> list[str]:
     return list(cfg.data.channels) or list(VARIABLE_NAMES)
+
 
 # ------------------------------------------------------------------------------------- augmentation
 def augment(x, y, seed, crop: tuple[int, int] | None, flip: bool, roll: bool):
@@ -109,6 +116,7 @@ def augment(x, y, seed, crop: tuple[int, int] | None, flip: bool, roll: bool):
         both = tf.image.stateless_random_crop(both, (crop[0], crop[1], channels + 1), seed=seeds[0])
     return both[..., :channels], tf.cast(tf.round(both[..., channels]), y.dtype)
 
+
 # ------------------------------------------------------------------------------------------ dataset
 def steps_per_epoch(cfg: Config, n_files: int, world: World | None = None) -> int:
     """Training steps per epoch, the same on every rank (the smallest shard decides)."""
@@ -119,10 +127,12 @@ def steps_per_epoch(cfg: Config, n_files: int, world: World | None = None) -> in
                           f"{cfg.train.batch_size * size} training files, found {n_files}")
     return steps
 
+
 def _epoch_seed(cfg: Config, epoch: int, rank: int):
     import tensorflow as tf
 
     return tf.constant([cfg.train.seed * 1_000_003 + epoch, rank], tf.int64)
+
 
 def build_dataset(cfg: Config, files: list[Path], stats, *, training: bool, world: World | None = None,
                   epoch: int = 0, skip_batches: int = 0):
@@ -182,6 +192,7 @@ def build_dataset(cfg: Config, files: list[Path], stats, *, training: bool, worl
     options.deterministic = True
     return ds.with_options(options)
 
+
 def _grid_of(files) -> tuple[int, int]:
     """The grid of the first readable file (a bad first file must not stop the epoch)."""
     for path in files:
@@ -190,6 +201,7 @@ def _grid_of(files) -> tuple[int, int]:
         except DataError as e:
             log.warning("cannot read the grid of %s: %s", path, e)
     raise DataError(files[0] if files else "<pipeline>", "none of the files is readable")
+
 
 def _empty_dataset(cfg: Config, files, stats):
     """A rank without evaluation files (more ranks than files) still gets a dataset with the right element."""

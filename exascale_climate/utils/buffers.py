@@ -1,10 +1,10 @@
 """Array buffers that TensorFlow can adopt without a copy.
 
 TensorFlow wraps a numpy array returned from `tf.numpy_function` in place only when its data start on a
-64-byte boundary (its CPU allocator's alignment); otherwise it copies every sample (~6 ms per 56 MB). numpy's
-`empty` asks the kernel for huge pages on large arrays, where `h5py`'s `ds[()]` allocates with `numpy.zeros`
-and faults every 4 KiB page in (~25 ms per 56 MB sample on a VM), so reading into these buffers with
-`read_direct` is several times faster than `ds[()]` (docs/PERFORMANCE.md).
+64-byte boundary (its CPU allocator's alignment); otherwise it copies every sample (4.8 ms per 56 MB here).
+numpy's `empty` asks the kernel for huge pages on large arrays, where h5py's `ds[()]` allocates with
+`numpy.zeros` and faults every 4 KiB page in (~25 ms per 56 MB sample on this VM); a pooled buffer that is
+already mapped costs nothing (docs/PERFORMANCE.md).
 """
 from __future__ import annotations
 
@@ -44,7 +44,8 @@ class BufferPool:
     mapped instead of page-faulting a fresh 56 MB every sample. TensorFlow keeps a reference to an array it
     adopted until its tensor dies, and every numpy view of it references the memory's owner, so a buffer is
     free when neither it nor its owner is referenced from outside the pool. Thread-safe; at most `limit`
-    buffers per shape are kept, beyond that arrays are allocated and dropped as usual."""
+    buffers per shape are kept (as many as were ever in flight at once: readers + prefetch, ~0.5 GB at
+    768x1152x16), beyond that arrays are allocated and dropped as usual."""
 
     def __init__(self, limit: int = 16):
         self.limit = limit
