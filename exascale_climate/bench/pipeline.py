@@ -19,7 +19,7 @@ import numpy as np
 
 from exascale_climate.bench.common import record
 from exascale_climate.errors import ExaclimateError
-from exascale_climate.utils.io import make_temp_dir
+from exascale_climate.utils.io import make_temp_dir, read_blocks
 from exascale_climate.variables import VARIABLE_NAMES
 
 
@@ -77,11 +77,9 @@ RAW_CHUNK = 1 << 20  # 1 MiB reads: measured at least as fast as 8 MiB or whole-
 def _raw_read(files) -> int:
     """The baseline: every byte of each file, read() in 1 MiB chunks into one reused buffer (`cat`, `dd`):
     the storage's read bandwidth, with nothing decoded, allocated or checked."""
-    chunk = memoryview(bytearray(RAW_CHUNK))
     for f in files:
-        with open(f, "rb", buffering=0) as stream:
-            while stream.readinto(chunk):
-                pass
+        for _ in read_blocks(f, RAW_CHUNK):
+            pass
     return len(files)
 
 

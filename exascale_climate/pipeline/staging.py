@@ -26,7 +26,7 @@ from exascale_climate.data.split import SPLITS
 from exascale_climate.errors import ConfigError, DataError
 from exascale_climate.pipeline.sharding import shard_owner
 from exascale_climate.utils.io import (CHECKSUM, atomic_path, atomic_write_text, file_checksum, new_hasher,
-                                       remove_stale_temps)
+                                       read_blocks, remove_stale_temps)
 from exascale_climate.utils.log import get_logger
 from exascale_climate.utils.progress import progress_bar
 from exascale_climate.utils.runtime import World, init_world, node_index
@@ -167,11 +167,10 @@ def _copy_file(src: Path, dst: Path, expected_size: int, verify: str) -> str:
     with atomic_path(dst) as tmp:
         if verify == "full":
             digest = new_hasher(CHECKSUM)
-            buffer = memoryview(bytearray(CHUNK))
-            with open(src, "rb", buffering=0) as fin, open(tmp, "wb") as fout:
-                while n := fin.readinto(buffer):
-                    digest.update(buffer[:n])
-                    fout.write(buffer[:n])
+            with open(tmp, "wb") as fout:
+                for block in read_blocks(src, CHUNK):
+                    digest.update(block)
+                    fout.write(block)
             checksum = digest.hexdigest()
             _check_size(src, os.path.getsize(tmp), expected_size)
             if file_checksum(tmp, CHECKSUM) != checksum:

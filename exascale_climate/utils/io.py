@@ -76,13 +76,20 @@ def new_hasher(algorithm: str = CHECKSUM):
     return hashlib.new(algorithm)
 
 
-def file_checksum(path: str | Path, algorithm: str = CHECKSUM, chunk: int = 8 << 20) -> str:
-    """Streaming checksum of a file's bytes."""
-    h = new_hasher(algorithm)
+def read_blocks(path: str | Path, chunk: int = 8 << 20):
+    """A file's bytes as successive views into one reused buffer (each valid until the next is taken): no
+    allocation per block, and the buffer stays in cache for whatever consumes it."""
     buffer = memoryview(bytearray(chunk))
     with open(path, "rb", buffering=0) as f:
         while n := f.readinto(buffer):
-            h.update(buffer[:n])
+            yield buffer[:n]
+
+
+def file_checksum(path: str | Path, algorithm: str = CHECKSUM, chunk: int = 8 << 20) -> str:
+    """Streaming checksum of a file's bytes."""
+    h = new_hasher(algorithm)
+    for block in read_blocks(path, chunk):
+        h.update(block)
     return h.hexdigest()
 
 
