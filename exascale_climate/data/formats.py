@@ -169,6 +169,11 @@ def stored_variables(path, attrs, n_channels: int) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------ read HDF5
+def _numeric_array(ds) -> bool:
+    """A non-empty array of numbers: what is read into `empty(shape, dtype)` rather than with h5py's `ds[()]`."""
+    return bool(ds.shape) and 0 not in ds.shape and ds.dtype.kind in "biuf"
+
+
 ROWS_PER_READ = 16  # rows per plain read (~1.2 MB of a 1152x16 float32 field: stays in cache for on_block)
 
 
@@ -181,8 +186,10 @@ def _read_contiguous(path, ds, name: str, empty, on_block=None) -> np.ndarray | 
     fresh descriptor keeps the kernel's readahead (after HDF5's metadata reads it treats the big read as
     random: 3x slower from a cold page cache here), and `on_block` sees each block while it is still in cache.
     """
+    if not _numeric_array(ds) or not ds.dtype.isnative:
+        return None
     offset = ds.id.get_offset()  # absolute file offset of the raw data (user block included); None if chunked
-    if offset is None or not ds.shape or 0 in ds.shape or ds.dtype.kind not in "biuf" or not ds.dtype.isnative:
+    if offset is None:
         return None
     out = empty(ds.shape, ds.dtype)
     row_bytes = out[0].nbytes
@@ -206,7 +213,7 @@ def _read_h5_dataset(path, ds, name: str, empty=aligned_empty) -> np.ndarray:
     if out is not None:
         return out
     try:
-        if not ds.shape or ds.dtype.kind not in "biuf" or 0 in ds.shape:
+        if not _numeric_array(ds):
             return ds[()]
         out = empty(ds.shape, ds.dtype)
         ds.read_direct(out)
