@@ -216,9 +216,11 @@ def bench_pipeline(grid: tuple[int, int] = (768, 1152), samples: int = 16, reade
         grid_name = f"{grid[0]}x{grid[1]}x{len(VARIABLE_NAMES)}"
         common = {"grid": grid_name, "samples": len(files), "readers": readers, "batch": batch, "cache": cache}
         _raw_read(files)  # warm the page cache for every pass alike
-        contenders = {"raw": (lambda: _raw_read(files), None), "h5py": (lambda: _h5py_read(files), None),
-                      "getitem": (lambda: _getitem_read(files), None),
-                      "validated": (lambda: _validated_read(files), None)}
+        references = {"raw": (_raw_read, f"raw read (file bytes{tag})"),
+                      "h5py": (_h5py_read, f"h5py read_direct{tag}"),
+                      "getitem": (_getitem_read, f"h5py ds[()]{tag}"),
+                      "validated": (_validated_read, f"read_sample (validated{tag})")}
+        contenders = {name: (partial(read, files), None) for name, (read, _) in references.items()}
         for mode in modes:
             cfg = _pipeline_config(root, mode, readers, batch)
             stats = load_stats(cfg)
@@ -228,16 +230,11 @@ def bench_pipeline(grid: tuple[int, int] = (768, 1152), samples: int = 16, reade
         per_round = _interleaved_rates(contenders, passes, cold)
         rates = {name: max(values) for name, values in per_round.items()}
         raw = rates["raw"]
-        records = [
-            record("pipeline", f"raw read (file bytes{tag})", raw, "samples/s", mb_per_s=raw * mb_per_sample,
-                   **common),
-            record("pipeline", f"h5py read_direct{tag}", rates["h5py"], "samples/s", raw, "raw read",
-                   mb_per_s=rates["h5py"] * mb_per_sample, **common),
-            record("pipeline", f"h5py ds[()]{tag}", rates["getitem"], "samples/s", raw, "raw read",
-                   mb_per_s=rates["getitem"] * mb_per_sample, **common),
-            record("pipeline", f"read_sample (validated{tag})", rates["validated"], "samples/s", raw, "raw read",
-                   mb_per_s=rates["validated"] * mb_per_sample, **common),
-        ]
+        records = []
+        for name, (_, metric) in references.items():
+            against = (None, None) if name == "raw" else (raw, "raw read")
+            records.append(record("pipeline", metric, rates[name], "samples/s", *against,
+                                  mb_per_s=rates[name] * mb_per_sample, **common))
         usable = (len(files) // batch) * batch
         for mode in modes:
             records.append(record("pipeline", f"pipeline ({mode} readers{tag})", rates[mode], "samples/s", raw,
