@@ -244,7 +244,7 @@ def test_contiguous_fields_are_read_block_by_block_and_transformed_once(tmp_path
     assert blocks == [ROWS_PER_READ, ROWS_PER_READ, 5]
 
 
-def test_a_non_finite_value_in_a_later_block_is_named_and_nothing_is_transformed_twice(tmp_path):
+def test_a_non_finite_value_in_a_later_block_is_named_by_variable_with_a_transform(tmp_path):
     rng = np.random.default_rng(9)
     data = rng.normal(size=(ROWS_PER_READ + 3, W, 16)).astype(np.float32)
     data[ROWS_PER_READ + 1, 2, VARIABLE_NAMES.index("U850")] = np.inf
