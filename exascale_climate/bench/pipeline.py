@@ -1,17 +1,20 @@
 """`exaclimate bench pipeline`: the tf.data pipeline against a raw read of the same files, in the same run.
 
-Figures: samples/s and MB/s of the pipeline (thread and process readers), of `read_sample` (the validated read
-the pipeline is built on), of h5py's own reads, and of the raw read (the files' bytes with plain read() calls,
-nothing decoded or kept); the median over rounds of pipeline / raw read; and the fraction of a training step
-spent waiting for data, with a small convolutional training step as the compute. By default every pass is warm
-(page cache), so the comparison is about CPU and memory work; `--cache cold` empties the page cache before
-each pass so the disk is in it too.
+Figures: samples/s and MB/s of the raw read (the files' bytes with plain read() calls, nothing decoded or kept:
+the baseline), of h5py's own reads, of the pipeline (thread and process readers), and of a cost ladder that
+adds the pipeline's work one step at a time with its `readers` threads: plain reads of the fields and labels
+into pooled buffers, + the NaN/Inf and label checks (`read_sample`), + normalisation; the median over rounds of
+pipeline / raw read; and the fraction of a training step spent waiting for data, with a small convolutional
+training step as the compute. By default every pass is warm (page cache), so the comparison is about CPU and
+memory work; `--cache cold` empties the page cache before each pass so the disk is in it too, and adds a
+file-by-file comparison that a drifting disk cannot skew.
 """
 from __future__ import annotations
 
 import os
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
@@ -112,12 +115,61 @@ def _getitem_read(files) -> int:
     return len(files)
 
 
-def _validated_read(files) -> int:
-    from exascale_climate.data.formats import read_sample
+def _in_threads(read_one, threads: int):
+    """files -> count, `threads` files at a time, as the pipeline's reader threads read them."""
+    def run(files) -> int:
+        with ThreadPoolExecutor(threads) as pool:
+            for _ in pool.map(read_one, files):
+                pass
+        return len(files)
+    return run
 
-    for f in files:
-        read_sample(f)
-    return len(files)
+
+def _plain_read_one(path, empty) -> None:
+    """The pipeline's reads without its checks: fields and labels into pooled buffers (data/formats.py)."""
+    from exascale_climate.data.formats import _read_h5_dataset, open_hdf5
+
+    with open_hdf5(path) as h:
+        for name in ("climate/data", "climate/labels_0"):
+            _read_h5_dataset(path, h[name], name, empty)
+
+
+def _cost_ladder(root: Path, threads: int, tag: str) -> dict:
+    """name -> (reader of a file list, metric): the pipeline's per-sample work added one step at a time, each
+    step with the pipeline's reader threads, so the table shows what each step costs against the raw read."""
+    from exascale_climate.data.formats import read_sample
+    from exascale_climate.data.stats import read_stats
+    from exascale_climate.pipeline.normalize import InPlaceNormalizer, normalization_constants
+    from exascale_climate.utils.buffers import BufferPool
+
+    empty = BufferPool().empty
+    normalizer = InPlaceNormalizer(*normalization_constants("zscore", read_stats(root / "stats.h5")))
+    steps = {
+        "raw_streams": (lambda f: _raw_read([f]), f"raw read, {threads} streams{tag}"),
+        "plain": (partial(_plain_read_one, empty=empty), f"plain reads of fields + labels ({threads} threads{tag})"),
+        "checked": (partial(read_sample, with_labels=True, empty=empty),
+                    f"+ NaN/Inf and label checks: read_sample ({threads} threads{tag})"),
+        "normalised": (partial(read_sample, with_labels=True, empty=empty, transform=normalizer),
+                       f"+ z-score normalisation ({threads} threads{tag})"),
+    }
+    return {name: (_in_threads(read_one, threads), metric) for name, (read_one, metric) in steps.items()}
+
+
+def _file_by_file_ratio(files, read_one, passes: int) -> float:
+    """Median over files of (raw read time / `read_one` time), each from an emptied page cache, the two
+    alternating file by file: a disk whose speed drifts between minutes (this VM's does, 2x) slows both alike."""
+    readers = {"raw": lambda f: _raw_read([f]), "read": read_one}
+    ratios = []
+    for k in range(passes):
+        for i, f in enumerate(files):
+            seconds = {}
+            for name in (("raw", "read") if (i + k) % 2 else ("read", "raw")):
+                drop_page_cache()
+                t0 = time.perf_counter()
+                readers[name](f)
+                seconds[name] = time.perf_counter() - t0
+            ratios.append(seconds["raw"] / seconds["read"])
+    return float(np.median(ratios))
 
 
 def _pipeline_config(root: Path, mode: str, readers: int, batch: int):
@@ -191,7 +243,7 @@ def _wait_fraction(cfg, files, stats) -> tuple[float, float]:
 def bench_pipeline(grid: tuple[int, int] = (768, 1152), samples: int = 16, readers: int = 2, batch: int = 1,
                    modes=("thread", "process"), passes: int = 3, workdir: str | Path | None = None,
                    cache: str = "warm") -> list[dict]:
-    """Time raw reads, validated reads and the pipeline on the same files; returns bench records.
+    """Time raw reads, h5py reads, the cost ladder and the pipeline on the same files; returns bench records.
 
     cache="warm": every pass reads from the page cache (CPU cost only); "cold": the page cache is emptied
     before every pass, so the baseline is the disk's read bandwidth, as on a first epoch from node-local disk.
@@ -219,7 +271,7 @@ def bench_pipeline(grid: tuple[int, int] = (768, 1152), samples: int = 16, reade
         references = {"raw": (_raw_read, f"raw read (file bytes{tag})"),
                       "h5py": (_h5py_read, f"h5py read_direct{tag}"),
                       "getitem": (_getitem_read, f"h5py ds[()]{tag}"),
-                      "validated": (_validated_read, f"read_sample (validated{tag})")}
+                      **_cost_ladder(root, readers, tag)}
         contenders = {name: (partial(read, files), None) for name, (read, _) in references.items()}
         for mode in modes:
             cfg = _pipeline_config(root, mode, readers, batch)
@@ -239,10 +291,17 @@ def bench_pipeline(grid: tuple[int, int] = (768, 1152), samples: int = 16, reade
         for mode in modes:
             records.append(record("pipeline", f"pipeline ({mode} readers{tag})", rates[mode], "samples/s", raw,
                                   "raw read", mb_per_s=rates[mode] * mb_per_sample, samples_per_epoch=usable,
-                                  vs_validated_read=rates[mode] / rates["validated"], **common))
+                                  vs_raw_streams=rates[mode] / rates["raw_streams"], **common))
             records.append(record("pipeline", f"pipeline ({mode} readers{tag}) / raw read, median of rounds",
                                   _median_round_ratio(per_round[mode], per_round["raw"]), "ratio", passes=passes,
                                   **common))
+        if cold:
+            from exascale_climate.data.formats import read_sample
+            from exascale_climate.utils.buffers import BufferPool
+
+            read_one = partial(read_sample, with_labels=True, empty=BufferPool().empty)
+            records.append(record("pipeline", "read_sample / raw read, file by file (cold cache, median)",
+                                  _file_by_file_ratio(files, read_one, passes), "ratio", passes=passes, **common))
         best = max(modes, key=rates.get)
         cfg = _pipeline_config(root, best, readers, batch)
         fraction, step_s = _wait_fraction(cfg, files, load_stats(cfg))

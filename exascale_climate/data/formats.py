@@ -116,11 +116,16 @@ def _check_finite(path, name: str, values: np.ndarray) -> None:
 
 
 def _all_finite(data: np.ndarray) -> bool:
-    """One fast pass over a (H, W, C) array: NaN and Inf survive a per-pixel sum over the channels, and BLAS
-    does that sum several times faster than np.isfinite(data).all() (measured 1.6 vs 2.8 ms at 768x1152x16).
-    A float32 overflow can only give a false alarm, which the per-channel check then clears."""
-    flat = data.reshape(-1, data.shape[-1])
+    """One fast pass: NaN and Inf survive a sum, so one BLAS reduction answers for the whole array. Contiguous
+    float32/64 data: the sum of squares (the values' dot product with themselves; per 768x1152x16 sample in
+    16-row blocks fresh from the read, 0.5 ms against 1.5 ms for a per-pixel sum over the channels and 1.1 ms
+    for np.isfinite(data).all()); otherwise the per-pixel sum in float32. An overflow of either sum can only
+    give a false alarm, which the per-channel check then clears."""
     with np.errstate(over="ignore", invalid="ignore"):
+        if data.dtype in (np.float32, np.float64) and data.flags.c_contiguous:
+            flat = data.reshape(-1)
+            return bool(np.isfinite(np.dot(flat, flat)))
+        flat = data.reshape(-1, data.shape[-1])
         ones = np.ones(flat.shape[1], np.promote_types(flat.dtype, np.float32))  # float16 files: sum in float32
         return bool(np.isfinite(flat @ ones).all())
 

@@ -29,6 +29,12 @@ def test_bench_pipeline_compares_each_reader_with_the_raw_read(tmp_path, cache):
         assert rec["baseline"] == raw and rec["samples_per_epoch"] == 4 and rec["cache"] == cache
         median = by_metric[f"pipeline ({mode} readers{tag}) / raw read, median of rounds"]
         assert median["unit"] == "ratio" and median["value"] > 0
+    ladder = [f"raw read, 2 streams{tag}", f"plain reads of fields + labels (2 threads{tag})",
+              f"+ NaN/Inf and label checks: read_sample (2 threads{tag})", f"+ z-score normalisation (2 threads{tag})"]
+    for metric in ladder:  # the pipeline's work added step by step, each against the same raw read
+        assert by_metric[metric]["baseline"] == raw and by_metric[metric]["value"] > 0
+    by_file = by_metric.get("read_sample / raw read, file by file (cold cache, median)")
+    assert (by_file is not None and by_file["value"] > 0) == (cache == "cold")
     wait = next(r for r in records if r["metric"].startswith("data wait"))
     assert 0 <= wait["value"] <= 1
     _check_ratios(records)
