@@ -214,14 +214,18 @@ def data_inspect(file, as_json):
 @click.option("--verify", type=click.Choice(["full", "checksum", "size"]), default="full", show_default=True,
               help="full: checksum the bytes read and the copy and compare; checksum: kernel copy + checksum of "
                    "the copy (for resume/exchange); size: kernel copy, sizes only (fastest).")
+@click.option("--exchange-chunk-mb", default=16.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="MiB each rank sends per collective when nodes exchange files (at most; lowered so that one "
+                   "collective gathers no more than 256 MiB from all ranks).")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON (rank 0).")
-def stage_command(src, dst, replicate, seed, ranks_per_node, channels, dtype, verify, as_json):
+def stage_command(src, dst, replicate, seed, ranks_per_node, channels, dtype, verify, exchange_chunk_mb, as_json):
     """Copy the dataset to node-local storage, reading the shared file system once (run under N ranks)."""
     from exascale_climate.pipeline.staging import format_report, stage
     from exascale_climate.utils.log import env_rank
 
     manifest = stage(src, dst, replicate=replicate, seed=seed, ranks_per_node=ranks_per_node,
-                     channels=_channel_list(channels), dtype=dtype, verify=verify)
+                     channels=_channel_list(channels), dtype=dtype, verify=verify,
+                     exchange_chunk=max(1, int(exchange_chunk_mb * 2**20)))
     if env_rank() == 0:
         click.echo(json.dumps(manifest, indent=1) if as_json else format_report(manifest))
 

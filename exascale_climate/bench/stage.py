@@ -42,11 +42,15 @@ def _two_rank_gb_per_s(src: Path, work: Path) -> float:
     from exascale_climate.utils.launch import exaclimate, run_ranks
 
     dst = work / "ranks-node{node}"
+    for old in work.glob("ranks-node*"):  # a previous run's copies would be resumed, not staged
+        shutil.rmtree(old)
     result = run_ranks(2, exaclimate("-q", "stage", "--src", str(src), "--dst", str(dst), "--ranks-per-node", "1",
                                      "--replicate", "all"), timeout=1800)
     if result.returncode != 0:
         raise RuntimeError(f"2-rank staging failed:\n{result.stdout[-2000:]}")
     manifest = json.loads((work / "ranks-node0" / "stage-manifest.json").read_text())
+    if manifest["throughput"]["resumed_files"]:
+        raise RuntimeError(f"2-rank staging resumed {manifest['throughput']['resumed_files']} files; not a timing")
     return manifest["throughput"]["gb_per_s"]
 
 

@@ -26,7 +26,7 @@ from exascale_climate.data.split import SPLITS
 from exascale_climate.errors import ConfigError, DataError
 from exascale_climate.pipeline.sharding import shard_owner
 from exascale_climate.utils.io import (CHECKSUM, atomic_path, atomic_write_text, file_checksum, new_hasher,
-                                       read_blocks, remove_stale_temps)
+                                       read_blocks, remove_stale_temps, temp_name)
 from exascale_climate.utils.log import get_logger
 from exascale_climate.utils.progress import progress_bar
 from exascale_climate.utils.runtime import World, init_world, node_index
@@ -37,6 +37,14 @@ MANIFEST_NAME = "stage-manifest.json"
 JOURNAL_NAME = ".stage-journal.jsonl"  # one line per finished file, so a killed run's work is not lost
 VERIFY_MODES = ("full", "checksum", "size")
 CHUNK = 8 << 20
+EXCHANGE_CHUNK = 16 << 20  # bytes per rank per collective in the exchange (see Collectives.allgather_files)
+EXCHANGE_GATHER_LIMIT = 256 << 20  # bytes one collective gathers from all ranks: the chunk shrinks as ranks grow
+
+
+def exchange_chunk_for(ranks: int, chunk: int = EXCHANGE_CHUNK) -> int:
+    """Bytes per rank per exchange collective: `chunk`, but no more than a share of EXCHANGE_GATHER_LIMIT, since
+    every rank receives every rank's chunk (1024 ranks x 16 MiB would be 16 GiB per rank)."""
+    return max(64 << 10, min(chunk, EXCHANGE_GATHER_LIMIT // max(1, ranks)))
 
 
 # ------------------------------------------------------------------------------------------- source
@@ -121,17 +129,54 @@ class Collectives:
     def allgather(self, obj) -> list:
         return [obj] if self.hvd is None else self.hvd.allgather_object(obj, name=self._name("gather"))
 
-    def allgather_bytes(self, payload: bytes) -> list[bytes]:
-        """Every rank's bytes (any length, also empty) to every rank."""
-        if self.hvd is None:
-            return [payload]
-        import tensorflow as tf
+    def allgather_files(self, path: Path | None, sizes: list[int], chunk: int = EXCHANGE_CHUNK):
+        """Every rank's file to every rank: yields (sender, offset, bytes view) in file order; a view is valid
+        until the next one is taken.
 
-        sizes = self.allgather(len(payload))
-        tensor = tf.constant(np.frombuffer(payload, np.uint8)) if payload else tf.zeros((0,), tf.uint8)
-        gathered = self.hvd.allgather(tensor, name=self._name("bytes")).numpy()
-        offsets = np.concatenate([[0], np.cumsum(sizes)])
-        return [gathered[offsets[i]:offsets[i + 1]].tobytes() for i in range(len(sizes))]
+        `path` is this rank's file (None: nothing to send), `sizes[r]` what rank r sends (known to all). The
+        files go `chunk` bytes per rank per allgather, read into one reused buffer and handed on as views of
+        the gathered tensor, so memory stays at a few chunks whatever the file size (gathering whole files as
+        bytes, with their copies, made the exchange 2-3x slower here). A file that cannot be read is sent as
+        zeros from there on, so no rank is left waiting in a collective; the receivers' size and checksum
+        checks then reject and name it.
+        """
+        own = sizes[self.world.rank]
+        buffer = np.zeros(min(chunk, max(own, 1)), np.uint8)
+        source = None
+        if path is not None and own:
+            try:
+                source = open(path, "rb", buffering=0)
+            except OSError as e:
+                log.error("cannot send %s: %s", path, e)
+        try:
+            for offset in range(0, max(sizes, default=0), chunk):
+                n = max(0, min(chunk, own - offset))
+                if n and source is not None:
+                    try:
+                        got = source.readinto(memoryview(buffer)[:n])
+                    except OSError as e:
+                        log.error("cannot send %s: %s", path, e)
+                        got = 0
+                    if got != n:
+                        buffer[got:n] = 0
+                        source.close()
+                        source = None
+                piece = buffer[:n]
+                if self.hvd is None:
+                    gathered = piece
+                else:
+                    import tensorflow as tf
+
+                    gathered = np.asarray(self.hvd.allgather(tf.constant(piece), name=self._name("file")))
+                start = 0
+                for sender, size in enumerate(sizes):
+                    m = max(0, min(chunk, size - offset))
+                    if m:
+                        yield sender, offset, gathered[start:start + m]
+                    start += m
+        finally:
+            if source is not None:
+                source.close()
 
 
 # ------------------------------------------------------------------------------------------- copies
@@ -211,14 +256,52 @@ def _convert(src: Path, dst: Path, f: SourceFile, conversion: Conversion) -> str
     return file_checksum(dst, CHECKSUM)
 
 
-def _write_received(dst: Path, payload: bytes, entry: dict) -> None:
-    """Write bytes received from another node; verified against the sender's size and checksum."""
-    with atomic_path(dst) as tmp:
-        Path(tmp).write_bytes(payload)
-        if os.path.getsize(tmp) != entry["size"]:
-            raise DataError(dst, "size of the received copy differs from the sender's")
-        if entry["checksum"] and file_checksum(tmp, CHECKSUM) != entry["checksum"]:
-            raise DataError(dst, "checksum of the received copy differs from the sender's")
+def _exchange_round(comm: Collectives, my_dir: Path, sending: str | None, sizes: list[int],
+                    incoming: dict[int, str], copied: dict, chunk: int = EXCHANGE_CHUNK
+                    ) -> tuple[dict[int, str], dict[str, str]]:
+    """One exchange round: every rank streams the file it sends (`sending`, relative to `my_dir`); the files
+    this node needs (`incoming`: sender -> rel) are written to temporary names as they arrive, checked
+    against the sender's size and checksum and renamed. Returns (sender -> rel received, rel -> error).
+    Errors are collected, never raised, because every rank must stay in the round's collectives."""
+    temps, outs, errors = {}, {}, {}
+    for sender, rel in incoming.items():
+        temps[sender] = temp_name(my_dir / rel)
+        try:
+            temps[sender].parent.mkdir(parents=True, exist_ok=True)
+            outs[sender] = open(temps[sender], "wb")
+        except OSError as e:
+            errors[rel] = f"{my_dir / rel}: cannot write the received copy ({e})"
+    try:
+        for sender, _, piece in comm.allgather_files(my_dir / sending if sending else None, sizes, chunk):
+            out = outs.get(sender)
+            if out is None:
+                continue
+            try:
+                out.write(piece)
+            except OSError as e:
+                errors[incoming[sender]] = f"{my_dir / incoming[sender]}: cannot write the received copy ({e})"
+                outs.pop(sender).close()
+    finally:
+        for out in outs.values():
+            out.close()
+    received = {}
+    for sender, rel in incoming.items():
+        entry, temp = copied[rel], temps[sender]
+        try:
+            if rel in errors:
+                continue
+            if os.path.getsize(temp) != entry["size"]:
+                errors[rel] = f"{my_dir / rel}: size of the received copy differs from the sender's"
+            elif entry["checksum"] and file_checksum(temp, CHECKSUM) != entry["checksum"]:
+                errors[rel] = f"{my_dir / rel}: checksum of the received copy differs from the sender's"
+            else:
+                os.replace(temp, my_dir / rel)
+                received[sender] = rel
+        except OSError as e:
+            errors[rel] = f"{my_dir / rel}: cannot verify the received copy ({e})"
+        finally:
+            temp.unlink(missing_ok=True)
+    return received, errors
 
 
 # ----------------------------------------------------------------------------------------- manifest
@@ -273,12 +356,14 @@ def _already_staged(directory: Path, f: SourceFile, previous: dict, conversion: 
 # -------------------------------------------------------------------------------------------- stage
 def stage(src: str | Path, dst: str | Path, *, replicate: str = "needed", seed: int = 0, world: World | None = None,
           ranks_per_node: int = 0, channels: list[str] | None = None, dtype: str | None = None,
-          verify: str = "full", copy_threads: int = 2) -> dict:
+          verify: str = "full", copy_threads: int = 2, exchange_chunk: int = EXCHANGE_CHUNK) -> dict:
     """Stage `src` to node-local `dst` (see the module docstring); returns the manifest (same on all ranks)."""
     if replicate not in ("needed", "all"):
         raise ConfigError(f"--replicate: {replicate!r} is not allowed; choose needed or all")
     if verify not in VERIFY_MODES:
         raise ConfigError(f"--verify: {verify!r} is not allowed; choose one of {', '.join(VERIFY_MODES)}")
+    if exchange_chunk < 1:
+        raise ConfigError(f"--exchange-chunk-mb: must be positive, got {exchange_chunk / 2**20:g} MiB")
     world = world or init_world()
     comm = Collectives(world)
     conversion = Conversion(list(channels) if channels else None, dtype)
@@ -375,20 +460,17 @@ def stage(src: str | Path, dst: str | Path, *, replicate: str = "needed", seed: 
     rounds = max((len(v) for v in outgoing.values()), default=0)
     for k in range(rounds):
         item = outgoing[world.rank][k] if k < len(outgoing[world.rank]) else None
-        payload = (my_dir / item[0]).read_bytes() if item else b""
         meta = comm.allgather(item)
-        for sender, (sent, data) in enumerate(zip(meta, comm.allgather_bytes(payload))):
-            if sent is None:
-                continue
-            rel, targets = sent
-            swap_bytes += len(data) if my_node in targets and i_write_node else 0
-            if my_node in targets and i_write_node:
-                try:
-                    _write_received(my_dir / rel, data, copied[rel])
-                    received[rel] = {**copied[rel], "how": f"received from rank {sender}"}
-                    _journal(my_dir, received[rel])
-                except (DataError, OSError) as e:
-                    errors[rel] = str(e)
+        sizes = [copied[sent[0]]["size"] if sent else 0 for sent in meta]
+        incoming = {sender: sent[0] for sender, sent in enumerate(meta)
+                    if sent and i_write_node and my_node in sent[1]}
+        got, failed = _exchange_round(comm, my_dir, item[0] if item else None, sizes, incoming, copied,
+                                      exchange_chunk_for(world.size, exchange_chunk))
+        errors.update(failed)
+        for sender, rel in got.items():
+            received[rel] = {**copied[rel], "how": f"received from rank {sender}"}
+            _journal(my_dir, received[rel])
+            swap_bytes += copied[rel]["size"]
     swap_seconds = time.perf_counter() - t_swap
 
     # Manifest: what is on each node, how often each source file was read, throughput.

@@ -111,8 +111,10 @@ def test_missing_source_is_a_one_line_cli_error(tmp_path):
 @pytest.mark.parametrize("replicate", ["needed", "all"])
 def test_two_ranks_as_two_nodes_read_every_source_file_once(dataset, tmp_path, replicate):
     dst = tmp_path / "node{node}"
+    # small exchange chunks: every file crosses in several collectives, the last ones uneven across ranks
     result = run_ranks(2, exaclimate("stage", "--src", str(dataset), "--dst", str(dst), "--ranks-per-node", "1",
-                                     "--replicate", replicate, "--seed", "3"), timeout=300)
+                                     "--replicate", replicate, "--seed", "3", "--exchange-chunk-mb", "0.1"),
+                       timeout=300)
     assert result.returncode == 0, result.stdout
     source = relative_files(dataset)
     train = sorted(rel for rel in source if rel.startswith("train/"))
@@ -129,6 +131,67 @@ def test_two_ranks_as_two_nodes_read_every_source_file_once(dataset, tmp_path, r
     assert manifests[0]["source_reads"] == {rel: 1 for rel in manifests[0]["source_reads"]}
     assert set(manifests[0]["source_reads"]) == set(source)
     assert manifests[0]["throughput"]["swapped_bytes"] > 0  # nodes did exchange files over Horovod
+
+
+def _one_rank_exchange(tmp_path, payload: bytes, claimed: bytes, sending_exists: bool = True):
+    """The exchange's own code in a 1-rank world: this rank sends train/a.h5 and receives it as train/b.h5."""
+    from exascale_climate.pipeline.staging import Collectives, _exchange_round
+    from exascale_climate.utils.io import new_hasher
+    from exascale_climate.utils.runtime import World
+
+    node = tmp_path / "node"
+    (node / "train").mkdir(parents=True)
+    if sending_exists:
+        (node / "train" / "a.h5").write_bytes(payload)
+    digest = new_hasher(CHECKSUM)
+    digest.update(claimed)
+    copied = {"train/b.h5": {"size": len(claimed), "checksum": digest.hexdigest()}}
+    received, errors = _exchange_round(Collectives(World()), node, "train/a.h5", [len(claimed)], {0: "train/b.h5"},
+                                       copied, chunk=4096)
+    return node, received, errors
+
+
+def test_files_cross_in_chunks_in_order(tmp_path):
+    from exascale_climate.pipeline.staging import Collectives
+    from exascale_climate.utils.runtime import World
+
+    payload = np.random.default_rng(0).integers(0, 256, 10_000, dtype=np.uint8).tobytes()
+    (tmp_path / "a.h5").write_bytes(payload)
+    pieces = [(sender, offset, bytes(view)) for sender, offset, view
+              in Collectives(World()).allgather_files(tmp_path / "a.h5", [len(payload)], chunk=4096)]
+    assert [(s, o, len(b)) for s, o, b in pieces] == [(0, 0, 4096), (0, 4096, 4096), (0, 8192, 1808)]
+    assert b"".join(b for _, _, b in pieces) == payload
+
+
+def test_the_exchange_chunk_shrinks_as_ranks_grow():
+    """Every rank receives every rank's chunk, so the chunk keeps one collective's memory bounded."""
+    from exascale_climate.pipeline.staging import EXCHANGE_GATHER_LIMIT, exchange_chunk_for
+
+    assert exchange_chunk_for(2) == 16 << 20
+    assert exchange_chunk_for(1024) * 1024 <= EXCHANGE_GATHER_LIMIT
+    assert exchange_chunk_for(2, chunk=100_000) == 100_000
+    assert exchange_chunk_for(1 << 20) == 64 << 10  # but never below 64 KiB per collective
+
+
+def test_a_received_file_is_verified_then_renamed(tmp_path):
+    payload = np.random.default_rng(1).integers(0, 256, 9_000, dtype=np.uint8).tobytes()
+    node, received, errors = _one_rank_exchange(tmp_path, payload, payload)
+    assert received == {0: "train/b.h5"} and not errors
+    assert (node / "train" / "b.h5").read_bytes() == payload
+    assert sorted(p.name for p in (node / "train").iterdir()) == ["a.h5", "b.h5"]  # no temporaries left
+
+
+@pytest.mark.parametrize("sending_exists", [True, False], ids=["bytes-differ", "sender-file-vanished"])
+def test_a_bad_received_file_is_named_and_leaves_nothing_behind(tmp_path, sending_exists):
+    """A copy whose bytes differ from the sender's checksum (or whose sender could not read it and sent zeros so
+    no rank hangs in the collective) is reported by name; neither it nor a temporary is left."""
+    payload = np.random.default_rng(2).integers(1, 256, 9_000, dtype=np.uint8).tobytes()
+    claimed = payload[:-1] + bytes([payload[-1] ^ 1])
+    node, received, errors = _one_rank_exchange(tmp_path, payload, claimed, sending_exists)
+    assert not received
+    assert "checksum of the received copy differs" in errors["train/b.h5"]
+    assert str(node / "train" / "b.h5") in errors["train/b.h5"]
+    assert not any(p.name != "a.h5" for p in (node / "train").iterdir())
 
 
 def test_a_killed_staging_run_resumes_from_its_journal(tmp_path, dataset_factory):
