@@ -125,13 +125,21 @@ def _in_threads(read_one, threads: int):
     return run
 
 
-def _plain_read_one(path, empty) -> None:
-    """The pipeline's reads without its checks: fields and labels into pooled buffers (data/formats.py)."""
-    from exascale_climate.data.formats import _read_h5_dataset, open_hdf5
+def _plain_reader(empty):
+    """The pipeline's reads without its checks: fields and labels by plain reads into pooled buffers, at the
+    offsets HDF5 gave once per file (as `read_sample` does for a file it has read before; data/formats.py)."""
+    from exascale_climate.data.formats import _location, _read_at, open_hdf5
 
-    with open_hdf5(path) as h:
-        for name in ("climate/data", "climate/labels_0"):
-            _read_h5_dataset(path, h[name], name, empty)
+    locations = {}
+
+    def read_one(path) -> None:
+        if path not in locations:
+            with open_hdf5(path) as h:
+                locations[path] = [(name, _location(h[name])) for name in ("climate/data", "climate/labels_0")]
+        with open(path, "rb", buffering=0) as raw:
+            for name, where in locations[path]:
+                _read_at(path, where, name, empty, fd=raw.fileno())
+    return read_one
 
 
 def _cost_ladder(root: Path, threads: int, tag: str) -> dict:
@@ -146,7 +154,7 @@ def _cost_ladder(root: Path, threads: int, tag: str) -> dict:
     normalizer = InPlaceNormalizer(*normalization_constants("zscore", read_stats(root / "stats.h5")))
     steps = {
         "raw_streams": (lambda f: _raw_read([f]), f"raw read, {threads} streams{tag}"),
-        "plain": (partial(_plain_read_one, empty=empty), f"plain reads of fields + labels ({threads} threads{tag})"),
+        "plain": (_plain_reader(empty), f"plain reads of fields + labels ({threads} threads{tag})"),
         "checked": (partial(read_sample, with_labels=True, empty=empty),
                     f"+ NaN/Inf and label checks: read_sample ({threads} threads{tag})"),
         "normalised": (partial(read_sample, with_labels=True, empty=empty, transform=normalizer),

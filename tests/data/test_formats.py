@@ -259,3 +259,70 @@ def test_float16_fields_with_a_transform_come_back_as_float32(tmp_path):
     sample = read_sample(path, transform=lambda fields: fields.__isub__(1))
     assert sample.data.dtype == np.float32
     np.testing.assert_array_equal(sample.data, data.astype(np.float16).astype(np.float32) - 1)
+
+
+def _no_hdf5(monkeypatch):
+    """From here on any HDF5 open fails: a read that succeeds came from the known-file path."""
+    import exascale_climate.data.formats as formats
+
+    def refuse(path):
+        raise AssertionError(f"HDF5 opened for {path}")
+
+    monkeypatch.setattr(formats, "open_hdf5", refuse)
+
+
+def test_a_known_unchanged_file_is_read_again_without_hdf5(tmp_path, monkeypatch):
+    """The second read of an unchanged file skips HDF5's metadata and returns the same sample; a channel
+    subset is not served from what the full read learned."""
+    data, labels = _fields(11)
+    lat, lon = _grid()
+    path = write_deepcam_sample(tmp_path / "data-known.h5", data, labels, list(VARIABLE_NAMES), source="x.nc",
+                                time="2000-01-02T00:00:00", lat=lat, lon=lon)
+    first = read_sample(path)
+    _no_hdf5(monkeypatch)
+    again = read_sample(path, transform=lambda x: x.__imul__(2))
+    np.testing.assert_array_equal(again.data, first.data * 2)
+    np.testing.assert_array_equal(again.labels, labels)
+    assert (again.variables, again.time, again.attrs) == (first.variables, first.time, first.attrs)
+    np.testing.assert_array_equal(again.lat, lat)
+    again.lat[0] = 99.0  # the caller's copy: what is remembered stays intact
+    np.testing.assert_array_equal(read_sample(path).lat, lat)
+    with pytest.raises(AssertionError, match="HDF5 opened"):
+        read_sample(path, channels=["TMQ"])
+
+
+def test_a_file_replaced_under_the_same_name_is_read_afresh(tmp_path):
+    """A new file renamed into place (other variable order, time and coordinates, so other offsets) is not
+    read with what was learned about the old one."""
+    data, labels = _fields(12)
+    path = write_deepcam_sample(tmp_path / "data-change.h5", data, labels, list(VARIABLE_NAMES),
+                                time="2000-01-01T00:00:00")
+    read_sample(path)
+    lat, lon = _grid()
+    reordered = list(reversed(VARIABLE_NAMES))
+    write_deepcam_sample(path, data[..., ::-1] + 1, labels, reordered, time="2001-01-01T00:00:00", lat=lat, lon=lon)
+    again = read_sample(path)
+    assert again.variables == reordered and again.time == "2001-01-01T00:00:00"
+    np.testing.assert_array_equal(again.data, data[..., ::-1] + 1)
+    np.testing.assert_array_equal(again.lat, lat)
+
+
+def test_a_known_file_is_still_checked_for_nan(tmp_path):
+    """Values are read afresh every time: a NaN written into a known file is found and named."""
+    data, labels = _fields(14)
+    path = write_deepcam_sample(tmp_path / "data-nan.h5", data, labels, list(VARIABLE_NAMES))
+    read_sample(path)
+    with h5py.File(path, "r+") as f:
+        f["climate/data"][3, 4, VARIABLE_NAMES.index("PSL")] = np.nan
+    with pytest.raises(DataError, match=r"data-nan\.h5 \[PSL\].*NaN"):
+        read_sample(path)
+
+
+def test_a_known_file_truncated_later_is_reported(tmp_path):
+    data, labels = _fields(13)
+    path = write_deepcam_sample(tmp_path / "data-cut.h5", data, labels, list(VARIABLE_NAMES))
+    read_sample(path)
+    with open(path, "r+b") as f:
+        f.truncate(path.stat().st_size // 2)
+    with pytest.raises(DataError, match="data-cut.h5"):
+        read_sample(path)
