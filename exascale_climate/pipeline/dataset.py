@@ -117,6 +117,17 @@ def augment(x, y, seed, crop: tuple[int, int] | None, flip: bool, roll: bool):
     return both[..., :channels], tf.cast(tf.round(both[..., channels]), y.dtype)
 
 
+def pixel_weights(y, class_weights):
+    """Each pixel's class weight: one `tf.where` per class instead of `tf.gather(class_weights, y)`, which
+    looks pixels up one by one (3.0 ms against 0.7 ms per 768x1152 label map here)."""
+    import tensorflow as tf
+
+    weights = tf.fill(tf.shape(y), class_weights[0])
+    for k in range(1, int(class_weights.shape[0])):
+        weights = tf.where(tf.equal(y, k), class_weights[k], weights)
+    return weights
+
+
 # ------------------------------------------------------------------------------------------ dataset
 def steps_per_epoch(cfg: Config, n_files: int, world: World | None = None) -> int:
     """Training steps per epoch, the same on every rank (the smallest shard decides)."""
@@ -177,7 +188,7 @@ def build_dataset(cfg: Config, files: list[Path], stats, *, training: bool, worl
             x, y = augment(x, y, tf.stack([seed[0], seed[1] * 1_000_003 + index]), crop, pcfg.random_flip,
                            pcfg.random_roll)
         y = tf.cast(y, tf.int32)
-        return tf.cast(x, out_dtype), y, tf.gather(weights, y)
+        return tf.cast(x, out_dtype), y, pixel_weights(y, weights)
 
     ds = ds.enumerate(start=skip_batches * batch if training else 0)
     ds = ds.map(lambda i, xy: prepare(i, *xy), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

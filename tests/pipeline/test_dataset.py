@@ -154,3 +154,13 @@ def test_batches_held_across_an_epoch_keep_their_own_samples(dataset):
         sample = read_sample(path)
         np.testing.assert_array_equal(x.numpy()[0], sample.data)
         np.testing.assert_array_equal(y.numpy()[0], sample.labels)
+
+
+def test_pixel_weights_equal_a_lookup_of_the_class_weights():
+    import tensorflow as tf
+
+    from exascale_climate.pipeline.dataset import pixel_weights
+
+    table = np.array([0.2, 1.5, 3.0, 7.0], np.float32)
+    labels = np.random.default_rng(0).integers(0, 4, size=(9, 13)).astype(np.int32)
+    np.testing.assert_array_equal(pixel_weights(tf.constant(labels), tf.constant(table)).numpy(), table[labels])
