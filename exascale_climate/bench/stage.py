@@ -1,9 +1,10 @@
 """`exaclimate bench stage`: staging GB/s against `cp -r` of the same files, in the same run.
 
 Both sides start warm (the source is in the page cache) and write to fresh directories on the same file
-system. Staging is timed in each `--verify` mode (full: hash source bytes + re-read the copy; checksum: kernel copy
-+ hash of the copy; size: kernel copy only), all with the size and HDF5 checks. Optionally also 2 real Horovod ranks standing for two
-nodes (the manifest's own timing, which leaves out the launcher and the TensorFlow import).
+system. Staging is timed in each `--verify` mode (full: hash source bytes + re-read the copy; checksum: kernel
+copy + hash of the copy; size: kernel copy only), all with the size and HDF5 checks. Optionally also 2 real
+Horovod ranks standing for two nodes (the manifest's own timing, which leaves out the launcher and the
+TensorFlow import), always into fresh directories (a resumed run would time nothing).
 """
 from __future__ import annotations
 

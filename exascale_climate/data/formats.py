@@ -288,22 +288,26 @@ class _KnownFile:
 
 
 KNOWN_FILES_LIMIT = 65536  # ~1 KB each (coordinates are shared); the paper's 63K training samples fit
+SHARED_COORDINATES_LIMIT = 256  # distinct lat/lon vectors kept once each (grids, crops)
 _known_files: dict[str, _KnownFile] = {}
-_known_coordinates: dict[bytes, np.ndarray] = {}  # one read-only copy of each distinct lat/lon array
+_known_coordinates: dict[bytes, np.ndarray] = {}
 _known_lock = threading.Lock()
 
 
 def _shared_coordinate(values: np.ndarray | None) -> np.ndarray | None:
-    """One read-only array per distinct coordinate vector, so 60,000 known files on one grid keep one lat."""
+    """A read-only copy of a lat or lon vector, one per distinct vector (up to SHARED_COORDINATES_LIMIT of
+    them), so 60,000 known files on one grid keep one lat between them."""
     if values is None:
         return None
     key = values.dtype.str.encode() + values.tobytes()
     with _known_lock:
-        if key not in _known_coordinates:
+        shared = _known_coordinates.get(key)
+        if shared is None:
             shared = values.copy()
             shared.setflags(write=False)
-            _known_coordinates[key] = shared
-        return _known_coordinates[key]
+            if len(_known_coordinates) < SHARED_COORDINATES_LIMIT:
+                _known_coordinates[key] = shared
+        return shared
 
 
 def _identity(stat: os.stat_result) -> tuple[int, int, int, int]:
@@ -340,7 +344,8 @@ def _read_known(path: Path, channels, with_labels: bool, empty, transform) -> Sa
             labels = None
             if with_labels:
                 name, where = known.labels
-                labels = check_labels(path, name, _read_at(path, where, name, empty, fd=raw.fileno()), data.shape[:2])
+                raw_labels = _read_at(path, where, name, empty, fd=raw.fileno())
+                labels = check_labels(path, name, raw_labels, data.shape[:2])
     except OSError:
         return None  # vanished meanwhile: the full read reports it
     lat, lon = (None if a is None else a.copy() for a in (known.lat, known.lon))

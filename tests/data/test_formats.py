@@ -212,7 +212,8 @@ def test_hdf5_non_finite_values_name_the_variable(tmp_path, layout):
 
 
 def test_huge_finite_values_are_not_mistaken_for_inf(tmp_path):
-    """The fast check is one float sum (of squares, or over channels); an overflow there must not reject a valid file."""
+    """The fast check is one float sum (of squares, or over channels); an overflow there must not reject a
+    valid file."""
     data, labels = _fields(7)
     data[0, 0, :4] = np.finfo(np.float32).max / 2
     path = write_deepcam_sample(tmp_path / "data-big.h5", data, labels, list(VARIABLE_NAMES))
