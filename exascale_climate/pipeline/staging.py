@@ -141,27 +141,19 @@ class Collectives:
         checks then reject and name it.
         """
         own = sizes[self.world.rank]
-        buffer = np.zeros(min(chunk, max(own, 1)), np.uint8)
-        source = None
-        if path is not None and own:
-            try:
-                source = open(path, "rb", buffering=0)
-            except OSError as e:
-                log.error("cannot send %s: %s", path, e)
+        blocks = read_blocks(path, min(chunk, own)) if path is not None and own else iter(())
         try:
             for offset in range(0, max(sizes, default=0), chunk):
                 n = max(0, min(chunk, own - offset))
-                if n and source is not None:
-                    try:
-                        got = source.readinto(memoryview(buffer)[:n])
-                    except OSError as e:
-                        log.error("cannot send %s: %s", path, e)
-                        got = 0
-                    if got != n:
-                        buffer[got:n] = 0
-                        source.close()
-                        source = None
-                piece = buffer[:n]
+                try:
+                    block = next(blocks, b"") if n else b""
+                except OSError as e:
+                    log.error("cannot send %s: %s", path, e)
+                    block = b""
+                piece = np.frombuffer(block, np.uint8)
+                if len(piece) != n:  # unreadable, or shorter than listed: zeros from here on
+                    piece = np.concatenate([piece, np.zeros(n - len(piece), np.uint8)])
+                    blocks = iter(())
                 if self.hvd is None:
                     gathered = piece
                 else:
@@ -175,8 +167,7 @@ class Collectives:
                         yield sender, offset, gathered[start:start + m]
                     start += m
         finally:
-            if source is not None:
-                source.close()
+            getattr(blocks, "close", lambda: None)()  # read_blocks closes its file
 
 
 # ------------------------------------------------------------------------------------------- copies

@@ -181,13 +181,16 @@ def test_a_received_file_is_verified_then_renamed(tmp_path):
     assert sorted(p.name for p in (node / "train").iterdir()) == ["a.h5", "b.h5"]  # no temporaries left
 
 
-@pytest.mark.parametrize("sending_exists", [True, False], ids=["bytes-differ", "sender-file-vanished"])
-def test_a_bad_received_file_is_named_and_leaves_nothing_behind(tmp_path, sending_exists):
-    """A copy whose bytes differ from the sender's checksum (or whose sender could not read it and sent zeros so
-    no rank hangs in the collective) is reported by name; neither it nor a temporary is left."""
+@pytest.mark.parametrize("sender", ["bytes-differ", "sender-file-vanished", "sender-file-shorter"])
+def test_a_bad_received_file_is_named_and_leaves_nothing_behind(tmp_path, sender):
+    """A copy whose bytes differ from the sender's checksum (or whose sender could not read it, or not to its
+    listed end, and sent zeros so no rank hangs in the collective) is reported by name; neither it nor a
+    temporary is left."""
     payload = np.random.default_rng(2).integers(1, 256, 9_000, dtype=np.uint8).tobytes()
     claimed = payload[:-1] + bytes([payload[-1] ^ 1])
-    node, received, errors = _one_rank_exchange(tmp_path, payload, claimed, sending_exists)
+    if sender == "sender-file-shorter":  # the sender's file ends inside the second chunk
+        payload, claimed = payload[:5_000], payload
+    node, received, errors = _one_rank_exchange(tmp_path, payload, claimed, sender != "sender-file-vanished")
     assert not received
     assert "checksum of the received copy differs" in errors["train/b.h5"]
     assert str(node / "train" / "b.h5") in errors["train/b.h5"]
