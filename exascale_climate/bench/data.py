@@ -44,7 +44,7 @@ def bench_data(grid: tuple[int, int] = (768, 1152), samples: int = 4, workdir: s
     """Time the three data stages on `samples` samples of `grid`; returns bench records."""
     from exascale_climate.config import LabellerConfig, SynthConfig
     from exascale_climate.data.convert import convert, label_files
-    from exascale_climate.data.formats import list_samples
+    from exascale_climate.data.layouts import list_samples
     from exascale_climate.data.synthetic import synthesize
 
     work = Path(workdir) if workdir else make_temp_dir("exaclimate-bench-data-")

@@ -28,7 +28,7 @@ from exascale_climate.variables import VARIABLE_NAMES
 
 def write_bench_dataset(root: Path, grid: tuple[int, int], samples: int, splits=("train",), seed: int = 0) -> Path:
     """Random DeepCAM-layout samples plus stats.h5 (the benchmarks need bytes, not weather)."""
-    from exascale_climate.data.formats import write_deepcam_sample
+    from exascale_climate.data.writers import write_deepcam_sample
     from exascale_climate.data.stats import compute_stats, write_stats
 
     rng = np.random.default_rng(seed)
@@ -127,25 +127,27 @@ def _in_threads(read_one, threads: int):
 
 def _plain_reader(empty):
     """The pipeline's reads without its checks: fields and labels by plain reads into pooled buffers, at the
-    offsets HDF5 gave once per file (as `read_sample` does for a file it has read before; data/formats.py)."""
-    from exascale_climate.data.formats import _location, _read_at, open_hdf5
+    offsets HDF5 gave once per file (as `read_sample` does for a file it has read before; data/rawread.py)."""
+    from exascale_climate.data.layouts import open_hdf5
+    from exascale_climate.data.rawread import location, read_at
 
     locations = {}
 
     def read_one(path) -> None:
         if path not in locations:
             with open_hdf5(path) as h:
-                locations[path] = [(name, _location(h[name])) for name in ("climate/data", "climate/labels_0")]
+                size = os.path.getsize(path)
+                locations[path] = [(name, location(h[name], size)) for name in ("climate/data", "climate/labels_0")]
         with open(path, "rb", buffering=0) as raw:
             for name, where in locations[path]:
-                _read_at(path, where, name, empty, fd=raw.fileno())
+                read_at(path, where, name, empty, fd=raw.fileno())
     return read_one
 
 
 def _cost_ladder(root: Path, threads: int, tag: str) -> dict:
     """name -> (reader of a file list, metric): the pipeline's per-sample work added one step at a time, each
     step with the pipeline's reader threads, so the table shows what each step costs against the raw read."""
-    from exascale_climate.data.formats import read_sample
+    from exascale_climate.data.samples import read_sample
     from exascale_climate.data.stats import read_stats
     from exascale_climate.pipeline.normalize import InPlaceNormalizer, normalization_constants
     from exascale_climate.utils.buffers import BufferPool
@@ -304,7 +306,7 @@ def bench_pipeline(grid: tuple[int, int] = (768, 1152), samples: int = 16, reade
                                   _median_round_ratio(per_round[mode], per_round["raw"]), "ratio", passes=passes,
                                   **common))
         if cold:
-            from exascale_climate.data.formats import read_sample
+            from exascale_climate.data.samples import read_sample
             from exascale_climate.utils.buffers import BufferPool
 
             read_one = partial(read_sample, with_labels=True, empty=BufferPool().empty)

@@ -205,7 +205,8 @@ def trivial_mean_iou(valid_dir: Path) -> float:
     """Mean IoU of predicting background everywhere (the floor a learning model must clear)."""
     import numpy as np
 
-    from exascale_climate.data.formats import list_samples, read_labels
+    from exascale_climate.data.layouts import list_samples
+    from exascale_climate.data.samples import read_labels
     from exascale_climate.train.metrics import iou_from_confusion
 
     cm = np.zeros((3, 3))

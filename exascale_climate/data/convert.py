@@ -12,12 +12,9 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from exascale_climate.config import LabellerConfig
-from exascale_climate.data.formats import (
-    detect_layout,
-    netcdf_time_steps,
-    read_sample,
-    write_deepcam_sample,
-)
+from exascale_climate.data.layouts import detect_layout, netcdf_time_steps, time_steps
+from exascale_climate.data.samples import read_sample
+from exascale_climate.data.writers import write_deepcam_sample, write_labels
 from exascale_climate.errors import DataError
 from exascale_climate.utils.io import atomic_path, remove_stale_temps
 from exascale_climate.utils.log import get_logger
@@ -33,13 +30,9 @@ def output_name(path: Path, time_index: int, steps: int) -> str:
     return f"{stem}.h5" if steps == 1 else f"{stem}-{time_index:04d}.h5"
 
 
-def _time_steps(path: Path) -> int:
-    return netcdf_time_steps(path) if detect_layout(path) == "netcdf" else 1
-
-
 def _convert_file(path: Path, out_dir: Path, channels, dtype, compression, chunks, overwrite) -> tuple[int, int]:
     """(written, already there) for one input file."""
-    steps = _time_steps(path)
+    steps = time_steps(path)
     written = existing = 0
     for t in range(steps):
         target = out_dir / output_name(path, t, steps)
@@ -111,41 +104,6 @@ def _collect(summary: dict, result, skip_bad: bool) -> None:
 
 
 # --------------------------------------------------------------------------------------------- label
-def _write_labels_netcdf(path: Path, labels_per_step: list, source: str) -> None:
-    import netCDF4
-    import numpy as np
-
-    from exascale_climate.variables import LABEL_VARIABLE, NUM_CLASSES
-
-    with netCDF4.Dataset(path, "a") as nc:
-        if LABEL_VARIABLE in nc.variables:
-            var = nc.variables[LABEL_VARIABLE]
-        else:
-            dims = ("time", "lat", "lon") if "time" in nc.dimensions else ("lat", "lon")
-            var = nc.createVariable(LABEL_VARIABLE, "i1", dims)
-            var.flag_values = np.arange(NUM_CLASSES, dtype=np.int8)
-            var.flag_meanings = "background tropical_cyclone atmospheric_river"
-        if var.ndim == 3:
-            for t, labels in enumerate(labels_per_step):
-                var[t] = labels
-        else:
-            var[:] = labels_per_step[0]
-        var.long_name = "0: background, 1: tropical cyclone, 2: atmospheric river"
-        nc.setncattr("label_source", source)
-
-
-def _write_labels_hdf5(path: Path, labels, layout: str, source: str) -> None:
-    import h5py
-
-    name = "labels" if layout == "gordonbell" else "labels_0"
-    with h5py.File(path, "a") as f:
-        climate = f["climate"]
-        if name in climate:
-            del climate[name]
-        climate.create_dataset(name, data=labels)
-        climate.attrs["label_source"] = source
-
-
 def label_files(inputs, out_dir=None, cfg: LabellerConfig | None = None, skip_bad: bool = False) -> dict:
     """Run the heuristic labeller on each file and write LABELS (netCDF) or labels (HDF5).
 
@@ -175,10 +133,7 @@ def label_files(inputs, out_dir=None, cfg: LabellerConfig | None = None, skip_ba
                 target = (out / path.name) if out else path
                 with atomic_path(target) as tmp:
                     shutil.copyfile(path, tmp)
-                    if layout == "netcdf":
-                        _write_labels_netcdf(Path(tmp), per_step, source)
-                    else:
-                        _write_labels_hdf5(Path(tmp), per_step[0], layout, source)
+                    write_labels(tmp, layout, per_step, source)
             except DataError as e:
                 if not skip_bad:
                     raise

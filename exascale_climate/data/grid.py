@@ -13,7 +13,7 @@ import numpy as np
 from scipy import ndimage
 
 if TYPE_CHECKING:
-    from exascale_climate.data.formats import Sample
+    from exascale_climate.data.layouts import Sample
 
 # Mean Earth radius (km), as CESM/CAM5 uses (SHR_CONST_REARTH = 6.37122e6 m).
 EARTH_RADIUS_KM = 6371.22

@@ -9,7 +9,14 @@ from pathlib import Path
 
 import numpy as np
 
-from exascale_climate.data.formats import detect_layout, open_hdf5, open_netcdf, stored_variables
+from exascale_climate.data.layouts import (
+    FIELDS_DATASET,
+    HDF5_LAYOUTS,
+    detect_layout,
+    hdf5_variables,
+    open_hdf5,
+    open_netcdf,
+)
 from exascale_climate.errors import DataError
 from exascale_climate.variables import CLASS_NAMES, LABEL_VARIABLE, VARIABLE_NAMES
 
@@ -52,20 +59,17 @@ def inspect_file(path) -> dict:
                     info["labels"] = _label_summary(np.ma.filled(nc.variables[LABEL_VARIABLE][:], -1))
         else:
             with open_hdf5(path) as f:
-                climate = f["climate"]
-                ds = climate["data"]
-                channels_first = layout == "gordonbell"
-                n_channels = ds.shape[0] if channels_first else ds.shape[-1]
-                names = stored_variables(path, {**dict(climate.attrs), **dict(ds.attrs)}, n_channels)
+                where = HDF5_LAYOUTS[layout]
+                ds = f[FIELDS_DATASET]
+                names = hdf5_variables(path, f, layout)
                 info["data"] = {"shape": list(ds.shape), "dtype": str(ds.dtype), "chunks": ds.chunks,
                                 "compression": ds.compression}
-                data = ds[()]
+                data = where.channels_last(ds[()])
                 for i, name in enumerate(names):
-                    info["variables"][name] = _describe(data[i] if channels_first else data[..., i])
-                info["attributes"] = {k: str(v) for k, v in climate.attrs.items() if k != "variables"}
-                label_name = "labels" if channels_first else "labels_0"
-                if label_name in climate:
-                    info["labels"] = _label_summary(climate[label_name][()])
+                    info["variables"][name] = _describe(data[..., i])
+                info["attributes"] = {k: str(v) for k, v in f["climate"].attrs.items() if k != "variables"}
+                if where.labels in f:
+                    info["labels"] = _label_summary(f[where.labels][()])
     except (OSError, RuntimeError, KeyError) as e:
         raise DataError(path, f"cannot read ({e}); the file is truncated or corrupt") from None
     return info

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from exascale_climate.data.formats import list_samples
+from exascale_climate.data.layouts import list_samples
 from exascale_climate.errors import DataError
 from exascale_climate.utils.io import atomic_path, atomic_write_text, remove_stale_temps
 from exascale_climate.utils.log import get_logger

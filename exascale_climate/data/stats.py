@@ -89,7 +89,7 @@ class StatsAccumulator:
 
 def compute_stats(paths: Iterable[str | Path], channels: list[str] | None = None, progress: bool = True) -> Stats:
     """Statistics of the samples in `paths` (any layout), one file in memory at a time."""
-    from exascale_climate.data.formats import read_sample
+    from exascale_climate.data.samples import read_sample
     from exascale_climate.utils.progress import track
 
     paths = [Path(p) for p in paths]
@@ -188,7 +188,7 @@ def read_stats(path: str | Path) -> Stats:
 
 def dataset_stats(directory, out=None, channels: list[str] | None = None) -> Stats:
     """`exaclimate data stats`: statistics of a sample directory, written to `out` (default DIR/../stats.h5)."""
-    from exascale_climate.data.formats import list_samples
+    from exascale_climate.data.layouts import list_samples
 
     directory = Path(directory)
     files = list_samples(directory)

@@ -497,7 +497,7 @@ def sample_name(index: int, hours_per_step: float) -> str:
 def _generate_block(cfg: SynthConfig, labeller_cfg: LabellerConfig, catalogue: Catalogue, out_dir: str,
                     indices: list[int]) -> list[tuple[str, list[int]]]:
     """Worker: make, label and write the given time steps; returns (file, class pixel counts) each."""
-    from exascale_climate.data.formats import write_netcdf_sample
+    from exascale_climate.data.writers import write_netcdf_sample
     from exascale_climate.data.labeller import label_fields
 
     gen = Generator(cfg, catalogue)

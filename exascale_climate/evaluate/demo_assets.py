@@ -45,7 +45,7 @@ class DemoAssets:
         return self.root / "run"
 
     def has_dataset(self) -> bool:
-        from exascale_climate.data.formats import list_samples
+        from exascale_climate.data.layouts import list_samples
 
         return self.stats_file.exists() and all(
             (self.data_dir / s).is_dir() and list_samples(self.data_dir / s) for s in ("train", "test"))
@@ -72,7 +72,7 @@ def ensure_dataset(assets: DemoAssets, samples: int = SMALL_SAMPLES, grid: tuple
         return assets
     from exascale_climate.config import load_config
     from exascale_climate.data.convert import convert
-    from exascale_climate.data.formats import list_samples
+    from exascale_climate.data.layouts import list_samples
     from exascale_climate.data.split import split_dataset
     from exascale_climate.data.stats import compute_stats, write_stats
     from exascale_climate.data.synthetic import synthesize

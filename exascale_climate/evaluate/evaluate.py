@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from exascale_climate.data.formats import list_samples
+from exascale_climate.data.layouts import list_samples
 from exascale_climate.errors import DataError, ExaclimateError
 from exascale_climate.utils.io import atomic_write_text
 from exascale_climate.utils.log import get_logger

@@ -186,7 +186,7 @@ def read_prediction(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
 def plot_file(path: str | Path, out: str | Path, var: str = "TMQ", truth: bool = False,
               pred_path: str | Path | None = None, size: tuple[int, int] = DEFAULT_SIZE) -> Path:
     """`exaclimate plot`: one sample file (netCDF or HDF5) as a PNG map."""
-    from exascale_climate.data.formats import read_sample
+    from exascale_climate.data.samples import read_sample
     from exascale_climate.data.grid import sample_coordinates
 
     if var not in BY_NAME:

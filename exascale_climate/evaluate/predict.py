@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from exascale_climate.data.formats import Sample, detect_layout, netcdf_time_steps, read_sample
+from exascale_climate.data.layouts import Sample, detect_layout, netcdf_time_steps
+from exascale_climate.data.samples import read_sample
 from exascale_climate.errors import DataError, ExaclimateError
 from exascale_climate.data.grid import sample_coordinates, spans_globe
 from exascale_climate.evaluate.events import Event, find_events, wind_speed, write_event_table

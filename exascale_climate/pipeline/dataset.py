@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from exascale_climate.config import Config
-from exascale_climate.data.formats import STATS_FILE
+from exascale_climate.data.layouts import STATS_FILE
 from exascale_climate.data.split import SPLITS
 from exascale_climate.errors import ConfigError, DataError
 from exascale_climate.pipeline.normalize import InPlaceNormalizer, normalization_constants
@@ -53,7 +53,7 @@ def _staged_split(root: Path, split: str) -> list[Path] | None:
 def split_files(cfg: Config, split: str) -> list[Path]:
     """Samples of a split: from this node's staged copy `<pipeline.stage_dir>/<split>` when present (the
     manifest's global list, local copies first), else the source directory."""
-    from exascale_climate.data.formats import list_samples
+    from exascale_climate.data.layouts import list_samples
 
     if split not in SPLITS:
         raise ConfigError(f"split {split!r}: choose one of {SPLITS}")

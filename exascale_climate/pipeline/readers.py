@@ -53,7 +53,7 @@ def read_pair(path: str, channels: list[str] | None, normalizer: InPlaceNormaliz
               ) -> tuple[np.ndarray, np.ndarray]:
     """One sample's fields (H, W, C) float32 in `channels` order, normalised when asked, and labels (H, W)
     uint8, in pooled buffers that TensorFlow adopts without a copy."""
-    from exascale_climate.data.formats import read_sample
+    from exascale_climate.data.samples import read_sample
 
     sample = read_sample(path, channels=channels, with_labels=True, empty=_buffers.empty, transform=normalizer)
     return aligned_copy(sample.data, np.float32), aligned_copy(sample.labels)
@@ -93,7 +93,7 @@ def _empty(n_channels: int):
 
 def sample_grid(path: str | Path) -> tuple[int, int]:
     """The (H, W) grid of a sample from its labels (cheap: the fields are not read)."""
-    from exascale_climate.data.formats import read_labels
+    from exascale_climate.data.samples import read_labels
 
     return tuple(read_labels(path).shape)
 

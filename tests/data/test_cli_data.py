@@ -5,7 +5,8 @@ import numpy as np
 from click.testing import CliRunner
 
 from exascale_climate.cli import main
-from exascale_climate.data.formats import list_samples, read_sample
+from exascale_climate.data.layouts import list_samples
+from exascale_climate.data.samples import read_sample
 from exascale_climate.data.stats import read_stats
 
 

@@ -8,7 +8,9 @@ import pytest
 
 from exascale_climate.config import LabellerConfig
 from exascale_climate.data.convert import convert, label_files, parse_chunks
-from exascale_climate.data.formats import list_samples, read_sample, write_deepcam_sample, write_netcdf_sample
+from exascale_climate.data.layouts import list_samples
+from exascale_climate.data.samples import read_sample
+from exascale_climate.data.writers import write_deepcam_sample, write_netcdf_sample
 from exascale_climate.data.inspect import format_inspection, inspect_file
 from exascale_climate.data.labeller import label_fields
 from exascale_climate.data.split import assign, split_counts, split_dataset

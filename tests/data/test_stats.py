@@ -3,7 +3,7 @@ import h5py
 import numpy as np
 import pytest
 
-from exascale_climate.data.formats import write_deepcam_sample
+from exascale_climate.data.writers import write_deepcam_sample
 from exascale_climate.data.stats import class_weights, compute_stats, read_stats, write_stats
 from exascale_climate.errors import DataError
 from exascale_climate.variables import VARIABLE_NAMES

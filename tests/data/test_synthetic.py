@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from exascale_climate.config import LabellerConfig, SynthConfig
-from exascale_climate.data.formats import read_sample
+from exascale_climate.data.samples import read_sample
 from exascale_climate.data.grid import great_circle_km
 from exascale_climate.data.labeller import find_cyclones, label_fields
 from exascale_climate.data.synthetic import Generator, synthesize

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from exascale_climate.data.formats import write_netcdf_sample
+from exascale_climate.data.writers import write_netcdf_sample
 from exascale_climate.data.grid import default_coordinates
 from exascale_climate.variables import VARIABLE_NAMES
 
@@ -35,7 +35,8 @@ def nc_sample(tmp_path):
 
 def write_dataset(root, grid=(48, 72), counts=(("train", 6), ("valid", 2), ("test", 3))):
     """DeepCAM-layout splits + stats.h5 from make_fields (different seeds), as `data split` lays them out."""
-    from exascale_climate.data.formats import list_samples, write_deepcam_sample
+    from exascale_climate.data.layouts import list_samples
+    from exascale_climate.data.writers import write_deepcam_sample
     from exascale_climate.data.stats import compute_stats, write_stats
 
     lat, lon = default_coordinates(*grid)

@@ -65,7 +65,8 @@ def test_evaluate_run_on_test_split(trained_assets, tmp_path):
     import csv
     import json
 
-    from exascale_climate.data.formats import list_samples, read_sample
+    from exascale_climate.data.layouts import list_samples
+    from exascale_climate.data.samples import read_sample
     from exascale_climate.data.labeller import label_fields
     from exascale_climate.evaluate.evaluate import evaluate
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from exascale_climate.evaluate.predict import _input_coordinates, pad_for_model, write_mask_netcdf
-from exascale_climate.data.formats import read_sample
+from exascale_climate.data.samples import read_sample
 
 
 def check_cf_mask(path, lat, lon, with_time=True):
@@ -116,7 +116,7 @@ def test_event_table_on_a_known_mask_any_grid(trained_assets, fields_factory, tm
     with the global PSL minimum and wind maximum."""
     import math
 
-    from exascale_climate.data.formats import write_netcdf_sample
+    from exascale_climate.data.writers import write_netcdf_sample
     from exascale_climate.data.grid import EARTH_RADIUS_KM
     from exascale_climate.data.grid import default_coordinates
     from exascale_climate.evaluate.predict import predict

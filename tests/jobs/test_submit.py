@@ -33,7 +33,7 @@ def scontrol_job(job_id: str) -> dict:
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     """A tiny labelled data set in the DeepCAM layout: root/{train,valid,test}/data-*.h5 + stats.h5."""
-    from exascale_climate.data.formats import write_deepcam_sample
+    from exascale_climate.data.writers import write_deepcam_sample
     from exascale_climate.data.stats import compute_stats, write_stats
     from exascale_climate.variables import VARIABLE_NAMES
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from exascale_climate.data.formats import write_deepcam_sample
+from exascale_climate.data.writers import write_deepcam_sample
 from exascale_climate.data.stats import compute_stats, write_stats
 from exascale_climate.variables import VARIABLE_NAMES
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from exascale_climate.config import load_config
-from exascale_climate.data.formats import read_sample, write_deepcam_sample
+from exascale_climate.data.samples import read_sample
+from exascale_climate.data.writers import write_deepcam_sample
 from exascale_climate.data.stats import class_weights
 from exascale_climate.errors import ConfigError
 from exascale_climate.pipeline.dataset import build_dataset, load_stats, split_files, steps_per_epoch

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from exascale_climate.cli import main
-from exascale_climate.data.formats import read_sample
+from exascale_climate.data.samples import read_sample
 from exascale_climate.errors import DataError
 from exascale_climate.pipeline.sharding import shard
 from exascale_climate.pipeline.staging import CHECKSUM, MANIFEST_NAME, list_source, stage

@@ -39,7 +39,8 @@ def blob_sample(rng: np.random.Generator, grid: tuple[int, int]):
 
 
 def make_blob_dataset(root: Path, n_train: int = 16, n_valid: int = 4, grid=(48, 72), seed: int = 0) -> Path:
-    from exascale_climate.data.formats import list_samples, write_deepcam_sample
+    from exascale_climate.data.layouts import list_samples
+    from exascale_climate.data.writers import write_deepcam_sample
     from exascale_climate.data.stats import compute_stats, write_stats
 
     rng = np.random.default_rng(seed)

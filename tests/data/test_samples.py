@@ -4,16 +4,10 @@ import netCDF4
 import numpy as np
 import pytest
 
-from exascale_climate.data.formats import (
-    ROWS_PER_READ,
-    detect_layout,
-    list_samples,
-    read_labels,
-    read_sample,
-    write_deepcam_sample,
-    write_gordonbell_sample,
-    write_netcdf_sample,
-)
+from exascale_climate.data.layouts import detect_layout, list_samples
+from exascale_climate.data.rawread import ROWS_PER_READ
+from exascale_climate.data.samples import read_labels, read_sample
+from exascale_climate.data.writers import write_deepcam_sample, write_gordonbell_sample, write_netcdf_sample
 from exascale_climate.errors import DataError
 from exascale_climate.variables import VARIABLE_NAMES
 
@@ -122,7 +116,7 @@ def test_netcdf_published_layout_many_steps_2d_labels(tmp_path):
     s = read_sample(path, time_index=1)
     np.testing.assert_allclose(s.data, data + 1)
     np.testing.assert_array_equal(s.labels, labels)
-    from exascale_climate.data.formats import netcdf_time_steps
+    from exascale_climate.data.layouts import netcdf_time_steps
 
     assert netcdf_time_steps(path) == 2
     with pytest.raises(DataError, match="time index 2"):
@@ -264,12 +258,12 @@ def test_float16_fields_with_a_transform_come_back_as_float32(tmp_path):
 
 def _no_hdf5(monkeypatch):
     """From here on any HDF5 open fails: a read that succeeds came from the known-file path."""
-    import exascale_climate.data.formats as formats
+    import exascale_climate.data.samples as samples
 
     def refuse(path):
         raise AssertionError(f"HDF5 opened for {path}")
 
-    monkeypatch.setattr(formats, "open_hdf5", refuse)
+    monkeypatch.setattr(samples, "open_hdf5", refuse)
 
 
 def test_a_known_unchanged_file_is_read_again_without_hdf5(tmp_path, monkeypatch):

@@ -1,0 +1,207 @@
+"""Read one validated sample (fields and labels) from any of the three layouts.
+
+HDF5 fields are read from their file offset where that is safe (data/rawread.py), else through h5py; netCDF
+through netCDF4. Every read is validated (data/validate.py), so a bad file is named on read, not mid-epoch.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from exascale_climate.data import rawread
+from exascale_climate.data.layouts import (
+    FIELDS_DATASET,
+    HDF5_LAYOUTS,
+    Layout,
+    Sample,
+    climate_attrs,
+    detect_layout,
+    hdf5_variables,
+    open_hdf5,
+    open_netcdf,
+)
+from exascale_climate.data.validate import check_channels, check_fields, check_finite, check_labels
+from exascale_climate.errors import DataError
+from exascale_climate.utils.buffers import aligned_copy, aligned_empty
+from exascale_climate.variables import BY_NAME, LABEL_VARIABLE, VARIABLE_NAMES
+
+
+# ------------------------------------------------------------------------------------------ read HDF5
+def _read_fields_checked(path, ds, layout: Layout, index: list[int], stored: list[str], file_size: int, empty,
+                         transform) -> np.ndarray:
+    """General path: any layout, channel subset or dtype; NaN/Inf named by variable. With a transform the
+    fields come back as float32 (normalising float16 in float16 would lose precision)."""
+    raw = rawread.read_h5_dataset(path, ds, FIELDS_DATASET, file_size, empty)
+    data = HDF5_LAYOUTS[layout].channels_last(raw)
+    if index != list(range(len(stored))):
+        data = data[..., index]
+    data = aligned_copy(data, np.float32 if transform is not None else None)  # copies only when it must
+    check_fields(path, data, [stored[c] for c in index])
+    if transform is not None:
+        transform(data)
+    return data
+
+
+def _read_hdf5(path: Path, layout: Layout, channels, with_labels, empty, transform) -> Sample:
+    stat = os.stat(path)
+    identity, size = rawread.identity(stat), stat.st_size
+    where = HDF5_LAYOUTS[layout]
+    with open_hdf5(path) as f:
+        climate = f["climate"]
+        ds = climate["data"]
+        if ds.ndim != 3:
+            raise DataError(path, f"expected 3 dimensions, got shape {ds.shape}", field=FIELDS_DATASET)
+        stored = hdf5_variables(path, f, layout)
+        index = check_channels(path, stored, channels)
+        data = None
+        fields = None
+        if not where.channels_first and index == list(range(len(stored))):
+            fields = rawread.location(ds, size)
+        if fields is not None:
+            data = rawread.read_fields_in_one_pass(path, fields, FIELDS_DATASET, empty, transform)
+        if data is None:
+            fields = None
+            data = _read_fields_checked(path, ds, layout, index, stored, size, empty, transform)
+        has_labels = where.labels in f
+        label_where = rawread.location(f[where.labels], size) if has_labels else None
+        labels = None
+        if with_labels:
+            if not has_labels:
+                raise DataError(path, "no labels in the file", field=where.labels)
+            raw_labels = rawread.read_h5_dataset(path, f[where.labels], where.labels, size, empty)
+            labels = check_labels(path, where.labels, raw_labels, data.shape[:2])
+        attrs = climate_attrs(climate)
+        if where.channels_first and "stats" in climate:
+            attrs["stats"] = rawread.read_h5_dataset(path, climate["stats"], "climate/stats", size)
+        lat = climate["lat"][()] if "lat" in climate else None
+        lon = climate["lon"][()] if "lon" in climate else None
+    time = attrs.pop("time", None) or None
+    if fields is not None:
+        labels_known = (where.labels, label_where) if label_where else None
+        rawread.remember(path, rawread.KnownFile(identity, fields, labels_known, tuple(stored), time,
+                                                 rawread.shared_coordinate(lat), rawread.shared_coordinate(lon),
+                                                 dict(attrs)))
+    return Sample(data, labels, [stored[c] for c in index], str(path), time, lat, lon, attrs)
+
+
+# ---------------------------------------------------------------------------------------- read netCDF
+def _nc_field(path, nc, name: str, time_index: int, grid: tuple[int, int] | None) -> np.ndarray:
+    var = nc.variables[name]
+    dims = var.dimensions
+    try:
+        if len(dims) == 3 and dims[0] == "time":
+            if time_index >= var.shape[0]:
+                raise DataError(path, f"time index {time_index} out of range (0..{var.shape[0] - 1})", field=name)
+            values = var[time_index]
+        elif len(dims) == 2:
+            values = var[:]
+        else:
+            raise DataError(path, f"expected dimensions (time, lat, lon) or (lat, lon), got {dims}", field=name)
+    except (OSError, RuntimeError, IndexError) as e:
+        raise DataError(path, f"cannot read ({e}); the file is truncated or corrupt", field=name) from None
+    if np.ma.isMaskedArray(values):  # fill values are missing data: report them like NaN
+        values = values.astype(np.float64).filled(np.nan) if values.mask.any() else values.data
+    values = np.asarray(values)
+    if grid is not None and values.shape != tuple(grid):
+        raise DataError(path, f"shape {values.shape} does not match the grid {tuple(grid)}", field=name)
+    return values
+
+
+def _time_string(nc, time_index: int) -> str | None:
+    if "time" not in nc.variables:
+        return None
+    tvar = nc.variables["time"]
+    try:
+        value = tvar[time_index] if tvar.ndim else tvar[()]
+        units = getattr(tvar, "units", None)
+        if units:
+            import cftime
+
+            date = cftime.num2date(value, units, calendar=getattr(tvar, "calendar", "standard"))
+            return date.isoformat()
+        return str(value)
+    except Exception:  # an undecodable time axis is metadata, not a reason to reject the fields
+        return None
+
+
+def _nc_labels(path, nc, time_index: int, grid) -> np.ndarray:
+    if LABEL_VARIABLE not in nc.variables:
+        raise DataError(path, "no labels in the file", field=LABEL_VARIABLE)
+    raw = _nc_field(path, nc, LABEL_VARIABLE, time_index, grid)
+    return check_labels(path, LABEL_VARIABLE, raw, raw.shape if grid is None else grid)
+
+
+def _read_netcdf(path: Path, channels, with_labels, time_index: int) -> Sample:
+    with open_netcdf(path) as nc:
+        nc.set_auto_mask(True)
+        names = list(channels) if channels else list(VARIABLE_NAMES)
+        missing = [n for n in names if n not in nc.variables]
+        if missing:
+            raise DataError(path, f"missing variable(s) {missing}", field=missing[0])
+        lat = np.asarray(nc.variables["lat"][:]) if "lat" in nc.variables else None
+        lon = np.asarray(nc.variables["lon"][:]) if "lon" in nc.variables else None
+        grid = (len(lat), len(lon)) if lat is not None and lon is not None else None
+        first = _nc_field(path, nc, names[0], time_index, grid)
+        if first.ndim != 2:
+            raise DataError(path, f"expected a 2-D field per time step, got {first.shape}", field=names[0])
+        grid = first.shape
+        data = np.empty(grid + (len(names),), np.float32)
+        for i, name in enumerate(names):
+            values = first if i == 0 else _nc_field(path, nc, name, time_index, grid)
+            check_finite(path, name, values)
+            data[..., i] = values
+        labels = _nc_labels(path, nc, time_index, grid) if with_labels else None
+        attrs = {k: nc.getncattr(k) for k in nc.ncattrs()}
+        if "time" in nc.variables:  # the time axis's calendar matters to anyone writing dates back out
+            for key in ("units", "calendar"):
+                if hasattr(nc.variables["time"], key):
+                    attrs.setdefault(f"time_{key}" if key == "units" else key, getattr(nc.variables["time"], key))
+        time = _time_string(nc, time_index)
+    return Sample(data, labels, names, str(path), time, lat, lon, attrs)
+
+
+# ------------------------------------------------------------------------------------------- read any
+def read_sample(path: str | Path, channels: list[str] | None = None, with_labels: bool = True,
+                time_index: int = 0, empty=aligned_empty, transform=None) -> Sample:
+    """Read one validated sample from any of the three layouts (`time_index` selects a step in netCDF).
+
+    HDF5 arrays are read into `empty(shape, dtype)`; the pipeline passes a `utils.buffers.BufferPool`'s.
+    `transform`: an in-place function of (h, W, C) float32 fields, applied after validation (the pipeline's
+    normalisation; on the fast path block by block while the rows are in cache); the data are then float32.
+    """
+    path = Path(path)
+    if channels:
+        unknown = [c for c in channels if c not in BY_NAME]
+        if unknown:
+            raise DataError(path, f"unknown variable(s) {unknown}; allowed: {list(VARIABLE_NAMES)}",
+                            field=unknown[0])
+    known = rawread.read_known(path, channels, with_labels, empty, transform)
+    if known is not None:
+        return known
+    layout = detect_layout(path)
+    if layout == "netcdf":
+        sample = _read_netcdf(path, channels, with_labels, time_index)
+        if transform is not None:
+            sample.data = aligned_copy(sample.data, np.float32)
+            transform(sample.data)
+        return sample
+    return _read_hdf5(path, layout, channels, with_labels, empty, transform)
+
+
+def read_labels(path: str | Path, time_index: int = 0) -> np.ndarray:
+    """Only the labels of a sample (cheap: no field is read); validated like in read_sample."""
+    path = Path(path)
+    layout = detect_layout(path)
+    if layout == "netcdf":
+        with open_netcdf(path) as nc:
+            return _nc_labels(path, nc, time_index, None)
+    where = HDF5_LAYOUTS[layout]
+    size = os.stat(path).st_size
+    with open_hdf5(path) as f:
+        if where.labels not in f:
+            raise DataError(path, "no labels in the file", field=where.labels)
+        grid = where.grid(f[FIELDS_DATASET].shape)
+        raw = rawread.read_h5_dataset(path, f[where.labels], where.labels, size)
+    return check_labels(path, where.labels, raw, grid)
