@@ -38,11 +38,24 @@ class Location:
 
 
 def location(ds, file_size: int) -> Location | None:
-    """The dataset's location, or None when it is stored otherwise (chunked, compressed, foreign byte order)."""
+    """The dataset's location, or None unless its bytes are provably there: storage allocated and exactly the
+    array's size (an unallocated dataset reads as its fill value, and HDF5 then reports an undefined offset,
+    e.g. 511 in a file with a 512-byte user block), contiguous, no filters, no external storage, native byte
+    order, and offset + size within the file's `file_size` bytes."""
+    import h5py
+
     if not numeric_array(ds) or not ds.dtype.isnative:
         return None
-    offset = ds.id.get_offset()  # None if chunked
-    return None if offset is None else Location(offset, tuple(ds.shape), ds.dtype)
+    plist = ds.id.get_create_plist()
+    if plist.get_layout() != h5py.h5d.CONTIGUOUS or plist.get_nfilters() or plist.get_external_count():
+        return None
+    nbytes = ds.dtype.itemsize * prod(ds.shape)
+    if ds.id.get_storage_size() != nbytes:
+        return None
+    offset = ds.id.get_offset()
+    if offset is None or offset < 0 or offset + nbytes > file_size:
+        return None
+    return Location(offset, tuple(ds.shape), ds.dtype)
 
 
 def read_at(path, where: Location, name: str, empty, on_block=None, fd: int | None = None) -> np.ndarray | None:
@@ -109,8 +122,10 @@ def read_fields_in_one_pass(path, where: Location, name: str, empty, transform,
 
 # ------------------------------------------------------------------------------------------ known files
 def identity(stat: os.stat_result) -> tuple[int, ...]:
-    """Unchanged means the same device, inode, size and modification time."""
-    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
+    """What says a file is unchanged: device, inode, size, modification and status-change times. The status
+    change time (ctime) is the one a user cannot set: an in-place rewrite whose mtime was put back with
+    `os.utime` (or `touch -r`, `cp -p`, `rsync -t`) still moves it, so such a file is read afresh."""
+    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
 
 
 @dataclass(frozen=True)
