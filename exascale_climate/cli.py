@@ -112,13 +112,33 @@ def data_synth(out_dir, samples, grid, seed, workers, config_path, overrides):
                + ", ".join(f"{k} {v:.4%}" for k, v in fr.items()))
 
 
+@data.command("demo")
+@click.option("--out", "out_dir", required=True, metavar="DIR",
+              help="Creates DIR/raw (netCDF), DIR/data/{all,train,valid,test} and DIR/data/stats.h5.")
+@click.option("--samples", default=48, show_default=True, type=click.IntRange(min=3), help="Time steps.")
+@click.option("--grid", default="96x144", show_default=True, metavar="HxW", help="Grid.")
+@click.option("--seed", default=1, show_default=True, type=int, help="Random seed of the synthesiser.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1), help="Worker processes.")
+@config_options
+def data_demo(out_dir, samples, grid, seed, workers, config_path, overrides):
+    """The demo dataset in one step: data synth -> convert -> split -> stats (resumes; a complete one is kept)."""
+    from exascale_climate.config import parse_grid
+    from exascale_climate.data.demo import build_demo_dataset
+    from exascale_climate.data.stats import format_stats, read_stats
+
+    demo = build_demo_dataset(out_dir, samples, parse_grid(grid), seed, workers=workers, config_path=config_path,
+                              overrides=overrides)
+    click.echo(f"demo dataset: {demo.raw_dir} (netCDF), {demo.train_dir}, {demo.valid_dir}, {demo.test_dir}, "
+               f"{demo.stats_file}\n" + format_stats(read_stats(demo.stats_file)))
+
+
 @data.command("label")
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--out", "out_dir", metavar="DIR", help="Write labelled copies here (default: relabel in place).")
 @click.option("--skip-bad", is_flag=True, help="Report unreadable or invalid files and go on.")
 @config_options
 def data_label(inputs, out_dir, skip_bad, config_path, overrides):
-    """Label TCs and ARs with the heuristic labeller (thresholds: --set labeller.KEY=VALUE)."""
+    """Label TCs and ARs with the heuristic labeller in files or directories (thresholds: --set labeller.KEY=VALUE)."""
     from exascale_climate.data.convert import label_files
 
     overrides = tuple(f"data.{o}" if o.startswith("labeller.") else o for o in overrides)  # short form
@@ -132,7 +152,7 @@ def data_label(inputs, out_dir, skip_bad, config_path, overrides):
 
 
 @data.command("convert")
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--out", "out_dir", required=True, metavar="DIR", help="Directory for the data-*.h5 samples.")
 @click.option("--channels", metavar="A,B,...", help="Variables to keep, in this order (default: all 16).")
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
@@ -143,7 +163,7 @@ def data_label(inputs, out_dir, skip_bad, config_path, overrides):
 @click.option("--skip-bad", is_flag=True, help="Report bad input files and go on instead of stopping.")
 @click.option("--overwrite", is_flag=True, help="Rewrite samples that already exist (default: resume).")
 def data_convert(inputs, out_dir, channels, dtype, compression, chunks, workers, skip_bad, overwrite):
-    """Convert netCDF (or Gordon Bell HDF5) files to DeepCAM-layout HDF5 samples, one per time step."""
+    """Convert netCDF (or Gordon Bell HDF5) files or directories to DeepCAM HDF5 samples, one per time step."""
     from exascale_climate.data.convert import convert, parse_chunks
 
     summary = convert(list(inputs), out_dir, channels=_channel_list(channels), dtype=dtype, compression=compression,

@@ -31,13 +31,9 @@ exaclimate info
 step "2-rank Horovod check (Gloo)"
 "${RANKS[@]}" python -m exascale_climate.utils.hvd_selfcheck "$DEMO_DIR/selfcheck" | grep -o '"rank": [0-9].*"ok": [a-z]*'
 
-step "synthesise CAM5-like fields (labelled by the heuristic TC/AR labeller)"
-exaclimate data synth --out "$DEMO_DIR/raw" --samples 48 --grid 96x144 --seed 1 --workers 2
-
-step "convert to DeepCAM HDF5, split by time, per-channel statistics"
-exaclimate data convert "$DEMO_DIR"/raw/*.nc --out "$DEMO_DIR/data/all" --workers 2
-exaclimate data split "$DEMO_DIR/data/all" --out "$DEMO_DIR/data"
-exaclimate data stats "$DEMO_DIR/data/train" --out "$DEMO_DIR/data/stats.h5"
+step "the demo dataset: synthesise CAM5-like fields labelled by the heuristic TC/AR labeller, convert to
+DeepCAM HDF5, split by time, per-channel statistics (data synth -> convert -> split -> stats in one command)"
+exaclimate data demo --out "$DEMO_DIR" --samples 48 --grid 96x144 --seed 1 --workers 2
 exaclimate data inspect "$(ls "$DEMO_DIR"/data/test/*.h5 | head -1)"
 
 step "stage to node-local disk: 2 ranks stand for 2 nodes; each copies a disjoint share, then they exchange"

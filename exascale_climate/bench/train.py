@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -158,11 +157,12 @@ def bench_scaling(models: list[str], grid: str, batch: int, steps: int, override
 
 def bench_convergence(data_dir: str | None, out_png: str | Path, epochs: int = 12) -> list[dict]:
     """Train the demo config on 2 ranks and plot validation mean IoU against wall-clock time."""
+    from exascale_climate.data.demo import build_demo_dataset
     from exascale_climate.utils.launch import exaclimate, run_ranks
     from exascale_climate.utils.log import read_json_lines
 
     work = Path(tempfile.mkdtemp(prefix="exaclimate-bench-train-"))
-    data = Path(data_dir) if data_dir else make_synthetic_dataset(work / "data")
+    data = Path(data_dir) if data_dir else build_demo_dataset(work / "demo", workers=2).data_dir
     run_dir = work / "run"
     sets = [f"data.train_dir={data / 'train'}", f"data.valid_dir={data / 'valid'}",
             f"data.stats_file={data / 'stats.h5'}", "pipeline.stage_dir=", f"train.epochs={epochs}",
@@ -182,23 +182,6 @@ def bench_convergence(data_dir: str | None, out_png: str | Path, epochs: int = 1
     return [record(BENCH, "demo convergence: best validation mean IoU", max(v for _, v, _ in valid), "mean IoU",
                    baseline=trivial, baseline_name="all-background prediction", **extra),
             record(BENCH, "demo convergence: training time to last validation", valid[-1][0], "s", **extra)]
-
-
-def make_synthetic_dataset(root: Path, samples: int = 48) -> Path:
-    """data synth -> convert -> split -> stats through the public CLI: ROOT/{train,valid,test}, ROOT/stats.h5."""
-    from exascale_climate.utils.launch import exaclimate
-
-    def run(*args):
-        done = subprocess.run(exaclimate(*args), text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        if done.returncode:
-            raise RuntimeError(f"exaclimate {' '.join(args[:2])} failed:\n{done.stdout[-2000:]}")
-
-    run("data", "synth", "--out", str(root / "raw"), "--samples", str(samples), "--grid", "96x144", "--seed", "1",
-        "--workers", "2")
-    run("data", "convert", *map(str, sorted((root / "raw").glob("*.nc"))), "--out", str(root / "all"))
-    run("data", "split", str(root / "all"), "--out", str(root))
-    run("data", "stats", str(root / "train"), "--out", str(root / "stats.h5"))
-    return root
 
 
 def trivial_mean_iou(valid_dir: Path) -> float:

@@ -12,7 +12,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from exascale_climate.config import LabellerConfig
-from exascale_climate.data.layouts import detect_layout, netcdf_time_steps, time_steps
+from exascale_climate.data.layouts import detect_layout, expand_inputs, netcdf_time_steps, time_steps
 from exascale_climate.data.samples import read_sample
 from exascale_climate.data.writers import write_deepcam_sample, write_labels
 from exascale_climate.errors import DataError
@@ -62,11 +62,12 @@ def _convert_one(args) -> tuple[str, int, int, tuple | None]:
 def convert(inputs, out_dir, *, channels: list[str] | None = None, dtype: str = "float32",
             compression: str | None = None, chunks=None, skip_bad: bool = False, overwrite: bool = False,
             workers: int = 1) -> dict:
-    """Convert every time step of every input to one DeepCAM sample in `out_dir`.
+    """Convert every time step of every input (a file, or a directory's data files) to one DeepCAM sample in
+    `out_dir`.
 
     Returns {"written", "existing", "skipped": [{"file", "error"}], "out_dir"}.
     """
-    inputs = [Path(p) for p in inputs]
+    inputs = expand_inputs(inputs)
     if not inputs:
         raise DataError("<inputs>", "no input files given")
     out = Path(out_dir)
@@ -105,7 +106,8 @@ def _collect(summary: dict, result, skip_bad: bool) -> None:
 
 # --------------------------------------------------------------------------------------------- label
 def label_files(inputs, out_dir=None, cfg: LabellerConfig | None = None, skip_bad: bool = False) -> dict:
-    """Run the heuristic labeller on each file and write LABELS (netCDF) or labels (HDF5).
+    """Run the heuristic labeller on each file (or each data file of a directory) and write LABELS (netCDF) or
+    labels (HDF5).
 
     Without `out_dir` files are relabelled in place (through a temporary copy, renamed over the original).
     """
@@ -113,6 +115,7 @@ def label_files(inputs, out_dir=None, cfg: LabellerConfig | None = None, skip_ba
     from exascale_climate.data.grid import sample_coordinates
 
     cfg = cfg or LabellerConfig()
+    inputs = expand_inputs(inputs)
     source = "heuristic labeller (exascale_climate.data.labeller)"
     summary = {"labelled": 0, "skipped": [], "class_counts": [0, 0, 0]}
     out = Path(out_dir) if out_dir else None

@@ -30,6 +30,7 @@ HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 NETCDF3_SIGNATURE = b"CDF"
 SAMPLE_GLOB = "data-*.h5"
 STATS_FILE = "stats.h5"
+DATA_SUFFIXES = (".nc", ".nc4", ".h5", ".hdf5")  # what a directory given to convert or label contributes
 FIELDS_DATASET = "climate/data"
 
 
@@ -202,3 +203,19 @@ def list_samples(directory: str | Path) -> list[Path]:
         raise DataError(directory, "no such directory")
     return sorted(p for p in directory.iterdir()
                   if p.is_file() and fnmatch.fnmatch(p.name, SAMPLE_GLOB) and not is_temp_name(p))
+
+
+def expand_inputs(inputs) -> list[Path]:
+    """Files as given, and for each directory its data files (DATA_SUFFIXES, not stats.h5 or temporaries),
+    sorted; a directory without any is an error naming it."""
+    files: list[Path] = []
+    for item in map(Path, inputs):
+        if not item.is_dir():
+            files.append(item)
+            continue
+        found = sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in DATA_SUFFIXES
+                       and p.name != STATS_FILE and not is_temp_name(p))
+        if not found:
+            raise DataError(item, f"no data files ({', '.join(DATA_SUFFIXES)}) in the directory")
+        files.extend(found)
+    return files

@@ -56,3 +56,29 @@ def test_bad_input_is_one_line_error(tmp_path):
     assert r.exit_code == 2 and "--chunks" in r.output
     r = CliRunner().invoke(main, ["data", "synth", "--out", str(tmp_path / "q"), "--grid", "96by144"])
     assert r.exit_code == 2 and "grid" in r.output
+
+
+def test_convert_and_label_take_directories(tmp_path):
+    """A directory stands for its data files (not stats.h5, not temporaries): the outputs are those of the
+    files given one by one."""
+    raw = tmp_path / "raw"
+    assert run("data", "synth", "--out", raw, "--samples", 2, "--grid", "96x144", "--seed", 4).exit_code == 0
+    files = sorted(raw.glob("data-*.nc"))
+    (raw / "stats.h5").write_bytes(b"not a sample")
+    (raw / "notes.txt").write_text("not data")
+    r = run("data", "convert", raw, "--out", tmp_path / "from_dir")
+    assert r.exit_code == 0 and "2 written" in r.output, r.output
+    run("data", "convert", *files, "--out", tmp_path / "from_files")
+    names = [p.name for p in list_samples(tmp_path / "from_files")]
+    assert [p.name for p in list_samples(tmp_path / "from_dir")] == names and len(names) == 2
+    for name in names:
+        assert (tmp_path / "from_dir" / name).read_bytes() == (tmp_path / "from_files" / name).read_bytes()
+    r = run("data", "label", tmp_path / "from_dir", "--out", tmp_path / "relabelled", "--set",
+            "labeller.ar_tmq_anomaly=1000")
+    assert r.exit_code == 0 and "2 labelled" in r.output, r.output
+    for name in names:
+        assert not (read_sample(tmp_path / "relabelled" / name).labels == 2).any()
+    (tmp_path / "empty").mkdir()
+    r = CliRunner().invoke(main, ["data", "convert", str(tmp_path / "empty"), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "empty" in r.output and "no data files" in r.output
+    assert r.output.strip().count("\n") == 0

@@ -55,7 +55,7 @@ def write_dataset(root, grid=(48, 72), counts=(("train", 6), ("valid", 2), ("tes
 def trained_assets(tmp_path_factory):
     """A real run: the demo config's slim Tiramisu trained for 2 steps on a hand-made dataset (shared by the
     evaluate/predict tests; ~10 s)."""
-    from exascale_climate.evaluate.demo_assets import DemoAssets, ensure_run
+    from exascale_climate.train.demo import DemoAssets, ensure_run
 
     assets = DemoAssets(tmp_path_factory.mktemp("demo"))
     write_dataset(assets.root)

@@ -102,10 +102,10 @@ def test_repeated_overflow_aborts_naming_the_step_without_checkpoint(blob_data, 
 
 @pytest.fixture(scope="module")
 def synthetic_data(tmp_path_factory) -> Path:
-    """CAM5-like synthetic data through the public data commands (synth -> convert -> split -> stats)."""
-    from exascale_climate.bench.train import make_synthetic_dataset
+    """The demo dataset (synth -> convert -> split -> stats), 32 samples: ROOT/data/{train,valid,test,stats.h5}."""
+    from exascale_climate.data.demo import build_demo_dataset
 
-    return make_synthetic_dataset(tmp_path_factory.mktemp("synth"), samples=32)
+    return build_demo_dataset(tmp_path_factory.mktemp("synth"), samples=32, workers=2, progress=False).data_dir
 
 
 @pytest.mark.multirank
