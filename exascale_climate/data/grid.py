@@ -1,7 +1,8 @@
 """Geometry of a regular global lat/lon grid: distances in km, pixel sizes, windows around a point.
 
-Shared by the generator (to draw storms of a physical size) and the labeller (to apply thresholds in km), so
-both work at any resolution, from the 96x144 test grid to the paper's 768x1152.
+Shared by the generator (to draw storms of a physical size, and its winds from pressure) and the labeller (to
+apply thresholds in km, and its vorticity), so both work at any resolution, from the 96x144 test grid to the
+paper's 768x1152, with the same finite differences.
 """
 from __future__ import annotations
 
@@ -120,7 +121,20 @@ class Grid:
 
     @property
     def periodic(self) -> bool:
-        return abs(self.dlon * len(self.lon) - 360.0) < 1e-3 * 360.0
+        """The grid wraps round in longitude (one test for it: `spans_globe`)."""
+        return spans_globe(self.lon)
+
+    def ddx(self, f: np.ndarray) -> np.ndarray:
+        """Eastward derivative (per metre) of an (H, W) field by centred differences: across the date line on
+        a global grid, one-sided at the edges of a regional one."""
+        if self.periodic:
+            return (np.roll(f, -1, axis=1) - np.roll(f, 1, axis=1)) / (2e3 * self.dx_km[:, None])
+        return np.gradient(f, axis=1) / (1e3 * self.dx_km[:, None])
+
+    def ddy(self, f: np.ndarray) -> np.ndarray:
+        """Northward derivative (per metre) by centred differences (one-sided at the first and last rows);
+        rows may run south to north or north to south."""
+        return np.gradient(f, axis=0) / (1e3 * self.dy_km) * np.sign(np.diff(self.lat).mean() or 1.0)
 
     def cell_areas(self) -> np.ndarray:
         return cell_areas_km2(self.lat, self.lon)

@@ -56,13 +56,8 @@ def smooth(field: np.ndarray, grid: Grid, km: float) -> np.ndarray:
 
 
 def relative_vorticity(u: np.ndarray, v: np.ndarray, grid: Grid) -> np.ndarray:
-    """dv/dx - du/dy (1/s) by centred differences; periodic in longitude."""
-    if grid.periodic:
-        dvdx = (np.roll(v, -1, axis=1) - np.roll(v, 1, axis=1)) / (2e3 * grid.dx_km[:, None])
-    else:
-        dvdx = np.gradient(v, axis=1) / (1e3 * grid.dx_km[:, None])
-    dudy = np.gradient(u, axis=0) / (1e3 * grid.dy_km) * np.sign(np.diff(grid.lat).mean() or 1.0)
-    return dvdx - dudy
+    """dv/dx - du/dy (1/s) by centred differences; periodic in longitude on a global grid."""
+    return grid.ddx(v) - grid.ddy(u)
 
 
 def _require(fields: Mapping[str, np.ndarray], names) -> None:

@@ -277,14 +277,6 @@ def saturation_specific_humidity(temp_k, pressure_pa):
     return 0.622 * es / np.maximum(pressure_pa - 0.378 * es, 1.0)
 
 
-def _ddx(f, grid: Grid):
-    return (np.roll(f, -1, axis=1) - np.roll(f, 1, axis=1)) / (2e3 * grid.dx_km[:, None])
-
-
-def _ddy(f, grid: Grid):
-    return np.gradient(f, axis=0) / (1e3 * grid.dy_km)
-
-
 def _rotate(u, v, degrees):
     a = np.deg2rad(degrees)
     return u * np.cos(a) - v * np.sin(a), u * np.sin(a) + v * np.cos(a)
@@ -356,8 +348,8 @@ class Generator:
         f = 2 * OMEGA * np.sin(np.deg2rad(lat))
         f_eff = self.hemi * np.maximum(np.abs(f), 2 * OMEGA * math.sin(math.radians(12)))
         taper = 1.0 - np.exp(-((lat / 8.0) ** 2))
-        ug = -_ddy(p_syn, g) / (1.2 * f_eff) * taper
-        vg = _ddx(p_syn, g) / (1.2 * f_eff) * taper
+        ug = -g.ddy(p_syn) / (1.2 * f_eff) * taper
+        vg = g.ddx(p_syn) / (1.2 * f_eff) * taper
         dl = np.abs(lat - eq)
         v_clim = -np.sign(lat - eq) * 2.5 * np.sin(np.pi * np.clip(dl / 30.0, 0, 1)) \
             + self.hemi * 1.0 * np.sin(np.pi * np.clip((alat - 30) / 30.0, 0, 1))
@@ -424,7 +416,7 @@ class Generator:
         ps = psl * np.exp(-GRAVITY * zs / (R_DRY * (trefht + 0.00325 * zs)))
         rh = np.clip(0.8 * (tmq / tmq_ref) ** 0.5, 0.05, 0.97)
         qrefht = rh * saturation_specific_humidity(trefht, ps)
-        convergence = -(_ddx(ubot, g) + _ddy(vbot, g))
+        convergence = -(g.ddx(ubot) + g.ddy(vbot))
         trigger = (0.4e-5 + 1.2e-5 * _gauss(lat, eq, 12)) * n["convection"] + 0.8e-5 * _gauss(lat, eq, 5)
         prect = np.maximum(0.0, convergence + trigger) * tmq * 0.5 / 1000.0 + prect_extra
         zbot = R_DRY * trefht / GRAVITY * math.log(1.0 / 0.9925)
