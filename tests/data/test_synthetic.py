@@ -135,9 +135,22 @@ def test_rivers_are_long_moist_plumes_with_a_jet_along_them(generator):
     assert checked >= 3 and ridges >= 0.75 * checked  # the rest cross other moist features
 
 
-def test_class_fractions_near_the_papers(runs):
-    _, one, _ = runs
-    fr = one["class_fractions"]
-    assert fr["background"] > 0.95
-    assert 0.0003 < fr["tropical_cyclone"] < 0.01
-    assert 0.005 < fr["atmospheric_river"] < 0.04
+# docs/DATA.md ("class pixel fractions"): per run of 6 samples at 96x144, and pooled over seeds 1-4
+PER_RUN_BAND = {"background": (0.955, 0.995), "tropical_cyclone": (0.001, 0.008), "atmospheric_river": (0.004, 0.04)}
+POOLED_BAND = {"background": (0.97, 0.99), "tropical_cyclone": (0.0015, 0.005), "atmospheric_river": (0.010, 0.025)}
+
+
+def test_class_fractions_near_the_papers(runs, tmp_path):
+    """Seeds 1-4 (6 samples each): each run, and the four pooled, inside the bands docs/DATA.md states."""
+    base, three, _ = runs
+    fractions = {3: three["class_fractions"]}
+    for seed in (1, 2, 4):
+        summary = synthesize(tmp_path / str(seed), SynthConfig(samples=6, grid=(96, 144), seed=seed, workers=2),
+                             progress=False)
+        fractions[seed] = summary["class_fractions"]
+    for seed, fr in fractions.items():
+        for name, (lo, hi) in PER_RUN_BAND.items():
+            assert lo < fr[name] < hi, (seed, name, fr[name])
+    for name, (lo, hi) in POOLED_BAND.items():  # equal pixel counts per run: the pooled fraction is the mean
+        pooled = np.mean([fr[name] for fr in fractions.values()])
+        assert lo < pooled < hi, (name, pooled)
