@@ -7,7 +7,7 @@ Everything lands under a directory the caller names (nothing is kept in a shared
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from exascale_climate.utils.log import get_logger
@@ -19,35 +19,23 @@ DEMO_SEED = 1
 SPLITS = ("train", "valid", "test")
 
 
-@dataclass(frozen=True)
+@dataclass
 class DemoDataset:
     """Where the demo dataset's parts lie under `root`."""
 
     root: Path
+    raw_dir: Path = field(init=False)  # labelled netCDF, as synthesised
+    data_dir: Path = field(init=False)  # HDF5: all/, train/, valid/, test/, stats.h5
+    train_dir: Path = field(init=False)
+    valid_dir: Path = field(init=False)
+    test_dir: Path = field(init=False)
+    stats_file: Path = field(init=False)
 
-    @property
-    def raw_dir(self) -> Path:
-        return self.root / "raw"
-
-    @property
-    def data_dir(self) -> Path:
-        return self.root / "data"
-
-    @property
-    def train_dir(self) -> Path:
-        return self.data_dir / "train"
-
-    @property
-    def valid_dir(self) -> Path:
-        return self.data_dir / "valid"
-
-    @property
-    def test_dir(self) -> Path:
-        return self.data_dir / "test"
-
-    @property
-    def stats_file(self) -> Path:
-        return self.data_dir / "stats.h5"
+    def __post_init__(self):
+        self.root = Path(self.root)
+        self.raw_dir, self.data_dir = self.root / "raw", self.root / "data"
+        self.train_dir, self.valid_dir, self.test_dir = (self.data_dir / split for split in SPLITS)
+        self.stats_file = self.data_dir / "stats.h5"
 
     def complete(self) -> bool:
         """stats.h5 and samples in train/ and test/ (a finished build, or the demo job's output)."""

@@ -21,7 +21,7 @@ SMALL_SAMPLES = 16
 SMALL_SPLIT = (0.625, 0.125, 0.25)  # 10 train, 2 valid, 4 test: enough test samples to rank the worst
 
 
-@dataclass(frozen=True)
+@dataclass
 class DemoAssets(DemoDataset):
     """The demo dataset plus `run/`, the training run directory."""
 
