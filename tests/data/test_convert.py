@@ -169,3 +169,20 @@ def test_inspect_reports_problems_without_failing(tmp_path, generator):
     info = inspect_file(h5)
     assert info["layout"] == "deepcam" and info["data"]["shape"] == [96, 144, 16]
     assert abs(sum(info["labels"]["fractions"].values()) - 1) < 1e-9
+
+
+def test_inspect_reads_both_hdf5_layouts_where_the_readers_do(tmp_path):
+    """Channels-first Gordon Bell and channels-last DeepCAM files of the same fields: the same per-variable
+    figures and class fractions, equal to numpy's on the arrays written."""
+    from exascale_climate.data.writers import write_gordonbell_sample
+
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(12, 18, 16)).astype(np.float32) + np.arange(16, dtype=np.float32)
+    labels = rng.integers(0, 3, (12, 18)).astype(np.uint8)
+    for path in (write_gordonbell_sample(tmp_path / "gb.h5", data, labels, list(VARIABLE_NAMES)),
+                 write_deepcam_sample(tmp_path / "dc.h5", data, labels, list(VARIABLE_NAMES))):
+        info = inspect_file(path)
+        for i, name in enumerate(VARIABLE_NAMES):
+            assert info["variables"][name]["max"] == pytest.approx(float(data[..., i].max()))
+            assert info["variables"][name]["mean"] == pytest.approx(float(data[..., i].mean()), rel=1e-6)
+        assert list(info["labels"]["fractions"].values()) == pytest.approx([(labels == c).mean() for c in range(3)])
