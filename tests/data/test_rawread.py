@@ -111,3 +111,16 @@ def test_a_file_rewritten_in_place_with_its_mtime_put_back_is_read_afresh(tmp_pa
     after = os.stat(path)
     assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
     _assert_reads_like_h5py(path)
+
+
+def test_a_dataset_reaching_past_the_end_of_the_file_is_refused_like_h5py_refuses_it(tmp_path):
+    from exascale_climate.errors import DataError
+
+    path = _write(tmp_path / "data-cut.h5", *_fields(6))
+    with h5py.File(path) as f:
+        end = f["climate/data"].id.get_offset() + f["climate/data"].id.get_storage_size()
+    os.truncate(path, end - 100)  # the last 100 bytes of the fields are gone
+    with pytest.raises(OSError):
+        _h5py_read(path)
+    with pytest.raises(DataError, match="data-cut.h5"):
+        read_sample(path)
