@@ -22,7 +22,7 @@ import numpy as np
 
 from exascale_climate.errors import DataError
 from exascale_climate.utils.io import is_temp_name
-from exascale_climate.variables import LABEL_VARIABLE, NUM_CHANNELS, VARIABLE_NAMES
+from exascale_climate.variables import NUM_CHANNELS, VARIABLE_NAMES
 
 Layout = Literal["deepcam", "gordonbell", "netcdf"]
 
@@ -59,11 +59,6 @@ class HDF5Layout:
     channels_first: bool
     labels: str  # the labels' dataset, e.g. "climate/labels_0"
 
-    @property
-    def labels_key(self) -> str:
-        """The labels' name inside the `climate` group."""
-        return self.labels.split("/", 1)[1]
-
     def n_channels(self, shape) -> int:
         return int(shape[0] if self.channels_first else shape[-1])
 
@@ -79,11 +74,6 @@ HDF5_LAYOUTS: dict[str, HDF5Layout] = {
     "deepcam": HDF5Layout(channels_first=False, labels="climate/labels_0"),
     "gordonbell": HDF5Layout(channels_first=True, labels="climate/labels"),
 }
-
-
-def label_name(layout: Layout) -> str:
-    """The labels' variable (netCDF) or dataset (HDF5) in a file of `layout`."""
-    return LABEL_VARIABLE if layout == "netcdf" else HDF5_LAYOUTS[layout].labels
 
 
 # --------------------------------------------------------------------------------------------- detect

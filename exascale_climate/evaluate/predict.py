@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from exascale_climate.data.layouts import Sample, detect_layout, netcdf_time_steps
+from exascale_climate.data.layouts import Sample, detect_layout, time_steps
 from exascale_climate.data.samples import read_sample
 from exascale_climate.errors import DataError, ExaclimateError
 from exascale_climate.data.grid import sample_coordinates, spans_globe
@@ -230,7 +230,7 @@ class FilePrediction:
 
 def predict_file(segmenter: Segmenter, path: Path, keep_probabilities: bool = False) -> FilePrediction:
     """All time steps of one file: masks, optional probabilities, and the TC/AR objects of each step."""
-    steps = netcdf_time_steps(path) if detect_layout(path) == "netcdf" else 1
+    steps = time_steps(path)
     masks, probs, events, first = [], [], [], None
     for t in range(steps):
         sample, fields = segmenter.read(path, time_index=t, extra=TC_FIELDS)
