@@ -31,8 +31,9 @@ exaclimate info
 step "2-rank Horovod check (Gloo)"
 "${RANKS[@]}" python -m exascale_climate.utils.hvd_selfcheck "$DEMO_DIR/selfcheck" | grep -o '"rank": [0-9].*"ok": [a-z]*'
 
-step "the demo dataset: synthesise CAM5-like fields labelled by the heuristic TC/AR labeller, convert to
-DeepCAM HDF5, split by time, per-channel statistics (data synth -> convert -> split -> stats in one command)"
+# data demo = data synth (CAM5-like fields, labelled by the heuristic TC/AR labeller) -> data convert (DeepCAM
+# HDF5) -> data split (by time) -> data stats (per-channel statistics), the steps docs/DATA.md lists one by one
+step "the demo dataset: synthesise + label, convert to HDF5, split by time, statistics"
 exaclimate data demo --out "$DEMO_DIR" --samples 48 --grid 96x144 --seed 1 --workers 2
 exaclimate data inspect "$(ls "$DEMO_DIR"/data/test/*.h5 | head -1)"
 
