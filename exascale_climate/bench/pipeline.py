@@ -21,9 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from exascale_climate.bench.common import record
+from exascale_climate.data.layouts import FIELDS_DATASET, HDF5_LAYOUTS
 from exascale_climate.errors import ExaclimateError
 from exascale_climate.utils.io import make_temp_dir, read_blocks
 from exascale_climate.variables import VARIABLE_NAMES
+
+DEEPCAM_ARRAYS = (FIELDS_DATASET, HDF5_LAYOUTS["deepcam"].labels)  # what a training read takes from a sample
 
 
 def write_bench_dataset(root: Path, grid: tuple[int, int], samples: int, splits=("train",), seed: int = 0) -> Path:
@@ -95,7 +98,7 @@ def _h5py_read(files) -> int:
     buffers = {}
     for f in files:
         with h5py.File(f, "r") as h:
-            for name in ("climate/data", "climate/labels_0"):
+            for name in DEEPCAM_ARRAYS:
                 ds = h[name]
                 key = (name, ds.shape, ds.dtype)
                 if key not in buffers:
@@ -110,8 +113,8 @@ def _getitem_read(files) -> int:
 
     for f in files:
         with h5py.File(f, "r") as h:
-            h["climate/data"][()]
-            h["climate/labels_0"][()]
+            for name in DEEPCAM_ARRAYS:
+                h[name][()]
     return len(files)
 
 
@@ -137,7 +140,7 @@ def _plain_reader(empty):
         if path not in locations:
             with open_hdf5(path) as h:
                 size = os.path.getsize(path)
-                locations[path] = [(name, location(h[name], size)) for name in ("climate/data", "climate/labels_0")]
+                locations[path] = [(name, location(h[name], size)) for name in DEEPCAM_ARRAYS]
         with open(path, "rb", buffering=0) as raw:
             for name, where in locations[path]:
                 read_at(path, where, name, empty, fd=raw.fileno())
