@@ -201,7 +201,7 @@ def data_inspect(file, as_json):
 # ---------------------------------------------------------------------------------------- stage
 @main.command("stage")
 @click.option("--src", required=True, type=click.Path(exists=True, file_okay=False),
-              help="Prepared dataset on the shared file system (train/, valid/, test/, stats.h5).")
+              help="Prepared dataset on the shared file system (train/, valid/ or validation/, test/, stats.h5).")
 @click.option("--dst", required=True, metavar="DIR",
               help="Node-local destination; '{node}' in it becomes the node index (simulated nodes).")
 @click.option("--replicate", type=click.Choice(["needed", "all"]), default="needed", show_default=True,
@@ -217,15 +217,19 @@ def data_inspect(file, as_json):
 @click.option("--exchange-chunk-mb", default=16.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="MiB each rank sends per collective when nodes exchange files (at most; lowered so that one "
                    "collective gathers no more than 256 MiB from all ranks).")
+@click.option("--exchange", type=click.Choice(["alltoall", "allgather"]), default="alltoall", show_default=True,
+              help="alltoall: each file only to the nodes that need it; allgather: to every rank (the old scheme, "
+                   "kept for benchmarks).")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON (rank 0).")
-def stage_command(src, dst, replicate, seed, ranks_per_node, channels, dtype, verify, exchange_chunk_mb, as_json):
+def stage_command(src, dst, replicate, seed, ranks_per_node, channels, dtype, verify, exchange_chunk_mb, exchange,
+                  as_json):
     """Copy the dataset to node-local storage, reading the shared file system once (run under N ranks)."""
     from exascale_climate.pipeline.staging import format_report, stage
     from exascale_climate.utils.log import env_rank
 
     manifest = stage(src, dst, replicate=replicate, seed=seed, ranks_per_node=ranks_per_node,
                      channels=_channel_list(channels), dtype=dtype, verify=verify,
-                     exchange_chunk=max(1, int(exchange_chunk_mb * 2**20)))
+                     exchange_chunk=max(1, int(exchange_chunk_mb * 2**20)), exchange=exchange)
     if env_rank() == 0:
         click.echo(json.dumps(manifest, indent=1) if as_json else format_report(manifest))
 
