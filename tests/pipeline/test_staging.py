@@ -387,3 +387,58 @@ def test_four_ranks_stage_each_file_once_and_each_node_takes_in_only_what_it_lac
             ideal = sum(sizes[rel] for rel in expected - read_here - held)
             got = sum(tcp.get(process, 0) for process in own)
             assert ideal <= got <= ideal + (1 << 20) + ideal // 50, (name, n, got, ideal)
+
+
+def write_mlperf_tree(root: Path, grid=(96, 144), n_train=4, n_valid=2) -> Path:
+    """The MLPerf HPC DeepCAM tree as published, written by plain h5py: train/, validation/, stats.h5 at the
+    top, `climate/data` (H, W, 16) and float32 `climate/labels_0`, no attributes."""
+    import h5py
+
+    rng = np.random.default_rng(0)
+    h, w = grid
+    moments = []
+    for split, n in (("train", n_train), ("validation", n_valid)):
+        (root / split).mkdir(parents=True)
+        for i in range(n):
+            labels = np.zeros(grid, np.float32)
+            labels[h // 5:h // 3, w // 5:w // 2] = 1.0
+            labels[h // 2 + i:h // 2 + i + 8, :] = 2.0
+            data = rng.normal(0.0, 1.0, (h, w, 16)).astype(np.float32)
+            data[..., 0] += 2.0 * (labels == 2)
+            with h5py.File(root / split / f"data-2006-01-{i + 1:02d}-00-{split[0]}.h5", "w") as f:
+                f.create_dataset("climate/data", data=data)
+                f.create_dataset("climate/labels_0", data=labels)
+            if split == "train":
+                moments.append(data.reshape(-1, 16).astype(np.float64))
+    x = np.concatenate(moments)
+    with h5py.File(root / "stats.h5", "w") as f:
+        for name, value in (("count", np.full(16, len(x), np.float64)), ("mean", x.mean(0)),
+                            ("sqmean", (x * x).mean(0)), ("minval", x.min(0)), ("maxval", x.max(0))):
+            f.create_dataset(f"climate/{name}", data=value)
+    return root
+
+
+@pytest.mark.slow
+def test_the_published_mlperf_tree_stages_trains_one_step_and_evaluates(tmp_path):
+    src = write_mlperf_tree(tmp_path / "mlperf")
+    local = tmp_path / "local"
+    result = CliRunner().invoke(main, ["stage", "--src", str(src), "--dst", str(local)])
+    assert result.exit_code == 0, result.output
+    assert relative_files(local) == relative_files(src)  # validation/ kept as published, stats.h5 on top
+    run = tmp_path / "run"
+    sets = [f"data.train_dir={src}/train", f"data.valid_dir={src}/validation", f"pipeline.stage_dir={local}",
+            "data.channels=[TMQ,U850,V850,PSL]", "model.name=tiramisu", "model.tiramisu.down_layers=[1,1]",
+            "model.tiramisu.up_layers=[1,1]", "model.tiramisu.bottleneck_layers=1",
+            "model.tiramisu.growth_rate=8", "model.tiramisu.initial_filters=8", "train.batch_size=1",
+            "train.epochs=1", "train.max_steps=1"]
+    result = CliRunner().invoke(main, ["train", "--run-dir", str(run), *sum((["--set", s] for s in sets), [])])
+    assert result.exit_code == 0, result.output
+    final = json.loads(result.output.strip().splitlines()[-1])
+    assert final["step"] == 1
+    assert final["val_pixels"] == 2 * 96 * 144  # both validation/ samples, read from the staged copy
+    assert f"{local}/train" in (run / "events.log").read_text()
+    result = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(run), "--data", str(local / "validation"),
+                                       "--json", str(tmp_path / "eval.json")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert report["samples"] == 2
