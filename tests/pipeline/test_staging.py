@@ -442,3 +442,27 @@ def test_the_published_mlperf_tree_stages_trains_one_step_and_evaluates(tmp_path
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "eval.json").read_text())
     assert report["samples"] == 2
+
+
+@pytest.mark.slow
+@pytest.mark.multirank
+def test_the_exchange_under_mpirun_four_ranks_as_two_nodes(tmp_path, dataset_factory):
+    """The same exchange under mpirun (Horovod's MPI controller): exact files per node, each source file opened
+    once (strace around mpirun and every rank)."""
+    from exascale_climate.utils.launch import launch_command, rank_env
+    from strace_observer import traced_run
+
+    src = dataset_factory(tmp_path / "src", counts=(("train", 8), ("valid", 1), ("test", 1)), grid=(96, 144))
+    src = src.resolve()
+    dst = tmp_path / "node{node}"
+    argv = launch_command(4, exaclimate("stage", "--src", str(src), "--dst", str(dst), "--ranks-per-node", "2",
+                                        "--exchange-chunk-mb", "0.2", "--json"), controller="mpirun",
+                          env_names=["PYTHONPATH", "TF_CPP_MIN_LOG_LEVEL", "OMP_NUM_THREADS"])
+    result, trace = traced_run(argv, tmp_path / "strace.txt", rank_env(4), timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:]
+    source = relative_files(src)
+    assert trace.reads_under(src) == {rel: 1 for rel in source}
+    for n in range(2):
+        staged = relative_files(tmp_path / f"node{n}")
+        assert set(staged) == _expected_on_node(source, [2 * n, 2 * n + 1], 4, "needed")
+        assert all(staged[rel] == source[rel] for rel in staged)
