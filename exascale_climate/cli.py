@@ -396,15 +396,19 @@ def bench_pipeline_command(grid, samples, readers, batch, workdir, cache, passes
 @click.option("--grid", default="768x1152", show_default=True, metavar="HxW", help="Grid of the samples.")
 @click.option("--samples", default=8, show_default=True, type=click.IntRange(min=1), help="Training files.")
 @click.option("--repeat", default=2, show_default=True, type=click.IntRange(min=1), help="Timed runs (best kept).")
-@click.option("--ranks", is_flag=True, help="Also time 2 Horovod ranks standing for 2 nodes.")
+@click.option("--ranks", default="", metavar="N,M,...",
+              help="Also time N real Horovod ranks as simulated nodes (e.g. 2,4): old allgather vs alltoall.")
 @click.option("--dir", "workdir", metavar="DIR", help="Reuse/keep the benchmark files here (default: a temp dir).")
 @click.option("--json", "json_path", metavar="OUT", help="Append the records as JSON lines to OUT.")
 def bench_stage_command(grid, samples, repeat, ranks, workdir, json_path):
-    """Staging GB/s vs `cp -r` of the same files in the same run."""
+    """Staging GB/s vs `cp -r` of the same files in the same run; with --ranks, allgather vs alltoall exchange."""
     from exascale_climate.bench.stage import bench_stage
     from exascale_climate.config import parse_grid
 
-    records = bench_stage(parse_grid(grid), samples, repeat=repeat, ranks=2 if ranks else 0, workdir=workdir)
+    counts = tuple(int(n) for n in ranks.split(",") if n.strip()) if ranks else ()
+    if any(n < 2 for n in counts):
+        raise click.BadParameter(f"{ranks!r}: rank counts of at least 2", param_hint="--ranks")
+    records = bench_stage(parse_grid(grid), samples, repeat=repeat, ranks=counts, workdir=workdir)
     _report(records, json_path)
 
 
