@@ -40,7 +40,7 @@ exaclimate data split "$DEMO_DIR/data/all" --out "$DEMO_DIR/data"
 exaclimate data stats "$DEMO_DIR/data/train" --out "$DEMO_DIR/data/stats.h5"
 exaclimate data inspect "$(ls "$DEMO_DIR"/data/test/*.h5 | head -1)"
 
-step "stage to node-local disk: 2 ranks stand for 2 nodes; each copies a disjoint share, then they exchange"
+step "stage to node-local disk: 2 ranks stand for 2 nodes; each copies a disjoint share, then sends files only to the nodes that need them"
 "${RANKS[@]}" exaclimate stage --src "$DEMO_DIR/data" --dst "$DEMO_DIR/stage/node{node}" --ranks-per-node 1 \
   --verify checksum
 
