@@ -67,7 +67,7 @@ def test_stage_cost_fit_and_deepcam_extrapolation_by_hand():
     from exascale_climate.bench.stage import extrapolate, fit_costs
 
     alpha, beta = 0.002, 3e-10
-    runs = [{"messages": m, "max_received": b, "swap_seconds": alpha * m + beta * b}
+    runs = [{"messages": m, "max_node_received": b, "swap_seconds": alpha * m + beta * b}
             for m, b in ((10, 1e8), (40, 2e8), (25, 9e8))]
     assert fit_costs(runs) == pytest.approx((alpha, beta), rel=1e-6)
     shared = 8.8e12 * 0.22
@@ -76,3 +76,4 @@ def test_stage_cost_fit_and_deepcam_extrapolation_by_hand():
     assert new["node_bytes"] == pytest.approx(shared * 15 / 16) == new["ideal_node_bytes"]
     assert old["node_bytes"] == pytest.approx(6 * shared * (1 - 1 / 96))
     assert extrapolate(alpha, beta, 16, 1, "allgather")["node_bytes"] == pytest.approx(new["node_bytes"])
+    assert old["seconds"] - new["seconds"] == pytest.approx(beta * (old["node_bytes"] - new["node_bytes"]), rel=1e-3)
