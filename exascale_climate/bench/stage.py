@@ -47,7 +47,8 @@ def _stage_seconds(src: Path, dst: Path, verify: str) -> float:
 def _ranks_run(src: Path, work: Path, ranks: int, ranks_per_node: int, exchange: str,
                chunk_mb: float = 4.0) -> dict:
     """One staging on `ranks` real Horovod ranks (Gloo), `ranks_per_node` per simulated node, `--replicate all`
-    (every file crosses the network: the most bytes to fit costs on), into fresh directories (a resumed run would time nothing); returns node 0's manifest."""
+    (every file crosses the network: the most bytes to fit costs on), into fresh directories (a resumed run
+    would time nothing); returns node 0's manifest."""
     from exascale_climate.utils.launch import exaclimate, run_ranks
 
     tag = f"r{ranks}-k{ranks_per_node}-{exchange}"
@@ -55,8 +56,8 @@ def _ranks_run(src: Path, work: Path, ranks: int, ranks_per_node: int, exchange:
         shutil.rmtree(old)
     dst = work / f"{tag}-node{{node}}"
     result = run_ranks(ranks, exaclimate("-q", "stage", "--src", str(src), "--dst", str(dst), "--ranks-per-node",
-                                         str(ranks_per_node), "--replicate", "all", "--exchange", exchange, "--exchange-chunk-mb",
-                                         str(chunk_mb)), timeout=1800)
+                                         str(ranks_per_node), "--replicate", "all", "--exchange", exchange,
+                                         "--exchange-chunk-mb", str(chunk_mb)), timeout=1800)
     if result.returncode != 0:
         raise RuntimeError(f"{ranks}-rank staging failed:\n{result.stdout[-2000:]}")
     manifest = json.loads((work / f"{tag}-node0" / "stage-manifest.json").read_text())

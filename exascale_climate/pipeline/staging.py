@@ -6,9 +6,9 @@ nodes that need it and lack it, one Horovod alltoall with per-rank splits per ch
 and MPI), so each file crosses the network once per node that needs it and each node holds what its ranks
 will read (`needed`: the training shards of its ranks plus valid/test/stats.h5; `all`: everything). The old
 allgather (every rank receives every file) stays as `exchange="allgather"`, the benchmark's baseline. Each
-rank reports the bytes it read from the source, sent and received. Each copy is verified (size + checksum), written to a temporary name and renamed; a re-run
-skips files the node-local manifest proves are already there. The manifest records where every file is and
-how often each source file was read.
+rank reports the bytes it read from the source, sent and received. Each copy is verified (size + checksum),
+written to a temporary name and renamed; a re-run skips files the node-local manifest proves are already there.
+The manifest records where every file is and how often each source file was read.
 
 Nodes are `World.node` (Horovod's cross rank); on one machine `dst` may contain `{node}` and `ranks_per_node`
 splits the ranks into simulated nodes. The MLPerf HPC DeepCAM tree (`validation/`) stages as published.
