@@ -112,6 +112,10 @@ def parse(path: Path) -> Trace:
 
 def traced_run(argv: list[str], out: Path, env: dict, timeout: float) -> tuple[subprocess.CompletedProcess, Trace]:
     """Run `argv` (a whole launch) under strace; the result and the parsed trace."""
+    if shutil.which("strace") is None:
+        import pytest
+
+        pytest.skip("strace is not installed (apt-get install strace)")
     result = subprocess.run(strace_command(out, argv), env=env, timeout=timeout, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     return result, parse(out)
