@@ -221,7 +221,7 @@ def data_inspect(file, as_json):
 # ---------------------------------------------------------------------------------------- stage
 @main.command("stage")
 @click.option("--src", required=True, type=click.Path(exists=True, file_okay=False),
-              help="Prepared dataset on the shared file system (train/, valid/, test/, stats.h5).")
+              help="Prepared dataset on the shared file system (train/, valid/ or validation/, test/, stats.h5).")
 @click.option("--dst", required=True, metavar="DIR",
               help="Node-local destination; '{node}' in it becomes the node index (simulated nodes).")
 @click.option("--replicate", type=click.Choice(["needed", "all"]), default="needed", show_default=True,
@@ -237,15 +237,19 @@ def data_inspect(file, as_json):
 @click.option("--exchange-chunk-mb", default=16.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="MiB each rank sends per collective when nodes exchange files (at most; lowered so that one "
                    "collective gathers no more than 256 MiB from all ranks).")
+@click.option("--exchange", type=click.Choice(["alltoall", "allgather"]), default="alltoall", show_default=True,
+              help="alltoall: each file only to the nodes that need it; allgather: to every rank (the old scheme, "
+                   "kept for benchmarks).")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON (rank 0).")
-def stage_command(src, dst, replicate, seed, ranks_per_node, channels, dtype, verify, exchange_chunk_mb, as_json):
+def stage_command(src, dst, replicate, seed, ranks_per_node, channels, dtype, verify, exchange_chunk_mb, exchange,
+                  as_json):
     """Copy the dataset to node-local storage, reading the shared file system once (run under N ranks)."""
     from exascale_climate.pipeline.staging import format_report, stage
     from exascale_climate.utils.log import env_rank
 
     manifest = stage(src, dst, replicate=replicate, seed=seed, ranks_per_node=ranks_per_node,
                      channels=_channel_list(channels), dtype=dtype, verify=verify,
-                     exchange_chunk=max(1, int(exchange_chunk_mb * 2**20)))
+                     exchange_chunk=max(1, int(exchange_chunk_mb * 2**20)), exchange=exchange)
     if env_rank() == 0:
         click.echo(json.dumps(manifest, indent=1) if as_json else format_report(manifest))
 
@@ -412,15 +416,19 @@ def bench_pipeline_command(grid, samples, readers, batch, workdir, cache, passes
 @click.option("--grid", default="768x1152", show_default=True, metavar="HxW", help="Grid of the samples.")
 @click.option("--samples", default=8, show_default=True, type=click.IntRange(min=1), help="Training files.")
 @click.option("--repeat", default=2, show_default=True, type=click.IntRange(min=1), help="Timed runs (best kept).")
-@click.option("--ranks", is_flag=True, help="Also time 2 Horovod ranks standing for 2 nodes.")
+@click.option("--ranks", default="", metavar="N,M,...",
+              help="Also time N real Horovod ranks as simulated nodes (e.g. 2,4): old allgather vs alltoall.")
 @click.option("--dir", "workdir", metavar="DIR", help="Reuse/keep the benchmark files here (default: a temp dir).")
 @click.option("--json", "json_path", metavar="OUT", help="Append the records as JSON lines to OUT.")
 def bench_stage_command(grid, samples, repeat, ranks, workdir, json_path):
-    """Staging GB/s vs `cp -r` of the same files in the same run."""
+    """Staging GB/s vs `cp -r` of the same files in the same run; with --ranks, allgather vs alltoall exchange."""
     from exascale_climate.bench.stage import bench_stage
     from exascale_climate.config import parse_grid
 
-    records = bench_stage(parse_grid(grid), samples, repeat=repeat, ranks=2 if ranks else 0, workdir=workdir)
+    counts = tuple(int(n) for n in ranks.split(",") if n.strip()) if ranks else ()
+    if any(n < 2 for n in counts):
+        raise click.BadParameter(f"{ranks!r}: rank counts of at least 2", param_hint="--ranks")
+    records = bench_stage(parse_grid(grid), samples, repeat=repeat, ranks=counts, workdir=workdir)
     _report(records, json_path)
 
 

@@ -37,7 +37,7 @@ step "the demo dataset: synthesise + label, convert to HDF5, split by time, stat
 exaclimate data demo --out "$DEMO_DIR" --samples 48 --grid 96x144 --seed 1 --workers 2
 exaclimate data inspect "$(ls "$DEMO_DIR"/data/test/*.h5 | head -1)"
 
-step "stage to node-local disk: 2 ranks stand for 2 nodes; each copies a disjoint share, then they exchange"
+step "stage to node-local disk: 2 ranks stand for 2 nodes; each copies a disjoint share, then sends files only to the nodes that need them"
 "${RANKS[@]}" exaclimate stage --src "$DEMO_DIR/data" --dst "$DEMO_DIR/stage/node{node}" --ranks-per-node 1 \
   --verify checksum
 

@@ -158,13 +158,15 @@ def bench_scaling(models: list[str], grid: str, batch: int, steps: int, override
 def bench_convergence(data_dir: str | None, out_png: str | Path, epochs: int = 12) -> list[dict]:
     """Train the demo config on 2 ranks and plot validation mean IoU against wall-clock time."""
     from exascale_climate.data.demo import build_demo_dataset
+    from exascale_climate.data.split import split_dir
     from exascale_climate.utils.launch import exaclimate, run_ranks
     from exascale_climate.utils.log import read_json_lines
 
     work = Path(tempfile.mkdtemp(prefix="exaclimate-bench-train-"))
     data = Path(data_dir) if data_dir else build_demo_dataset(work / "demo", workers=2).data_dir
     run_dir = work / "run"
-    sets = [f"data.train_dir={data / 'train'}", f"data.valid_dir={data / 'valid'}",
+    valid_dir = split_dir(data, "valid") or data / "valid"  # valid/, or validation/ of the MLPerf tree
+    sets = [f"data.train_dir={data / 'train'}", f"data.valid_dir={valid_dir}",
             f"data.stats_file={data / 'stats.h5'}", "pipeline.stage_dir=", f"train.epochs={epochs}",
             "train.checkpoint.keep=1"]
     t0 = time.time()
@@ -175,7 +177,7 @@ def bench_convergence(data_dir: str | None, out_png: str | Path, epochs: int = 1
     rows = read_json_lines(run_dir / "metrics.jsonl")
     start = min(r["time"] for r in rows)
     valid = [(r["time"] - start, r["val_mean_iou"], r["step"]) for r in rows if r["kind"] == "valid"]
-    trivial = trivial_mean_iou(data / "valid")
+    trivial = trivial_mean_iou(valid_dir)
     _plot(valid, trivial, out_png)
     extra = {"grid": "96x144", "ranks": 2, "epochs": epochs, "png": str(out_png), "wall_s": time.time() - t0,
              "curve": [[round(t, 2), round(v, 4), s] for t, v, s in valid]}

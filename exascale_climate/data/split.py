@@ -22,6 +22,22 @@ from exascale_climate.utils.log import get_logger
 
 log = get_logger("data.split")
 SPLITS = ("train", "valid", "test")
+# Directory names a split may have on disk, first preferred: ours, and the MLPerf HPC DeepCAM tree's
+# `validation/` (mlcommons/hpc deepcam reads train/ and validation/), so either tree is taken as published.
+SPLIT_DIRS = {"train": ("train",), "valid": ("valid", "validation"), "test": ("test",)}
+
+
+def split_dir(root: str | Path, split: str) -> Path | None:
+    """The directory of `split` under a dataset root (valid/ or validation/), or None when there is none."""
+    for name in SPLIT_DIRS[split]:
+        if (Path(root) / name).is_dir():
+            return Path(root) / name
+    return None
+
+
+def split_of_dir(name: str) -> str | None:
+    """The split a directory name stands for (validation -> valid), or None."""
+    return next((split for split, names in SPLIT_DIRS.items() if name in names), None)
 STRATEGIES = ("time", "random")
 
 

@@ -197,6 +197,8 @@ def job_context(cfg: Config, paths: JobPaths, template: Template | Path, *, pyth
 
     train_dir = Path(_absolute(workdir, cfg.data.train_dir))
     eval_split = "test" if cfg.data.test_dir else "valid"
+    if Path(cfg.data.valid_dir).name == "validation" and not cfg.data.test_dir:
+        eval_split = "validation"  # the MLPerf tree: staging keeps the directory name as published
     eval_dir = _absolute(workdir, cfg.data.test_dir or cfg.data.valid_dir)
     if job.stage and train_dir.name != "train":
         raise ConfigError(f"data.train_dir: {cfg.data.train_dir!r} must be <data root>/train for node-local "

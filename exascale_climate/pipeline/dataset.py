@@ -12,7 +12,7 @@ from pathlib import Path
 
 from exascale_climate.config import Config
 from exascale_climate.data.layouts import STATS_FILE
-from exascale_climate.data.split import SPLITS
+from exascale_climate.data.split import SPLIT_DIRS, SPLITS, split_dir
 from exascale_climate.errors import ConfigError, DataError
 from exascale_climate.pipeline.normalize import InPlaceNormalizer, normalization_constants
 from exascale_climate.pipeline.readers import READERS, sample_grid
@@ -43,7 +43,7 @@ def _staged_split(root: Path, split: str) -> list[Path] | None:
     """
     try:
         manifest = json.loads((root / MANIFEST_NAME).read_text())
-        rels = sorted(rel for rel in manifest["source_reads"] if rel.startswith(f"{split}/"))
+        rels = sorted(rel for rel in manifest["source_reads"] if rel.split("/", 1)[0] in SPLIT_DIRS[split])
     except (OSError, ValueError, KeyError, TypeError):
         return None
     paths = [root / rel for rel in rels]
@@ -51,15 +51,16 @@ def _staged_split(root: Path, split: str) -> list[Path] | None:
 
 
 def split_files(cfg: Config, split: str) -> list[Path]:
-    """Samples of a split: from this node's staged copy `<pipeline.stage_dir>/<split>` when present (the
-    manifest's global list, local copies first), else the source directory."""
+    """Samples of a split: from this node's staged copy `<pipeline.stage_dir>/<split>` (valid/ or the MLPerf
+    tree's validation/) when present (the manifest's global list, local copies first), else the source
+    directory."""
     from exascale_climate.data.layouts import list_samples
 
     if split not in SPLITS:
         raise ConfigError(f"split {split!r}: choose one of {SPLITS}")
     root = staged_root(cfg)
-    staged = root / split if root is not None else None
-    if staged is not None and staged.is_dir():
+    staged = split_dir(root, split) if root is not None else None
+    if staged is not None:
         listed = _staged_split(root, split)
         if listed:
             return listed
@@ -146,8 +147,9 @@ def _epoch_seed(cfg: Config, epoch: int, rank: int):
 
 
 def build_dataset(cfg: Config, files: list[Path], stats, *, training: bool, world: World | None = None,
-                  epoch: int = 0, skip_batches: int = 0):
-    """One epoch of (x, y, w) batches for this rank (see the module docstring)."""
+                  epoch: int = 0, skip_batches: int = 0, tally: dict | None = None):
+    """One epoch of (x, y, w) batches for this rank (see the module docstring). `tally` (readers.new_tally())
+    counts the slots read and the repeats standing in for unreadable files (see `epoch_summary`)."""
     import tensorflow as tf
 
     from exascale_climate.data.stats import class_weights
@@ -166,7 +168,7 @@ def build_dataset(cfg: Config, files: list[Path], stats, *, training: bool, worl
         if remaining < 0:
             raise ConfigError(f"skip_batches {skip_batches} is beyond the epoch's {steps} steps")
         # The shard is the reserve: a bad file is replaced by the next readable one of the shard, so every
-        # rank still runs `steps` steps (Horovod needs the same count everywhere).
+        # rank still runs `steps` steps (Horovod needs the same count everywhere); the tally counts the repeats.
         ordered, reserve = mine[skip_batches * batch:steps * batch], mine
     else:
         ordered, remaining, reserve = mine, None, []
@@ -175,7 +177,7 @@ def build_dataset(cfg: Config, files: list[Path], stats, *, training: bool, worl
     grid = _grid_of([*ordered, *reserve])
     normalizer = (None if pcfg.normalization == "none"
                   else InPlaceNormalizer(*normalization_constants(pcfg.normalization, stats)))
-    ds = READERS[pcfg.reader_mode](ordered, channels, grid, pcfg.readers, pcfg.strict, reserve, normalizer)
+    ds = READERS[pcfg.reader_mode](ordered, channels, grid, pcfg.readers, pcfg.strict, reserve, normalizer, tally)
 
     weights = tf.constant(class_weights(stats.class_counts, pcfg.class_weighting), tf.float32)
     out_dtype = tf.float16 if cfg.train.precision == "mixed_float16" else tf.float32
@@ -202,6 +204,16 @@ def build_dataset(cfg: Config, files: list[Path], stats, *, training: bool, worl
     options = tf.data.Options()
     options.deterministic = True
     return ds.with_options(options)
+
+
+def epoch_summary(tally: dict, epoch: int, rank: int) -> str | None:
+    """The log line of an epoch whose reads failed: how many samples it really had (distinct ones), or None."""
+    if not tally["repeats"] and not tally["empty"]:
+        return None
+    distinct = tally["slots"] - tally["repeats"]
+    return (f"epoch {epoch} on rank {rank}: {tally['slots']} samples read, {distinct} distinct: "
+            f"{tally['repeats']} unreadable file(s) replaced by a repeat of another sample of the shard"
+            + (f", {tally['empty']} slot(s) left empty" if tally["empty"] else ""))
 
 
 def _grid_of(files) -> tuple[int, int]:

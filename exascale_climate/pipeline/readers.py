@@ -4,7 +4,9 @@ h5py serialises every call behind one global lock, so reader threads overlap onl
 (validation, copies, tf.data's own ops); reader processes read truly in parallel but pay for sending the arrays
 back. `exaclimate bench pipeline` measures both; `pipeline.reader_mode` picks one (docs/PIPELINE.md).
 
-A file that fails to read is logged by name, remembered in `failed_files()` and skipped, unless strict.
+A file that fails to read is logged by name, remembered in `failed_files()` and, unless strict, its slot is
+filled with the next readable file of the shard (every rank must run the same number of steps). That repeat is
+counted in the epoch's tally (`new_tally()`), so the training log can say how many distinct samples an epoch really had.
 """
 from __future__ import annotations
 
@@ -38,6 +40,23 @@ def failed_files() -> dict[str, str]:
 def reset_failed_files() -> None:
     with _failed_lock:
         _failed.clear()
+
+
+def new_tally() -> dict[str, int]:
+    """Counts for one epoch's reads: slots delivered, slots holding a repeat that stands in for an unreadable
+    file, slots nothing readable could fill (dropped). Pass it to the reader; read it when the epoch is done."""
+    return {"slots": 0, "repeats": 0, "empty": 0}
+
+
+def _count_slot(tally: dict | None, data, errors) -> None:
+    if tally is None:
+        return
+    with _failed_lock:
+        if data is None:
+            tally["empty"] += 1
+        else:
+            tally["slots"] += 1
+            tally["repeats"] += bool(errors)
 
 
 def _note_failures(errors: list[tuple[str, str]], strict: bool) -> None:
@@ -109,7 +128,7 @@ def _finish(ds, grid, n_channels):
 
 
 def thread_reader(paths: Sequence[str], channels: list[str], grid, readers: int, strict: bool,
-                  reserve: Sequence[str] = (), normalizer: InPlaceNormalizer | None = None):
+                  reserve: Sequence[str] = (), normalizer: InPlaceNormalizer | None = None, tally: dict | None = None):
     """tf.data map over slots with `readers` parallel calls (threads in this process)."""
     import tensorflow as tf
 
@@ -119,6 +138,7 @@ def thread_reader(paths: Sequence[str], channels: list[str], grid, readers: int,
     def read(index):
         data, labels, errors = _read_slot(slots[int(index)], channels, normalizer)
         _note_failures(errors, strict)
+        _count_slot(tally, data, errors)
         if data is None:
             return (*_empty(n_channels), False)
         return data, labels, True
@@ -146,7 +166,7 @@ def close_process_pool() -> None:
 
 
 def _ordered_reads(slots: list[list[str]], channels, readers: int, strict: bool,
-                   normalizer: InPlaceNormalizer | None) -> Iterator:
+                   normalizer: InPlaceNormalizer | None, tally: dict | None = None) -> Iterator:
     """Slots in order, read by `readers` processes with a bounded number in flight."""
     pool = _process_pool(readers)
     in_flight = []
@@ -159,6 +179,7 @@ def _ordered_reads(slots: list[list[str]], channels, readers: int, strict: bool,
             position += 1
         data, labels, errors = in_flight.pop(0).get()
         _note_failures(errors, strict)
+        _count_slot(tally, data, errors)
         if data is None:
             yield (*_empty(n_channels), False)
         else:
@@ -166,7 +187,8 @@ def _ordered_reads(slots: list[list[str]], channels, readers: int, strict: bool,
 
 
 def process_reader(paths: Sequence[str], channels: list[str], grid, readers: int, strict: bool,
-                   reserve: Sequence[str] = (), normalizer: InPlaceNormalizer | None = None):
+                   reserve: Sequence[str] = (), normalizer: InPlaceNormalizer | None = None,
+                   tally: dict | None = None):
     """tf.data from a generator that keeps `readers` reader processes busy, in deterministic order."""
     import tensorflow as tf
 
@@ -174,7 +196,7 @@ def process_reader(paths: Sequence[str], channels: list[str], grid, readers: int
     slots = slot_candidates(paths, reserve, strict)
     signature = (tf.TensorSpec((None, None, n_channels), tf.float32), tf.TensorSpec((None, None), tf.uint8),
                  tf.TensorSpec((), tf.bool))
-    ds = tf.data.Dataset.from_generator(lambda: _ordered_reads(slots, channels, readers, strict, normalizer),
+    ds = tf.data.Dataset.from_generator(lambda: _ordered_reads(slots, channels, readers, strict, normalizer, tally),
                                         output_signature=signature)
     return _finish(ds, grid, n_channels)
 

@@ -1,13 +1,17 @@
 """Node-local staging: copy the dataset from the shared file system to every node, reading each file once.
 
 The paper's scheme: rank 0 lists the source and broadcasts a seeded plan; every file is read from the shared
-file system by exactly one rank (on a node that needs it); then ranks swap bytes over Horovod so each node
-holds what its ranks will read (`needed`: the training shards of its ranks plus valid/test/stats.h5; `all`:
-everything). Each copy is verified (size + checksum), written to a temporary name and renamed; a re-run
-skips files the node-local manifest proves are already there. The manifest records where every file is and
-how often each source file was read.
+file system by exactly one rank (on a node that needs it); then each copier sends its file only to the other
+nodes that need it and lack it, one Horovod alltoall with per-rank splits per chunk (pairwise sends under Gloo
+and MPI), so each file crosses the network once per node that needs it and each node holds what its ranks
+will read (`needed`: the training shards of its ranks plus valid/test/stats.h5; `all`: everything). The old
+allgather (every rank receives every file) stays as `exchange="allgather"`, the benchmark's baseline. Each
+rank reports the bytes it read from the source, sent and received. Each copy is verified (size + checksum),
+written to a temporary name and renamed; a re-run skips files the node-local manifest proves are already there.
+The manifest records where every file is and how often each source file was read.
 
-On one machine `dst` may contain `{node}` and `ranks_per_node` splits the ranks into simulated nodes.
+Nodes are `World.node` (Horovod's cross rank); on one machine `dst` may contain `{node}` and `ranks_per_node`
+splits the ranks into simulated nodes. The MLPerf HPC DeepCAM tree (`validation/`) stages as published.
 """
 from __future__ import annotations
 
@@ -16,20 +20,20 @@ import os
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from exascale_climate.data.formats import STATS_FILE
-from exascale_climate.data.split import SPLITS
+from exascale_climate.data.layouts import STATS_FILE
+from exascale_climate.data.split import SPLIT_DIRS, SPLITS, split_dir
 from exascale_climate.errors import ConfigError, DataError
 from exascale_climate.pipeline.sharding import shard_owner
 from exascale_climate.utils.io import (CHECKSUM, atomic_path, atomic_write_text, file_checksum, new_hasher,
                                        read_blocks, remove_stale_temps, temp_name)
 from exascale_climate.utils.log import get_logger
 from exascale_climate.utils.progress import progress_bar
-from exascale_climate.utils.runtime import World, init_world, node_index
+from exascale_climate.utils.runtime import World, init_world
 
 log = get_logger("stage")
 
@@ -51,29 +55,32 @@ def exchange_chunk_for(ranks: int, chunk: int = EXCHANGE_CHUNK) -> int:
 @dataclass
 class SourceFile:
     rel: str  # path relative to the source root (kept at the destination)
-    split: str  # train | valid | test | stats
+    split: str  # train | valid | test | stats (valid/ or the MLPerf tree's validation/ on disk)
     size: int
     mtime: float
 
 
 def list_source(src: str | Path) -> list[SourceFile]:
-    """train/, valid/, test/ samples and stats.h5 of a prepared dataset directory, in a fixed order."""
-    from exascale_climate.data.formats import list_samples
+    """train/, valid/ (or validation/, as in the MLPerf HPC DeepCAM tree), test/ samples and stats.h5 of a
+    prepared dataset directory, in a fixed order; paths stay as they are in the source."""
+    from exascale_climate.data.layouts import list_samples
 
     src = Path(src)
     if not src.is_dir():
         raise DataError(src, "no such source directory")
     files = []
     for split in SPLITS:
-        if (src / split).is_dir():
-            for p in list_samples(src / split):
+        directory = split_dir(src, split)
+        if directory is not None:
+            for p in list_samples(directory):
                 st = p.stat()
-                files.append(SourceFile(f"{split}/{p.name}", split, st.st_size, st.st_mtime))
+                files.append(SourceFile(f"{directory.name}/{p.name}", split, st.st_size, st.st_mtime))
     if (src / STATS_FILE).is_file():
         st = (src / STATS_FILE).stat()
         files.append(SourceFile(STATS_FILE, "stats", st.st_size, st.st_mtime))
     if not files:
-        raise DataError(src, f"nothing to stage: no {'/, '.join(SPLITS)}/ data-*.h5 samples and no {STATS_FILE}")
+        names = "/, ".join(n for split in SPLITS for n in SPLIT_DIRS[split])
+        raise DataError(src, f"nothing to stage: no {names}/ data-*.h5 samples and no {STATS_FILE}")
     return files
 
 
@@ -118,6 +125,7 @@ class Collectives:
         self.world = world
         self.hvd = world.hvd if world.distributed else None
         self._count = 0
+        self.sent_bytes = self.received_bytes = self.messages = 0  # file payload of the exchange, this rank
 
     def _name(self, what: str) -> str:
         self._count += 1
@@ -129,21 +137,80 @@ class Collectives:
     def allgather(self, obj) -> list:
         return [obj] if self.hvd is None else self.hvd.allgather_object(obj, name=self._name("gather"))
 
-    def allgather_files(self, path: Path | None, sizes: list[int], chunk: int = EXCHANGE_CHUNK):
-        """Every rank's file to every rank: yields (sender, offset, bytes view) in file order; a view is valid
-        until the next one is taken.
+    def allgather_files(self, path: Path | None, sizes: list[int], chunk: int = EXCHANGE_CHUNK,
+                        dests: list[int] | None = None):
+        """The old exchange, kept as the benchmark's baseline: every rank's file to every rank (an allgather),
+        whatever the needs. Yields (sender, offset, bytes view) in file order; a view is valid until the next one
+        is taken.
 
         `path` is this rank's file (None: nothing to send), `sizes[r]` what rank r sends (known to all). The
         files go `chunk` bytes per rank per allgather, read into one reused buffer and handed on as views of
-        the gathered tensor, so memory stays at a few chunks whatever the file size (gathering whole files as
-        bytes, with their copies, made the exchange 2-3x slower here). A file that cannot be read is sent as
-        zeros from there on, so no rank is left waiting in a collective; the receivers' size and checksum
-        checks then reject and name it.
+        the gathered tensor, so memory stays at a few chunks whatever the file size. A file that cannot be read
+        is sent as zeros from there on, so no rank is left waiting in a collective; the receivers' size and
+        checksum checks then reject and name it. `dests` is ignored (everyone receives everything).
         """
-        own = sizes[self.world.rank]
+        for offset, piece in self._pieces(path, sizes[self.world.rank], max(sizes, default=0), chunk):
+            if self.hvd is None:
+                gathered = piece
+            else:
+                import tensorflow as tf
+
+                gathered = np.asarray(self.hvd.allgather(tf.constant(piece), name=self._name("file")))
+            self.messages += 1
+            others = self.world.size - 1
+            self.sent_bytes += len(piece) * others
+            start = 0
+            for sender, size in enumerate(sizes):
+                m = max(0, min(chunk, size - offset))
+                if m:
+                    if sender != self.world.rank:
+                        self.received_bytes += m
+                    yield sender, offset, gathered[start:start + m]
+                start += m
+
+    def alltoall_files(self, path: Path | None, sizes: list[int], chunk: int = EXCHANGE_CHUNK,
+                       dests: list[list[int]] | None = None):
+        """Each rank's file only to the ranks that need it: one Horovod alltoall with per-rank splits per chunk
+        (pairwise sends under Gloo and MPI), so a file crosses the network once per receiving rank.
+
+        `dests[r]` are the ranks rank r sends to (known to all, from the round's plan); yields what reaches
+        this rank as (sender, offset, bytes view), like `allgather_files`. Memory per rank: `chunk` times the
+        number of ranks it sends to plus those it receives from (at most the world: see exchange_chunk_for).
+        """
+        me = self.world.rank
+        dests = dests or [[] for _ in sizes]
+        mine = sorted(set(dests[me]))
+        senders = [r for r in range(len(sizes)) if me in dests[r]]
+        longest = max((sizes[r] for r in range(len(sizes)) if dests[r]), default=0)
+        for offset, piece in self._pieces(path if mine else None, sizes[me] if mine else 0, longest, chunk):
+            n = len(piece)
+            splits = [n if r in mine else 0 for r in range(self.world.size)]
+            payload = np.tile(piece, len(mine)) if len(mine) > 1 else (piece if mine else piece[:0])
+            if self.hvd is None:
+                received = payload
+            else:
+                import tensorflow as tf
+
+                out, _ = self.hvd.alltoall(tf.constant(payload), splits=tf.constant(splits, tf.int32),
+                                           name=self._name("a2a"))
+                received = np.asarray(out)
+            self.messages += 1
+            self.sent_bytes += sum(splits[r] for r in range(self.world.size) if r != me)
+            start = 0
+            for sender in senders:
+                m = max(0, min(chunk, sizes[sender] - offset))
+                if m:
+                    if sender != me:
+                        self.received_bytes += m
+                    yield sender, offset, received[start:start + m]
+                start += m
+
+    def _pieces(self, path: Path | None, own: int, longest: int, chunk: int):
+        """(offset, this rank's piece at offset) for offset = 0, chunk, ... < longest: the same number of steps
+        on every rank. An unreadable file, or one shorter than listed, is sent as zeros from there on."""
         blocks = read_blocks(path, min(chunk, own)) if path is not None and own else iter(())
         try:
-            for offset in range(0, max(sizes, default=0), chunk):
+            for offset in range(0, longest, chunk):
                 n = max(0, min(chunk, own - offset))
                 try:
                     block = next(blocks, b"") if n else b""
@@ -154,20 +221,12 @@ class Collectives:
                 if len(piece) != n:  # unreadable, or shorter than listed: zeros from here on
                     piece = np.concatenate([piece, np.zeros(n - len(piece), np.uint8)])
                     blocks = iter(())
-                if self.hvd is None:
-                    gathered = piece
-                else:
-                    import tensorflow as tf
-
-                    gathered = np.asarray(self.hvd.allgather(tf.constant(piece), name=self._name("file")))
-                start = 0
-                for sender, size in enumerate(sizes):
-                    m = max(0, min(chunk, size - offset))
-                    if m:
-                        yield sender, offset, gathered[start:start + m]
-                    start += m
+                yield offset, piece
         finally:
             getattr(blocks, "close", lambda: None)()  # read_blocks closes its file
+
+
+EXCHANGES = ("alltoall", "allgather")
 
 
 # ------------------------------------------------------------------------------------------- copies
@@ -221,7 +280,7 @@ def _copy_file(src: Path, dst: Path, expected_size: int, verify: str) -> str:
 
 def _check_readable(path: Path, name: Path) -> None:
     """A copied sample or stats file must open as what it claims to be (catches corrupt sources)."""
-    from exascale_climate.data.formats import detect_layout
+    from exascale_climate.data.layouts import detect_layout
     from exascale_climate.data.stats import read_stats
 
     try:
@@ -235,7 +294,8 @@ def _check_readable(path: Path, name: Path) -> None:
 
 def _convert(src: Path, dst: Path, f: SourceFile, conversion: Conversion) -> str:
     """Read, subset/cast, write atomically (the source is still read once); returns the copy's checksum."""
-    from exascale_climate.data.formats import read_sample, write_deepcam_sample
+    from exascale_climate.data.samples import read_sample
+    from exascale_climate.data.writers import write_deepcam_sample
     from exascale_climate.data.stats import read_stats, write_stats
 
     if f.split == "stats":
@@ -248,12 +308,17 @@ def _convert(src: Path, dst: Path, f: SourceFile, conversion: Conversion) -> str
 
 
 def _exchange_round(comm: Collectives, my_dir: Path, sending: str | None, sizes: list[int],
-                    incoming: dict[int, str], copied: dict, chunk: int = EXCHANGE_CHUNK
+                    incoming: dict[int, str], copied: dict, chunk: int = EXCHANGE_CHUNK,
+                    dests: list[list[int]] | None = None, exchange: str = "alltoall"
                     ) -> tuple[dict[int, str], dict[str, str]]:
-    """One exchange round: every rank streams the file it sends (`sending`, relative to `my_dir`); the files
-    this node needs (`incoming`: sender -> rel) are written to temporary names as they arrive, checked
-    against the sender's size and checksum and renamed. Returns (sender -> rel received, rel -> error).
-    Errors are collected, never raised, because every rank must stay in the round's collectives."""
+    """One exchange round: every rank streams the file it sends (`sending`, relative to `my_dir`) to the ranks
+    `dests[rank]` (default: all); the files this rank takes (`incoming`: sender -> rel) are written to temporary
+    names as they arrive, checked against the sender's size and checksum and renamed. Returns (sender -> rel
+    received, rel -> error). Errors are collected, never raised, because every rank must stay in the round's
+    collectives. `exchange` "allgather" is the old scheme (everyone receives everything), for benchmarks."""
+    if dests is None:
+        dests = [list(range(len(sizes))) for _ in sizes]
+    stream = comm.alltoall_files if exchange == "alltoall" else comm.allgather_files
     temps, outs, errors = {}, {}, {}
     for sender, rel in incoming.items():
         temps[sender] = temp_name(my_dir / rel)
@@ -263,7 +328,7 @@ def _exchange_round(comm: Collectives, my_dir: Path, sending: str | None, sizes:
         except OSError as e:
             errors[rel] = f"{my_dir / rel}: cannot write the received copy ({e})"
     try:
-        for sender, _, piece in comm.allgather_files(my_dir / sending if sending else None, sizes, chunk):
+        for sender, _, piece in stream(my_dir / sending if sending else None, sizes, chunk, dests):
             out = outs.get(sender)
             if out is None:
                 continue
@@ -347,8 +412,11 @@ def _already_staged(directory: Path, f: SourceFile, previous: dict, conversion: 
 # -------------------------------------------------------------------------------------------- stage
 def stage(src: str | Path, dst: str | Path, *, replicate: str = "needed", seed: int = 0, world: World | None = None,
           ranks_per_node: int = 0, channels: list[str] | None = None, dtype: str | None = None,
-          verify: str = "full", copy_threads: int = 2, exchange_chunk: int = EXCHANGE_CHUNK) -> dict:
+          verify: str = "full", copy_threads: int = 2, exchange_chunk: int = EXCHANGE_CHUNK,
+          exchange: str = "alltoall") -> dict:
     """Stage `src` to node-local `dst` (see the module docstring); returns the manifest (same on all ranks)."""
+    if exchange not in EXCHANGES:
+        raise ConfigError(f"--exchange: {exchange!r} is not allowed; choose one of {', '.join(EXCHANGES)}")
     if replicate not in ("needed", "all"):
         raise ConfigError(f"--replicate: {replicate!r} is not allowed; choose needed or all")
     if verify not in VERIFY_MODES:
@@ -356,11 +424,15 @@ def stage(src: str | Path, dst: str | Path, *, replicate: str = "needed", seed: 
     if exchange_chunk < 1:
         raise ConfigError(f"--exchange-chunk-mb: must be positive, got {exchange_chunk / 2**20:g} MiB")
     world = world or init_world()
+    if ranks_per_node > 0:
+        if world.size % ranks_per_node:
+            raise ConfigError(f"--ranks-per-node: {world.size} ranks do not split into nodes of {ranks_per_node}")
+        world = replace(world, ranks_per_node=ranks_per_node)
     comm = Collectives(world)
     conversion = Conversion(list(channels) if channels else None, dtype)
     t_start = time.perf_counter()
 
-    my_node = node_index(world.rank, ranks_per_node, world.cross_rank)
+    my_node = world.node
     node_of_rank = comm.allgather(my_node)
     nodes = sorted(set(node_of_rank))
     writer_of_node = {n: node_of_rank.index(n) for n in nodes}  # lowest rank of each node
@@ -387,7 +459,7 @@ def stage(src: str | Path, dst: str | Path, *, replicate: str = "needed", seed: 
     present = {}
     if i_write_node:
         my_dir.mkdir(parents=True, exist_ok=True)
-        for sub in [my_dir, *(my_dir / s for s in SPLITS)]:
+        for sub in [my_dir, *(my_dir / name for names in SPLIT_DIRS.values() for name in names)]:
             remove_stale_temps(sub)
         previous = _previous_entries(my_dir)
         for i, f in enumerate(files):
@@ -397,6 +469,11 @@ def stage(src: str | Path, dst: str | Path, *, replicate: str = "needed", seed: 
                     present[f.rel] = {**entry, "how": "resumed"}
     present_of_rank = comm.allgather(present)
     present_by_node = {n: present_of_rank[writer_of_node[n]] for n in nodes}
+    # A file some node already holds verified is sent from there: a resumed run re-reads nothing verified.
+    for i, f in enumerate(files):
+        holders = [n for n in needs[i] if f.rel in present_by_node[n]]
+        if holders and node_of_rank[copier[i]] not in holders:
+            copier[i] = writer_of_node[holders[0]]
 
     # Phase 1: every file some needing node lacks is read from the source exactly once, by its copier.
     t_copy = time.perf_counter()
@@ -446,6 +523,12 @@ def stage(src: str | Path, dst: str | Path, *, replicate: str = "needed", seed: 
         targets = [n for n in needs[i] if n != node_of_rank[copier[i]] and f.rel not in present_by_node[n]]
         if targets:
             outgoing[copier[i]].append((f.rel, targets))
+    # The ideal: a node takes in exactly the files it needs, lacks and did not read itself.
+    ideal = {n: 0 for n in nodes}
+    for items in outgoing.values():
+        for rel, targets in items:
+            for n in targets:
+                ideal[n] += copied[rel]["size"]
     received = {}
     swap_bytes = 0
     rounds = max((len(v) for v in outgoing.values()), default=0)
@@ -455,8 +538,9 @@ def stage(src: str | Path, dst: str | Path, *, replicate: str = "needed", seed: 
         sizes = [copied[sent[0]]["size"] if sent else 0 for sent in meta]
         incoming = {sender: sent[0] for sender, sent in enumerate(meta)
                     if sent and i_write_node and my_node in sent[1]}
+        dests = [[writer_of_node[n] for n in sent[1]] if sent else [] for sent in meta]
         got, failed = _exchange_round(comm, my_dir, item[0] if item else None, sizes, incoming, copied,
-                                      exchange_chunk_for(world.size, exchange_chunk))
+                                      exchange_chunk_for(world.size, exchange_chunk), dests, exchange)
         errors.update(failed)
         for sender, rel in got.items():
             received[rel] = {**copied[rel], "how": f"received from rank {sender}"}
@@ -472,8 +556,11 @@ def stage(src: str | Path, dst: str | Path, *, replicate: str = "needed", seed: 
                          if e["how"] == "copied" and node_of_rank[e["by"]] == my_node})
         mine_now.update(received)
         node_files = {rel: mine_now[rel] for rel in sorted(mine_now)}
+    my_read = sum(f.size * source_reads.get(f.rel, 0) for f in files)
     final = comm.allgather({"node": my_node, "writer": i_write_node, "files": node_files, "errors": errors,
-                            "swap_bytes": swap_bytes})
+                            "swap_bytes": swap_bytes, "rank": world.rank, "source_bytes": my_read,
+                            "sent_bytes": comm.sent_bytes, "received_bytes": comm.received_bytes,
+                            "messages": comm.messages})
     for g in final:
         all_errors.update(g["errors"])
     reads = {f.rel: 0 for f in files}
@@ -498,6 +585,7 @@ def stage(src: str | Path, dst: str | Path, *, replicate: str = "needed", seed: 
             "gb_per_s": read_bytes / wall / 1e9 if wall else 0.0,
             "files_per_s": sum(1 for n in reads.values() if n) / wall if wall else 0.0,
         },
+        "transfer": _transfer_report(final, ideal, exchange, exchange_chunk_for(world.size, exchange_chunk)),
     }
     if i_write_node:
         node_manifest = {**manifest, "node": {"index": my_node, "dir": str(my_dir),
@@ -510,10 +598,27 @@ def stage(src: str | Path, dst: str | Path, *, replicate: str = "needed", seed: 
     return manifest
 
 
+def _transfer_report(final: list[dict], ideal: dict[int, int], exchange: str, chunk: int) -> dict:
+    """Bytes each rank read from the source, sent and received in the exchange (file payload; the collectives'
+    own headers are not counted), summed per node beside the ideal a node must take in."""
+    keys = ("source_bytes", "sent_bytes", "received_bytes", "messages")
+    ranks = [{"rank": g["rank"], "node": g["node"], **{k: g[k] for k in keys}} for g in final]
+    per_node = {}
+    for r in ranks:
+        node = per_node.setdefault(str(r["node"]), {k: 0 for k in keys})
+        for k in keys:
+            node[k] += r[k]
+    for n, b in ideal.items():
+        per_node.setdefault(str(n), {k: 0 for k in keys})["ideal_received_bytes"] = b
+    return {"exchange": exchange, "chunk_bytes": chunk, "ranks": ranks, "nodes": per_node}
+
+
 def format_report(manifest: dict) -> str:
     """The one-paragraph throughput report the CLI prints."""
     t = manifest["throughput"]
     return (f"staged {len(manifest['source_reads'])} files to {len(manifest['nodes'])} node(s): "
             f"read {t['files_read']} files / {t['source_bytes'] / 1e9:.3f} GB from the source in "
             f"{t['seconds']:.2f} s ({t['gb_per_s']:.3f} GB/s, {t['files_per_s']:.1f} files/s); "
-            f"swapped {t['swapped_bytes'] / 1e9:.3f} GB between nodes; {t['resumed_files']} already staged")
+            f"swapped {t['swapped_bytes'] / 1e9:.3f} GB between nodes ({manifest['transfer']['exchange']}, "
+            f"{sum(r['received_bytes'] for r in manifest['transfer']['ranks']) / 1e9:.3f} GB received by all "
+            f"ranks); {t['resumed_files']} already staged")

@@ -309,7 +309,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict:
 
 
 def _loop(run: Run, ckpts, position: Position, reporter: Reporter) -> dict:
-    from exascale_climate.pipeline.dataset import build_dataset
+    from exascale_climate.pipeline.dataset import build_dataset, epoch_summary
+    from exascale_climate.pipeline.readers import new_tally
 
     cfg, world = run.cfg, run.world
     tcfg, ccfg = cfg.train, cfg.train.checkpoint
@@ -348,8 +349,9 @@ def _loop(run: Run, ckpts, position: Position, reporter: Reporter) -> dict:
             progress_bar(f"train {cfg.model.name}", total) as advance:
         advance(position.step)
         while position.epoch < tcfg.epochs and position.step < total and not stop:
+            tally = new_tally()
             ds = build_dataset(cfg, run.train_files, run.stats, training=True, world=world, epoch=position.epoch,
-                               skip_batches=position.step_in_epoch * accumulation)
+                               skip_batches=position.step_in_epoch * accumulation, tally=tally)
             iterator = iter(ds)
             while position.step_in_epoch < run.steps_per_epoch and position.step < total and not stop:
                 t0 = time.perf_counter()
@@ -378,6 +380,13 @@ def _loop(run: Run, ckpts, position: Position, reporter: Reporter) -> dict:
                 if ccfg.every_steps and position.step - saved_at >= ccfg.every_steps and not streak:
                     _save(run, ckpts, position, None)
                     saved_at = position.step
+            summary = epoch_summary(tally, position.epoch, world.rank)
+            if summary:  # files failed mid-epoch: say how many samples the epoch really had
+                log.warning("%s", summary)
+                reporter.write({"kind": "epoch_reads", "step": position.step, "epoch": position.epoch,
+                                "rank": world.rank, "samples": tally["slots"],
+                                "distinct_samples": tally["slots"] - tally["repeats"],
+                                "unreadable_files": tally["repeats"] + tally["empty"]})
             if position.step_in_epoch >= run.steps_per_epoch:  # the epoch is complete
                 position.epoch += 1
                 position.step_in_epoch = 0

@@ -66,10 +66,21 @@ class World:
     cross_rank: int = 0
     cross_size: int = 1
     hvd: object | None = None
+    ranks_per_node: int = 0  # explicit override (simulated nodes on one machine); 0 = Horovod's topology
 
     @property
     def is_root(self) -> bool:
         return self.rank == 0
+
+    @property
+    def node(self) -> int:
+        """This rank's node: Horovod's cross rank, or rank // ranks_per_node under the explicit override."""
+        return self.rank // self.ranks_per_node if self.ranks_per_node > 0 else self.cross_rank
+
+    @property
+    def nodes(self) -> int:
+        """How many nodes: Horovod's cross size, or size // ranks_per_node under the explicit override."""
+        return max(1, self.size // self.ranks_per_node) if self.ranks_per_node > 0 else self.cross_size
 
     @property
     def distributed(self) -> bool:

@@ -59,3 +59,21 @@ def test_bench_stage_times_each_verify_mode_against_cp(tmp_path):
     assert {r["metric"].split()[2].rstrip(",") for r in staged} == {"full", "checksum", "size"}
     assert all(r["baseline"] == cp["value"] for r in staged)
     _check_ratios(records)
+
+
+def test_stage_cost_fit_and_deepcam_extrapolation_by_hand():
+    """The fit recovers costs that generated the timings; the extrapolation's bytes follow from the plan by hand:
+    validation+test (22% of 8.8 TB) go to every node, each node reading 1/N of them itself."""
+    from exascale_climate.bench.stage import extrapolate, fit_costs
+
+    alpha, beta = 0.002, 3e-10
+    runs = [{"messages": m, "max_node_received": b, "swap_seconds": alpha * m + beta * b}
+            for m, b in ((10, 1e8), (40, 2e8), (25, 9e8))]
+    assert fit_costs(runs) == pytest.approx((alpha, beta), rel=1e-6)
+    shared = 8.8e12 * 0.22
+    new = extrapolate(alpha, beta, 16, 6, "alltoall")
+    old = extrapolate(alpha, beta, 16, 6, "allgather")
+    assert new["node_bytes"] == pytest.approx(shared * 15 / 16) == new["ideal_node_bytes"]
+    assert old["node_bytes"] == pytest.approx(6 * shared * (1 - 1 / 96))
+    assert extrapolate(alpha, beta, 16, 1, "allgather")["node_bytes"] == pytest.approx(new["node_bytes"])
+    assert old["seconds"] - new["seconds"] == pytest.approx(beta * (old["node_bytes"] - new["node_bytes"]), rel=1e-3)

@@ -3,6 +3,7 @@
 Channel 0 of every sample holds the file's index and channel 1 the longitude (column) index, so tests can tell
 which file a batch came from and check that augmentation moved data and labels together.
 """
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,8 @@ import pytest
 from exascale_climate.data.writers import write_deepcam_sample
 from exascale_climate.data.stats import compute_stats, write_stats
 from exascale_climate.variables import VARIABLE_NAMES
+
+sys.path.insert(0, str(Path(__file__).parent))  # strace_observer: the outside observer of staging tests
 
 GRID = (16, 24)
 

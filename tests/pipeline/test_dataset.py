@@ -165,3 +165,23 @@ def test_pixel_weights_equal_a_lookup_of_the_class_weights():
     table = np.array([0.2, 1.5, 3.0, 7.0], np.float32)
     labels = np.random.default_rng(0).integers(0, 4, size=(9, 13)).astype(np.int32)
     np.testing.assert_array_equal(pixel_weights(tf.constant(labels), tf.constant(table)).numpy(), table[labels])
+
+
+@pytest.mark.parametrize("mode", ["thread", "process"])
+def test_a_file_failing_mid_epoch_is_counted_and_the_epoch_says_how_many_samples_it_really_had(dataset, mode):
+    """The repeat that keeps the step count equal across ranks is counted: the summary's distinct-sample count
+    equals the distinct file ids found in the batches themselves (channel 0 holds each file's index)."""
+    from exascale_climate.pipeline.dataset import epoch_summary
+    from exascale_climate.pipeline.readers import new_tally
+
+    cfg = make_cfg(dataset, f"pipeline.reader_mode={mode}", "pipeline.readers=2", "pipeline.shuffle=false")
+    files = split_files(cfg, "train")
+    tally = new_tally()
+    ds = build_dataset(cfg, files, load_stats(cfg), training=True, tally=tally)
+    (dataset / "train" / "data-0003.h5").write_bytes(b"\x89HDF\r\n\x1a\n truncated")  # fails once reading starts
+    ids = file_ids([tuple(t.numpy() for t in batch) for batch in ds])
+    assert len(ids) == 6 and 3 not in ids and len(set(ids)) == 5  # one slot holds a repeat
+    assert tally == {"slots": 6, "repeats": 1, "empty": 0}
+    assert epoch_summary(tally, 0, 0) == ("epoch 0 on rank 0: 6 samples read, 5 distinct: 1 unreadable file(s) "
+                                          "replaced by a repeat of another sample of the shard")
+    assert epoch_summary(new_tally(), 0, 0) is None

@@ -258,3 +258,211 @@ def test_the_pipeline_reads_exactly_the_shard_staging_put_on_each_node(dataset, 
         mine = shard_of(sorted(train), rank, 2)
         assert all(p.is_file() and p.parent.parent == tmp_path / f"node{rank}" for p in mine)
         assert len(split_files(cfg, "valid")) == 2
+
+
+# ------------------------------------------- 4 ranks as 2 and 4 simulated nodes, observed by strace from outside
+STAGINGS = [("n2-needed", 0, "needed"), ("n2-all", 0, "all"), ("n4-needed", 1, "needed"), ("n4-all", 1, "all")]
+DRIVER = """
+import sys
+from pathlib import Path
+from exascale_climate.pipeline.staging import stage
+from exascale_climate.utils.runtime import init_world
+src, work = sys.argv[1], Path(sys.argv[2])
+rank = init_world().rank
+for k, (name, ranks_per_node, replicate) in enumerate({stagings!r}):
+    stage(src, str(work / name / "node{{node}}"), replicate=replicate, ranks_per_node=ranks_per_node, seed=k,
+          exchange_chunk=1 << 20)
+    open(work / f"stage-marker-{{k}}-{{rank}}", "w").close()
+"""
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every live process below `pid` (read from /proc), deepest last."""
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _expected_on_node(source: dict, node_ranks: list[int], size: int, replicate: str) -> set[str]:
+    """What a node must hold, computed here from the sorted listing (rank r reads train files r, r+size, ...)."""
+    train = sorted(rel for rel in source if rel.startswith("train/"))
+    if replicate == "all":
+        return set(source)
+    return (set(source) - set(train)) | {rel for r in node_ranks for rel in train[r::size]}
+
+
+@pytest.mark.slow
+@pytest.mark.multirank
+def test_four_ranks_stage_each_file_once_and_each_node_takes_in_only_what_it_lacks(tmp_path, dataset_factory):
+    """4 Gloo ranks on 2 simulated hosts; stagings as 2 nodes (Horovod's hosts) and 4 nodes (--ranks-per-node 1),
+    `needed` and `all`, the first one resuming a 4-rank run killed with SIGKILL. Observed by strace around the
+    whole launch: which source files are opened, and the TCP bytes every rank process takes in."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from exascale_climate.pipeline.staging import JOURNAL_NAME
+    from exascale_climate.utils.launch import launch_command, rank_env
+    from strace_observer import traced_run
+
+    src = dataset_factory(tmp_path / "src", counts=(("train", 12), ("valid", 2), ("test", 2)), grid=(192, 288))
+    src = src.resolve()
+    source = relative_files(src)
+    sizes = {rel: (src / rel).stat().st_size for rel in source}
+    work = (tmp_path / "work").resolve()
+    hosts = "localhost:2,127.0.0.1:2"
+
+    # 1. A 4-rank staging as 2 nodes, killed (SIGKILL, every process of the job) once files are verified.
+    first = work / "n2-needed"
+    killed = subprocess.Popen(launch_command(4, exaclimate("stage", "--src", str(src), "--dst", f"{first}/node{{node}}",
+                                                           "--seed", "0", "--exchange-chunk-mb", "0.05"),
+                                             hosts=hosts), env=rank_env(4), start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    journals = [first / f"node{n}" / JOURNAL_NAME for n in range(2)]
+    deadline = time.monotonic() + 300
+    while killed.poll() is None and time.monotonic() < deadline:
+        if sum(j.read_text().count("\n") for j in journals if j.is_file()) >= 3:
+            for pid in [killed.pid, *_descendants(killed.pid)]:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            break
+        time.sleep(0.01)
+    killed.wait()
+    if killed.returncode != -signal.SIGKILL:
+        pytest.skip("staging finished before it could be interrupted")
+    verified = {}  # node -> files the killed run journaled as verified there
+    for n, journal in enumerate(journals):
+        lines = journal.read_text().splitlines() if journal.is_file() else []
+        verified[n] = {json.loads(line)["rel"] for line in lines if line.endswith("}")}
+    assert any(verified.values())
+
+    # 2. One traced launch: the resume, then the other three stagings, a marker file after each.
+    argv = launch_command(4, [sys.executable, "-c", DRIVER.format(stagings=STAGINGS), str(src), str(work)],
+                          hosts=hosts)
+    result, trace = traced_run(argv, tmp_path / "strace.txt", rank_env(4), timeout=1800)
+    assert result.returncode == 0, result.stdout[-3000:]
+    parts = trace.segments("stage-marker-")
+    assert len(parts) >= len(STAGINGS)
+    # Which process is which rank: in the 4-node staging rank r writes only into node{r}.
+    rank_of = {}
+    for r in range(4):
+        (process,) = parts[2].writers_under(work / "n4-needed" / f"node{r}")
+        rank_of[process] = r
+    assert sorted(rank_of.values()) == [0, 1, 2, 3]
+
+    for k, (name, ranks_per_node, replicate) in enumerate(STAGINGS):
+        part, nodes = parts[k], 4 if ranks_per_node else 2
+        node_of = {process: (r if ranks_per_node else r // 2) for process, r in rank_of.items()}
+        opened = part.reads_under(src)
+        resumed = set().union(*verified.values()) if k == 0 else set()
+        # each source file opened exactly once in total, none that a node already held verified
+        assert opened == {rel: 1 for rel in source if rel not in resumed}, name
+        tcp = part.tcp_bytes_by_process()
+        for n in range(nodes):
+            ranks = [r for r in range(4) if (r if ranks_per_node else r // 2) == n]
+            expected = _expected_on_node(source, ranks, 4, replicate)
+            staged = relative_files(work / name / f"node{n}")
+            assert set(staged) == expected, (name, n)
+            assert all(staged[rel] == source[rel] for rel in staged), (name, n)
+            # bytes in over TCP: the files it needs, minus what it held verified and what its own ranks read
+            own = {process for process, node in node_of.items() if node == n}
+            read_here = {rel for process in own for tid, path, flags in part.opens
+                         if trace.process_of(tid) == process and path.startswith(f"{src}/")
+                         for rel in [path[len(str(src)) + 1:]]}
+            held = verified[n] if k == 0 else set()
+            ideal = sum(sizes[rel] for rel in expected - read_here - held)
+            got = sum(tcp.get(process, 0) for process in own)
+            assert ideal <= got <= ideal + (1 << 20) + ideal // 50, (name, n, got, ideal)
+
+
+def write_mlperf_tree(root: Path, grid=(96, 144), n_train=4, n_valid=2) -> Path:
+    """The MLPerf HPC DeepCAM tree as published, written by plain h5py: train/, validation/, stats.h5 at the
+    top, `climate/data` (H, W, 16) and float32 `climate/labels_0`, no attributes."""
+    import h5py
+
+    rng = np.random.default_rng(0)
+    h, w = grid
+    moments = []
+    for split, n in (("train", n_train), ("validation", n_valid)):
+        (root / split).mkdir(parents=True)
+        for i in range(n):
+            labels = np.zeros(grid, np.float32)
+            labels[h // 5:h // 3, w // 5:w // 2] = 1.0
+            labels[h // 2 + i:h // 2 + i + 8, :] = 2.0
+            data = rng.normal(0.0, 1.0, (h, w, 16)).astype(np.float32)
+            data[..., 0] += 2.0 * (labels == 2)
+            with h5py.File(root / split / f"data-2006-01-{i + 1:02d}-00-{split[0]}.h5", "w") as f:
+                f.create_dataset("climate/data", data=data)
+                f.create_dataset("climate/labels_0", data=labels)
+            if split == "train":
+                moments.append(data.reshape(-1, 16).astype(np.float64))
+    x = np.concatenate(moments)
+    with h5py.File(root / "stats.h5", "w") as f:
+        for name, value in (("count", np.full(16, len(x), np.float64)), ("mean", x.mean(0)),
+                            ("sqmean", (x * x).mean(0)), ("minval", x.min(0)), ("maxval", x.max(0))):
+            f.create_dataset(f"climate/{name}", data=value)
+    return root
+
+
+@pytest.mark.slow
+def test_the_published_mlperf_tree_stages_trains_one_step_and_evaluates(tmp_path):
+    src = write_mlperf_tree(tmp_path / "mlperf")
+    local = tmp_path / "local"
+    result = CliRunner().invoke(main, ["stage", "--src", str(src), "--dst", str(local)])
+    assert result.exit_code == 0, result.output
+    assert relative_files(local) == relative_files(src)  # validation/ kept as published, stats.h5 on top
+    run = tmp_path / "run"
+    sets = [f"data.train_dir={src}/train", f"data.valid_dir={src}/validation", f"pipeline.stage_dir={local}",
+            "data.channels=[TMQ,U850,V850,PSL]", "model.name=tiramisu", "model.tiramisu.down_layers=[1,1]",
+            "model.tiramisu.up_layers=[1,1]", "model.tiramisu.bottleneck_layers=1",
+            "model.tiramisu.growth_rate=8", "model.tiramisu.initial_filters=8", "train.batch_size=1",
+            "train.epochs=1", "train.max_steps=1"]
+    result = CliRunner().invoke(main, ["train", "--run-dir", str(run), *sum((["--set", s] for s in sets), [])])
+    assert result.exit_code == 0, result.output
+    final = json.loads(result.output.strip().splitlines()[-1])
+    assert final["step"] == 1
+    assert final["val_pixels"] == 2 * 96 * 144  # both validation/ samples, read from the staged copy
+    assert f"{local}/train" in (run / "events.log").read_text()
+    result = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(run), "--data", str(local / "validation"),
+                                       "--json", str(tmp_path / "eval.json")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert report["samples"] == 2
+
+
+@pytest.mark.slow
+@pytest.mark.multirank
+def test_the_exchange_under_mpirun_four_ranks_as_two_nodes(tmp_path, dataset_factory):
+    """The same exchange under mpirun (Horovod's MPI controller): exact files per node, each source file opened
+    once (strace around mpirun and every rank)."""
+    from exascale_climate.utils.launch import launch_command, rank_env
+    from strace_observer import traced_run
+
+    src = dataset_factory(tmp_path / "src", counts=(("train", 8), ("valid", 1), ("test", 1)), grid=(96, 144))
+    src = src.resolve()
+    dst = tmp_path / "node{node}"
+    argv = launch_command(4, exaclimate("stage", "--src", str(src), "--dst", str(dst), "--ranks-per-node", "2",
+                                        "--exchange-chunk-mb", "0.2", "--json"), controller="mpirun",
+                          env_names=["PYTHONPATH", "TF_CPP_MIN_LOG_LEVEL", "OMP_NUM_THREADS"])
+    result, trace = traced_run(argv, tmp_path / "strace.txt", rank_env(4), timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:]
+    source = relative_files(src)
+    assert trace.reads_under(src) == {rel: 1 for rel in source}
+    for n in range(2):
+        staged = relative_files(tmp_path / f"node{n}")
+        assert set(staged) == _expected_on_node(source, [2 * n, 2 * n + 1], 4, "needed")
+        assert all(staged[rel] == source[rel] for rel in staged)
