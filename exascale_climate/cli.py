@@ -199,6 +199,16 @@ def data_inspect(file, as_json):
 
 
 # ---------------------------------------------------------------------------------------- stage
+@data.command("boxes")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+def data_boxes(directory):
+    """Derive each sample's event boxes from its labels and store them in it (climate/boxes)."""
+    from exascale_climate.data.boxes import store_boxes
+
+    counts = store_boxes(directory)
+    click.echo(f"{counts['boxes']} box(es) stored in {counts['files']} sample(s) of {directory}")
+
+
 @main.command("stage")
 @click.option("--src", required=True, type=click.Path(exists=True, file_okay=False),
               help="Prepared dataset on the shared file system (train/, valid/, test/, stats.h5).")
@@ -237,7 +247,7 @@ def model():
 
 
 @model.command("summary")
-@click.option("--model", "model_name", type=click.Choice(["tiramisu", "deeplabv3plus"]),
+@click.option("--model", "model_name", type=click.Choice(["tiramisu", "deeplabv3plus", "semisup"]),
               help="Network (default: model.name of the config).")
 @click.option("--grid", default="768x1152", show_default=True, metavar="HxW", help="Input grid.")
 @click.option("--graph/--no-graph", default=True, show_default=True,
@@ -405,8 +415,8 @@ def bench_stage_command(grid, samples, repeat, ranks, workdir, json_path):
 
 
 @bench.command("model")
-@click.option("--model", "models", multiple=True, type=click.Choice(["tiramisu", "deeplabv3plus"]),
-              help="Network(s) to time (repeatable; default: both).")
+@click.option("--model", "models", multiple=True, type=click.Choice(["tiramisu", "deeplabv3plus", "semisup"]),
+              help="Network(s) to time (repeatable; default: tiramisu and deeplabv3plus).")
 @click.option("--grid", "grids", multiple=True, metavar="HxW",
               help="Input grid(s) (repeatable; default: 768x1152 + 96x144 for Tiramisu, 384x576 + 96x144 for "
                    "DeepLabv3+, whose 768x1152 training step needs ~20 GB).")
