@@ -313,11 +313,14 @@ def predict_command(inputs, checkpoint, out_dir, probabilities, stats_file):
               help="A `predict` netCDF mask; with --truth draws truth / prediction / error panels.")
 @click.option("--out", required=True, metavar="PNG", help="Output PNG file.")
 @click.option("--size", default="1200x700", show_default=True, metavar="WxH", help="Image size in pixels.")
-def plot_command(file, var, truth, pred_path, out, size):
-    """Map of a field with TC/AR contours (lat/lon axes, colour bar, legend, time in the title)."""
+@click.option("--boxes", is_flag=True, help="Draw the file's true event boxes (stored, else from its labels).")
+@click.option("--pred-boxes", metavar="EVENTS.csv", help="Draw this file's boxes from a semisup `predict` table.")
+def plot_command(file, var, truth, pred_path, out, size, boxes, pred_boxes):
+    """Map of a field with TC/AR contours (lat/lon axes, colour bar, legend, time in the title) or boxes."""
     from exascale_climate.evaluate.plots import parse_size, plot_file
 
-    click.echo(plot_file(file, out, var=var, truth=truth, pred_path=pred_path, size=parse_size(size)))
+    click.echo(plot_file(file, out, var=var, truth=truth, pred_path=pred_path, size=parse_size(size), boxes=boxes,
+                         pred_boxes=pred_boxes))
 
 
 # ---------------------------------------------------------------------------------------- train
