@@ -77,7 +77,8 @@ def boxes_to_mask(boxes: np.ndarray, grid: tuple[int, int], periodic: bool = Fal
     mask = np.zeros(grid, np.int32)
     boxes = np.asarray(boxes, np.float64).reshape(-1, 5)
     for cls, rc, cc, h, w in sorted(boxes, key=lambda b: -b[3] * b[4]):
-        r0, r1 = int(np.clip(np.floor(rc - h / 2 + 0.5), 0, height)), int(np.clip(np.floor(rc + h / 2 + 0.5), 0, height))
+        r0 = int(np.clip(np.floor(rc - h / 2 + 0.5), 0, height))
+        r1 = int(np.clip(np.floor(rc + h / 2 + 0.5), 0, height))
         c0, c1 = int(np.floor(cc - w / 2 + 0.5)), int(np.floor(cc + w / 2 + 0.5))
         cols = np.arange(c0, c1)
         cols = cols % width if periodic else cols[(cols >= 0) & (cols < width)]
