@@ -92,8 +92,11 @@ def test_labelled_fraction_and_unlabelled_dir(blob_data, tmp_path):
 
 
 @pytest.mark.slow
-def test_evaluate_names_the_sample_without_boxes(blob_data, tmp_path):
-    """A semisup run evaluated on samples of which one has no stored boxes: a one-line error naming it."""
+def test_evaluate_predict_plot_and_the_sample_without_boxes(blob_data, tmp_path):
+    """A semisup run evaluated on samples of which one has no stored boxes: a one-line error naming it; with
+    the boxes stored, evaluate reports mAP, predict writes boxes into the event table and plot draws them."""
+    from exascale_climate.data.boxes import read_boxes
+
     import shutil
 
     run_dir = tmp_path / "run"
@@ -116,6 +119,33 @@ def test_evaluate_names_the_sample_without_boxes(blob_data, tmp_path):
     assert out.returncode != 0
     assert f"{bad} [climate/boxes]: no stored boxes" in out.stdout + out.stderr
     assert "Traceback" not in out.stdout + out.stderr
+
+    # With the boxes back: mAP in the JSON report, boxes in predict's event table, and a plot of them.
+    subprocess.run(exaclimate("data", "boxes", str(data)), check=True, capture_output=True)
+    report_path = tmp_path / "metrics.json"
+    out = subprocess.run(exaclimate("evaluate", "--checkpoint", str(run_dir), "--data", str(data), "--json",
+                                    str(report_path)), env=rank_env(1, 2), capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    import json
+
+    report = json.loads(report_path.read_text())
+    assert report["true_boxes"] == sum(len(read_boxes(p)) for p in sorted(data.glob("data-*.h5")))
+    for key in ("iou_0.1", "iou_0.5"):
+        assert set(report["map"][key]["ap"]) == {"tropical_cyclone", "atmospheric_river"}
+        assert all(0.0 <= v <= 1.0 for v in report["map"][key]["ap"].values() if v is not None)
+    assert set(report["box_masks"]) >= {"model", "true_boxes"}
+    out = subprocess.run(exaclimate("predict", "--checkpoint", str(run_dir), str(bad), "--out", str(tmp_path / "pred")),
+                         env=rank_env(1, 2), capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    import csv
+
+    rows = list(csv.DictReader((tmp_path / "pred" / "events.csv").open()))
+    assert rows and all(r["box_lat_min"] and r["box_lon_max"] and float(r["score"]) >= 0.3 for r in rows)
+    assert all(float(r["box_lat_min"]) <= float(r["centroid_lat"]) <= float(r["box_lat_max"]) for r in rows)
+    png = tmp_path / "boxes.png"
+    out = subprocess.run(exaclimate("plot", str(bad), "--boxes", "--pred-boxes", str(tmp_path / "pred" / "events.csv"),
+                                    "--out", str(png)), capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0 and png.read_bytes().startswith(b"\x89PNG")
 
 
 @pytest.mark.multirank
