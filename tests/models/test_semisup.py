@@ -60,3 +60,22 @@ def test_grid_not_divisible_is_a_config_error():
     cfg = load_config(None, ["model.name=semisup"])
     with pytest.raises(ConfigError, match="divisible by 32"):
         build_model(cfg.model, (96, 144, 16))
+
+
+def test_summary_flops_of_the_two_output_model_agree_with_the_graph():
+    """`model summary` on the slim config: the analytic count and the TF profiler's graph count (which sees both
+    outputs) agree, and the forward count equals the sum over conv/deconv layers computed here by hand."""
+    from exascale_climate.models.summary import model_summary
+
+    cfg = load_config("semisup_demo")
+    s = model_summary(cfg, (96, 144), graph=True)
+    assert s["parameters"] == 91_831
+    assert abs(s["graph_forward_flops"] - s["forward_flops"]) / s["forward_flops"] < 0.002
+    # by hand: 2*k*k*Cin*Cout per output pixel (conv) / input pixel (deconv), + bias per output element
+    convs = [(3, 16, 16, 48 * 72), (3, 16, 32, 24 * 36), (3, 32, 64, 12 * 18), (3, 64, 64, 12 * 18),
+             (3, 64, 1, 12 * 18), (3, 64, 2, 12 * 18), (3, 64, 4, 12 * 18)]
+    deconvs = [(3, 64, 32, 12 * 18, 24 * 36), (3, 32, 16, 24 * 36, 48 * 72), (3, 16, 16, 48 * 72, 96 * 144)]
+    hand = sum(2 * k * k * ci * co * n + co * n for k, ci, co, n in convs)
+    hand += sum(2 * k * k * ci * co * n_in + co * n_out for k, ci, co, n_in, n_out in deconvs)
+    assert s["forward_flops"] == hand
+    assert s["paper_parameter_mib"] == 302.0
