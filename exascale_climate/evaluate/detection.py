@@ -195,9 +195,11 @@ def _fmt(v) -> str:
 def format_report(report: dict) -> str:
     lines = [f"{report['samples']} samples, {report['true_boxes']} true boxes, {report['detections']} detections"]
     classes = list(next(iter(report["map"].values()))["ap"])
-    lines.append(f"{'AP':<10}" + "".join(f"{c:>14}" for c in classes) + f"{'mAP':>10}")
-    for key, row in report["map"].items():
-        lines.append(f"{key:<10}" + "".join(f"{_fmt(row['ap'][c]):>14}" for c in classes) + f"{_fmt(row['map']):>10}")
+    lines.append(f"{'AP':<18}" + "".join(f"{c:>19}" for c in classes) + f"{'mAP':>9}")
+    for who, key in (("model", "map"), ("labeller", "labeller_map")):
+        for thr, row in (report.get(key) or {}).items():
+            lines.append(f"{who + ' ' + thr:<18}" + "".join(f"{_fmt(row['ap'][c]):>19}" for c in classes)
+                         + f"{_fmt(row['map']):>9}")
     lines.append("box-filled masks against the label masks (mean IoU / per class):")
     for who, s in report["box_masks"].items():
         lines.append(f"  {who:<11} {_fmt(s['mean_iou'])}  " + ", ".join(f"{c} {_fmt(v)}" for c, v in s["iou"].items()))
