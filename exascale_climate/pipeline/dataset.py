@@ -84,7 +84,8 @@ def split_files(cfg: Config, split: str) -> list[Path]:
 def labelled_files(cfg: Config, files: list[Path]) -> set[str]:
     """The training files whose labels the detector's loss may use: a seeded choice of
     round(data.labelled_fraction * N) of the files outside data.unlabelled_dir (at least one when > 0).
-    Computed from the global sorted list, so every rank agrees."""
+    Computed from the global sorted list, so every rank agrees. A flag belongs to a slot: when a bad file is
+    replaced by the next readable one of the shard, the replacement inherits the slot's flag."""
     import numpy as np
 
     unlabelled_root = Path(cfg.data.unlabelled_dir).resolve() if cfg.data.unlabelled_dir else None
