@@ -219,6 +219,16 @@ def data_inspect(file, as_json):
 
 
 # ---------------------------------------------------------------------------------------- stage
+@data.command("boxes")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+def data_boxes(directory):
+    """Derive each sample's event boxes from its labels and store them in it (climate/boxes)."""
+    from exascale_climate.data.boxes import store_boxes
+
+    counts = store_boxes(directory)
+    click.echo(f"{counts['boxes']} box(es) stored in {counts['files']} sample(s) of {directory}")
+
+
 @main.command("stage")
 @click.option("--src", required=True, type=click.Path(exists=True, file_okay=False),
               help="Prepared dataset on the shared file system (train/, valid/ or validation/, test/, stats.h5).")
@@ -261,7 +271,7 @@ def model():
 
 
 @model.command("summary")
-@click.option("--model", "model_name", type=click.Choice(["tiramisu", "deeplabv3plus"]),
+@click.option("--model", "model_name", type=click.Choice(["tiramisu", "deeplabv3plus", "semisup"]),
               help="Network (default: model.name of the config).")
 @click.option("--grid", default="768x1152", show_default=True, metavar="HxW", help="Input grid.")
 @click.option("--graph/--no-graph", default=True, show_default=True,
@@ -327,11 +337,14 @@ def predict_command(inputs, checkpoint, out_dir, probabilities, stats_file):
               help="A `predict` netCDF mask; with --truth draws truth / prediction / error panels.")
 @click.option("--out", required=True, metavar="PNG", help="Output PNG file.")
 @click.option("--size", default="1200x700", show_default=True, metavar="WxH", help="Image size in pixels.")
-def plot_command(file, var, truth, pred_path, out, size):
-    """Map of a field with TC/AR contours (lat/lon axes, colour bar, legend, time in the title)."""
+@click.option("--boxes", is_flag=True, help="Draw the file's true event boxes (stored, else from its labels).")
+@click.option("--pred-boxes", metavar="EVENTS.csv", help="Draw this file's boxes from a semisup `predict` table.")
+def plot_command(file, var, truth, pred_path, out, size, boxes, pred_boxes):
+    """Map of a field with TC/AR contours (lat/lon axes, colour bar, legend, time in the title) or boxes."""
     from exascale_climate.evaluate.plots import parse_size, plot_file
 
-    click.echo(plot_file(file, out, var=var, truth=truth, pred_path=pred_path, size=parse_size(size)))
+    click.echo(plot_file(file, out, var=var, truth=truth, pred_path=pred_path, size=parse_size(size), boxes=boxes,
+                         pred_boxes=pred_boxes))
 
 
 # ---------------------------------------------------------------------------------------- train
@@ -433,8 +446,8 @@ def bench_stage_command(grid, samples, repeat, ranks, workdir, json_path):
 
 
 @bench.command("model")
-@click.option("--model", "models", multiple=True, type=click.Choice(["tiramisu", "deeplabv3plus"]),
-              help="Network(s) to time (repeatable; default: both).")
+@click.option("--model", "models", multiple=True, type=click.Choice(["tiramisu", "deeplabv3plus", "semisup"]),
+              help="Network(s) to time (repeatable; default: tiramisu and deeplabv3plus).")
 @click.option("--grid", "grids", multiple=True, metavar="HxW",
               help="Input grid(s) (repeatable; default: 768x1152 + 96x144 for Tiramisu, 384x576 + 96x144 for "
                    "DeepLabv3+, whose 768x1152 training step needs ~20 GB).")

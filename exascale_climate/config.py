@@ -77,6 +77,10 @@ class DataConfig:
     stats_file: str = ""  # default: <train_dir>/../stats.h5
     channels: list[str] = field(default_factory=list)  # empty = all 16, in the published order
     dtype: str = choice("float32", ("float32", "float16"))
+    # Semi-supervised training (model semisup): the share of training files whose labels the loss may use
+    # (a seeded choice of files), and an optional directory of extra files used only as unlabelled samples.
+    labelled_fraction: float = bounded(1.0, min=0.0, max=1.0)
+    unlabelled_dir: str = ""
     synth: SynthConfig = field(default_factory=SynthConfig)
     labeller: LabellerConfig = field(default_factory=LabellerConfig)
 
@@ -129,19 +133,44 @@ class DeepLabConfig:
 
 
 @dataclass
+class SemisupConfig:
+    """The SC17 semi-supervised climate network (docs/MODELS.md): a strided-convolution encoder, a
+    transposed-convolution decoder that reconstructs the input, and box heads on the encoder's features.
+
+    The default is the paper's size (9 convolutions + 5 deconvolutions, ~79 M parameters at 768x768x16);
+    each entry of `encoder_filters` is one stride-2 convolution and one mirrored stride-2 deconvolution.
+    """
+
+    encoder_filters: list[int] = field(default_factory=lambda: [128, 256, 512, 768, 1024])
+    feature_filters: int = bounded(1088, min=1)  # the stride-1 convolution the heads read (sized to ~302 MiB)
+    kernel_size: int = bounded(5, min=1)
+    head_kernel_size: int = bounded(3, min=1)
+    # Loss weights (ExtremeWeather's YOLO-style terms); reconstruction_weight 0 = the supervised-only baseline.
+    reconstruction_weight: float = bounded(1.0, min=0.0)
+    confidence_weight: float = bounded(1.0, min=0.0)
+    no_object_weight: float = bounded(0.1, min=0.0)  # confidence term on cells without an event centre
+    class_weight: float = bounded(1.0, min=0.0)
+    box_weight: float = bounded(1.0, min=0.0)
+    score_threshold: float = bounded(0.5, min=0.0, max=1.0)  # detections kept at inference
+    nms_iou: float = bounded(0.3, min=0.0, max=1.0)
+
+
+@dataclass
 class ModelConfig:
-    name: str = choice("tiramisu", ("tiramisu", "deeplabv3plus"))
+    name: str = choice("tiramisu", ("tiramisu", "deeplabv3plus", "semisup"))
     num_classes: int = bounded(3, min=2)
     weight_decay: float | None = None  # None = the model's paper value (Tiramisu 1e-4, DeepLabv3+ 5e-4)
     tiramisu: TiramisuConfig = field(default_factory=TiramisuConfig)
     deeplabv3plus: DeepLabConfig = field(default_factory=DeepLabConfig)
+    semisup: SemisupConfig = field(default_factory=SemisupConfig)
 
     def check(self) -> None:
         """Bounds on the items of list fields (field metadata bounds only apply to scalars)."""
         for key, values, lowest in (("tiramisu.down_layers", self.tiramisu.down_layers, 0),
                                     ("tiramisu.up_layers", self.tiramisu.up_layers, 0),
                                     ("deeplabv3plus.resnet_blocks", self.deeplabv3plus.resnet_blocks, 1),
-                                    ("deeplabv3plus.aspp_rates", self.deeplabv3plus.aspp_rates, 1)):
+                                    ("deeplabv3plus.aspp_rates", self.deeplabv3plus.aspp_rates, 1),
+                                    ("semisup.encoder_filters", self.semisup.encoder_filters, 1)):
             if not values:
                 raise ConfigError(f"model.{key}: must not be empty")
             if any(v < lowest for v in values):

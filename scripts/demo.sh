@@ -62,6 +62,15 @@ exaclimate plot "$NC" --var TMQ --truth --out "$DEMO_DIR/plots/$STEM.TMQ.png"
 exaclimate plot "$NC" --var PSL --truth --pred "$DEMO_DIR/pred/$STEM.mask.nc" \
   --out "$DEMO_DIR/plots/$STEM.panels.png" --size 1400x1000
 
+step "semi-supervised box detector (SC17): boxes from labels, 2-rank training with 25% labelled, mAP, boxes"
+exaclimate data boxes "$DEMO_DIR/data/test"
+"${RANKS[@]}" exaclimate train --config semisup_demo --run-dir "$DEMO_DIR/run-semisup" "${PATHS[@]}" \
+  --set data.labelled_fraction=0.25 --set train.epochs=4
+exaclimate evaluate --checkpoint "$DEMO_DIR/run-semisup" --data "$DEMO_DIR/data/test" --labeller off
+exaclimate predict --checkpoint "$DEMO_DIR/run-semisup" "$NC" --out "$DEMO_DIR/pred-semisup"
+exaclimate plot "$NC" --var TMQ --boxes --pred-boxes "$DEMO_DIR/pred-semisup/events.csv" \
+  --out "$DEMO_DIR/plots/$STEM.boxes.png"
+
 step "batch jobs for a cluster: the same stage -> train -> evaluate as SLURM and Summit-style LSF scripts"
 mkdir -p "$DEMO_DIR/jobs"
 exaclimate submit --scheduler slurm --nodes 4 --tasks-per-node 4 --time 02:00:00 --config tiramisu \
@@ -74,7 +83,7 @@ step "quick benchmarks at the demo grid (JSON lines in $DEMO_DIR/bench, read by 
 exaclimate bench model --model tiramisu --grid 96x144 --config demo --json "$DEMO_DIR/bench/model.jsonl"
 exaclimate bench pipeline --grid 96x144 --samples 16 --json "$DEMO_DIR/bench/pipeline.jsonl"
 
-step "notebooks: explore the data, inspect the model, performance (executed into $DEMO_DIR/notebooks)"
+step "notebooks: explore the data, inspect the model, performance, boxes (executed into $DEMO_DIR/notebooks)"
 python scripts/run_notebooks.py --out "$DEMO_DIR/notebooks" notebooks/*.ipynb
 
 step "done in ${SECONDS}s; outputs in $DEMO_DIR/"

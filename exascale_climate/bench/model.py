@@ -19,7 +19,8 @@ BENCH = "model"
 PEAK_MATMUL_N = 4096
 # DeepLabv3+ keeps 256-channel full-resolution decoder activations: ~20 GB for one 768x1152 training step,
 # so by default it is timed at a quarter of the grid; pass --grid 768x1152 on a machine with the memory.
-DEFAULT_GRIDS = {"tiramisu": [(768, 1152), (96, 144)], "deeplabv3plus": [(384, 576), (96, 144)]}
+DEFAULT_GRIDS = {"tiramisu": [(768, 1152), (96, 144)], "deeplabv3plus": [(384, 576), (96, 144)],
+                 "semisup": [(768, 768)]}  # the SC17 talk's input; its paper config needs multiples of 32
 
 
 def _steps(model, optimizer, batch: int, shape: tuple[int, int, int], num_classes: int):
@@ -36,13 +37,23 @@ def _steps(model, optimizer, batch: int, shape: tuple[int, int, int], num_classe
 
     @tf.function
     def forward():
-        return tf.reduce_sum(model(x, training=False))
+        return tf.add_n([tf.reduce_sum(o) for o in tf.nest.flatten(model(x, training=False))])
+
+    loss_fn = segmentation_loss
+    if isinstance(model.output, (list, tuple)):  # the semisup detector: reconstruction + box terms, all labelled
+        from exascale_climate.config import SemisupConfig
+        from exascale_climate.train.semisup import semisup_loss
+
+        grid_shape = tuple(int(d) for d in model.output[1].shape[1:3])
+        targets = (x, tf.concat([tf.ones((batch, *grid_shape, 1)), tf.zeros((batch, *grid_shape, 5))], -1))
+        y, w = targets, tf.ones((batch,))
+        loss_fn = (lambda yy, out, ww: semisup_loss(yy, out, ww, SemisupConfig(), num_classes))
 
     @tf.function
     def train_step():
         with tf.GradientTape() as tape:
             logits = model(x, training=True)
-            loss = segmentation_loss(y, logits, w) + tf.add_n([tf.cast(l, tf.float32) for l in model.losses])
+            loss = loss_fn(y, logits, w) + tf.add_n([tf.cast(l, tf.float32) for l in model.losses])
         grads = tape.gradient(loss, [v.value for v in variables])
         optimizer.apply_gradients(zip(grads, variables))
         return loss

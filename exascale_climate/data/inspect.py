@@ -38,6 +38,26 @@ def _label_summary(labels: np.ndarray) -> dict:
     return {"fractions": fractions, "outside_range": outside}
 
 
+def _box_summary(path, climate, labels: np.ndarray) -> dict:
+    """The stored event boxes (`exaclimate data boxes`), else those derived from the labels; a malformed
+    stored set is reported, not raised."""
+    from exascale_climate.data.boxes import BOX_COLUMNS, boxes_from_mask, check_boxes
+    from exascale_climate.data.grid import default_coordinates, spans_globe
+
+    labels = np.asarray(labels)
+    if "boxes" in climate:
+        try:
+            boxes = check_boxes(path, climate["boxes"][()], labels.shape)
+        except DataError as e:
+            return {"source": "stored", "error": str(e), "rows": []}
+        source = "stored"
+    else:
+        lon = climate["lon"][()] if "lon" in climate else default_coordinates(*labels.shape)[1]
+        boxes, source = boxes_from_mask(labels, spans_globe(np.asarray(lon, np.float64))), "derived from labels"
+    return {"source": source, "columns": list(BOX_COLUMNS),
+            "rows": [[int(b[0])] + [round(float(v), 2) for v in b[1:]] for b in boxes]}
+
+
 def inspect_file(path) -> dict:
     """Layout, shapes, per-variable ranges and non-finite counts, class fractions (never raises for content)."""
     path = Path(path)
@@ -70,6 +90,7 @@ def inspect_file(path) -> dict:
                 info["attributes"] = {k: str(v) for k, v in f["climate"].attrs.items() if k != "variables"}
                 if where.labels in f:
                     info["labels"] = _label_summary(f[where.labels][()])
+                    info["boxes"] = _box_summary(path, f["climate"], f[where.labels][()])
     except (OSError, RuntimeError, KeyError) as e:
         raise DataError(path, f"cannot read ({e}); the file is truncated or corrupt") from None
     return info
@@ -96,4 +117,12 @@ def format_inspection(info: dict) -> str:
                      + (f"; {lab['outside_range']} label values OUTSIDE 0..2" if lab["outside_range"] else ""))
     else:
         lines.append("classes: no labels in the file")
+    if "boxes" in info:
+        b = info["boxes"]
+        if b.get("error"):
+            lines.append(f"boxes: MALFORMED ({b['error']})")
+        else:
+            lines.append(f"boxes ({b['source']}; class, row/col centre, height, width in pixels): {len(b['rows'])}")
+            lines += [f"  {CLASS_NAMES[r[0]]:<4} centre ({r[1]:.1f}, {r[2]:.1f}) size {r[3]:.0f}x{r[4]:.0f}"
+                      for r in b["rows"]]
     return "\n".join(lines)

@@ -137,6 +137,11 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path, *, json_path: str | P
 
     if labeller not in LABELLER_MODES:
         raise ExaclimateError(f"--labeller {labeller!r}: choose one of {', '.join(LABELLER_MODES)}")
+    from exascale_climate.evaluate import detection
+
+    if detection.is_detector_checkpoint(checkpoint):  # semisup: mAP and box-filled masks (one process)
+        return detection.evaluate_detector(checkpoint, data_dir, json_path=json_path, labeller=labeller,
+                                           stats_file=stats_file, show=show)
     files = list_samples(data_dir)
     if not files:
         raise DataError(data_dir, "no data-*.h5 samples to evaluate")

@@ -36,6 +36,12 @@ class Event:
     min_psl_pa: float = float("nan")
     max_wind_ms: float = float("nan")
     source: str = ""
+    # Bounding box (the semisup detector's predictions): degrees, lon_min > lon_max across the date line.
+    box_lat_min: float = float("nan")
+    box_lat_max: float = float("nan")
+    box_lon_min: float = float("nan")
+    box_lon_max: float = float("nan")
+    score: float = float("nan")
 
 
 def _centroid(lat2d: np.ndarray, lon_rad: np.ndarray, weights: np.ndarray) -> tuple[float, float]:

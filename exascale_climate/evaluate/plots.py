@@ -108,6 +108,63 @@ def draw_classes(ax, labels: np.ndarray, data: MapData, title: str):
     ax.set_title(title)
 
 
+def draw_boxes(ax, boxes, linestyle: str = "-", suffix: str = "") -> list:
+    """Rectangles for boxes given in degrees as rows (class, lat_min, lat_max, lon_min, lon_max); a box across
+    the date line (lon_min > lon_max) is drawn as its two pieces. Returns legend handles."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Rectangle
+
+    x0, x1 = ax.get_xlim() if ax.has_data() else (0.0, 360.0)
+    seen = set()
+    for cls, lat_min, lat_max, lon_min, lon_max in boxes:
+        cls = int(cls)
+        pieces = [(lon_min, lon_max)] if lon_min <= lon_max else [(lon_min, max(x1, 360.0)), (min(x0, 0.0), lon_max)]
+        for a, b in pieces:
+            ax.add_patch(Rectangle((a, lat_min), b - a, lat_max - lat_min, fill=False, linewidth=1.4,
+                                   edgecolor=CLASS_COLOURS.get(cls, "k"), linestyle=linestyle))
+        seen.add(cls)
+    return [Line2D([], [], color=CLASS_COLOURS[c], linestyle=linestyle, label=CLASS_LABELS[c] + suffix)
+            for c in sorted(seen) if c in CLASS_COLOURS]
+
+
+def sample_box_degrees(path, lat, lon, labels=None) -> list:
+    """The file's true boxes in degrees: stored (`exaclimate data boxes`), else derived from its labels."""
+    from exascale_climate.data.boxes import boxes_from_mask, read_boxes
+    from exascale_climate.data.grid import spans_globe
+    from exascale_climate.errors import DataError
+    from exascale_climate.evaluate.detection import box_degrees
+
+    try:
+        boxes = read_boxes(path)
+    except DataError as e:
+        if labels is None or "no stored boxes" not in str(e):
+            raise
+        boxes = boxes_from_mask(labels, spans_globe(lon))
+    return [(b[0], *box_degrees(b, lat, lon)) for b in boxes]
+
+
+def event_table_boxes(csv_path, source: str, time: str | None = None) -> list:
+    """Predicted boxes in degrees from a `predict` events.csv: the rows of `source` (and `time` if given)."""
+    import csv
+
+    from exascale_climate.errors import DataError
+
+    rows = []
+    try:
+        with open(csv_path, newline="") as f:
+            for row in csv.DictReader(f):
+                if row.get("source") != source or (time and row.get("time") and row["time"] != time):
+                    continue
+                if not row.get("box_lat_min"):
+                    continue
+                cls = {"tropical_cyclone": 1, "atmospheric_river": 2}.get(row["event_class"], 0)
+                rows.append((cls, *(float(row[k]) for k in ("box_lat_min", "box_lat_max", "box_lon_min",
+                                                            "box_lon_max"))))
+    except (OSError, KeyError, ValueError) as e:
+        raise DataError(csv_path, f"not a readable event table with box columns ({e})") from None
+    return rows
+
+
 ERROR_NAMES = ("correct background", "correct event", "missed (false negative)", "false alarm", "wrong class")
 
 
@@ -184,8 +241,12 @@ def read_prediction(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
 
 
 def plot_file(path: str | Path, out: str | Path, var: str = "TMQ", truth: bool = False,
-              pred_path: str | Path | None = None, size: tuple[int, int] = DEFAULT_SIZE) -> Path:
-    """`exaclimate plot`: one sample file (netCDF or HDF5) as a PNG map."""
+              pred_path: str | Path | None = None, size: tuple[int, int] = DEFAULT_SIZE, boxes: bool = False,
+              pred_boxes: str | Path | None = None) -> Path:
+    """`exaclimate plot`: one sample file (netCDF or HDF5) as a PNG map; `boxes` adds the file's true event
+    boxes (solid), `pred_boxes` a `predict` events.csv's boxes for this file (dashed)."""
+    if boxes or pred_boxes:
+        return _plot_boxes(path, out, var, boxes, pred_boxes, size)
     from exascale_climate.data.samples import read_sample
     from exascale_climate.data.grid import sample_coordinates
 
@@ -201,3 +262,27 @@ def plot_file(path: str | Path, out: str | Path, var: str = "TMQ", truth: bool =
                    truth=sample.labels if truth else None, pred=pred)
     return render_map(data, out, size, show_truth=truth)
 
+
+
+def _plot_boxes(path, out, var: str, boxes: bool, pred_boxes, size) -> Path:
+    from exascale_climate.data.samples import read_sample
+    from exascale_climate.data.grid import sample_coordinates
+
+    if var not in BY_NAME:
+        raise ExaclimateError(f"--var {var!r}: not one of the 16 CAM5 variables ({', '.join(BY_NAME)})")
+    sample = read_sample(path, channels=[var], with_labels=boxes)
+    lat, lon = sample_coordinates(sample)
+    data = MapData(field=sample.data[..., 0], lat=lat, lon=lon, var=var, time=sample.time)
+    fig = new_figure(size)
+    ax = fig.add_subplot(1, 1, 1)
+    draw_field(ax, data, show_truth=False)
+    handles = []
+    if boxes:
+        handles += draw_boxes(ax, sample_box_degrees(path, lat, lon, sample.labels), "-", " (true box)")
+    if pred_boxes:
+        handles += draw_boxes(ax, event_table_boxes(pred_boxes, Path(path).name, sample.time), "--",
+                              " (predicted box)")
+    if handles:
+        ax.legend(handles=handles, loc="lower left", fontsize="small", framealpha=0.8)
+    _lat_lon_axes(ax, data)
+    return save_figure(fig, out)

@@ -270,12 +270,17 @@ def predict(checkpoint: str | Path, inputs: list[str | Path], out_dir: str | Pat
                                   "into different --out directories")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    segmenter = Segmenter.from_checkpoint(checkpoint, stats_file)
+    from exascale_climate.evaluate import detection
+
+    boxes = detection.is_detector_checkpoint(checkpoint)  # semisup: box-filled masks, one event per box
+    segmenter = detection.load_detector(checkpoint, stats_file) if boxes else \
+        Segmenter.from_checkpoint(checkpoint, stats_file)
     all_events: list[Event] = []
     written = []
     with progress_bar("predict", len(files)) as advance:
         for path in files:
-            result = predict_file(segmenter, path, keep_probabilities=probabilities)
+            result = detection.predict_boxes_file(segmenter, path) if boxes else \
+                predict_file(segmenter, path, keep_probabilities=probabilities)
             coords = _input_coordinates(path, result.first, len(result.masks))
             target = out_dir / output_name(path)
             write_mask_netcdf(target, result.masks, coords, result.probabilities, attrs={
@@ -283,7 +288,7 @@ def predict(checkpoint: str | Path, inputs: list[str | Path], out_dir: str | Pat
                           f"checkpoint {segmenter.source}",
                 "input_file": str(path),
                 "grid_handling": f"padded to multiples of {segmenter.divisor} (longitude wrap, latitude "
-                                 "reflection), cropped back",
+                                 "reflection), cropped back" + ("; mask = predicted boxes filled" if boxes else ""),
             })
             all_events += result.events
             written.append(str(target))

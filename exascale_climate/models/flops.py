@@ -78,7 +78,7 @@ def graph_flops(model: keras.Model, input_shape: tuple[int, int, int]) -> dict:
     @tf.function
     def train_step(x):
         with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(model(x, training=True))
+            loss = tf.add_n([tf.reduce_mean(o) for o in tf.nest.flatten(model(x, training=True))])
         return tape.gradient(loss, variables)
 
     opts = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()

@@ -4,6 +4,7 @@ from __future__ import annotations
 from exascale_climate.config import Config
 
 PAPER_TRAIN_STEP_FLOPS = {"tiramisu": 4.2e12}  # per sample at 768x1152 (Kurth et al., SC18)
+PAPER_PARAMETER_MIB = {"semisup": 302.0}  # the SC17 talk's climate network, 768x768x16 input
 
 
 def input_channels(cfg: Config) -> int:
@@ -34,6 +35,9 @@ def model_summary(cfg: Config, grid: tuple[int, int], graph: bool = True) -> dic
     paper = PAPER_TRAIN_STEP_FLOPS.get(cfg.model.name)
     if paper and tuple(grid) == (768, 1152):
         summary["paper_train_step_flops"] = paper
+    if cfg.model.name in PAPER_PARAMETER_MIB:
+        summary["parameter_mib"] = summary["parameters"] * 4 / 2**20
+        summary["paper_parameter_mib"] = PAPER_PARAMETER_MIB[cfg.model.name]
     return summary
 
 
@@ -63,6 +67,9 @@ def format_summary(summary: dict) -> str:
     if "graph_forward_flops" in summary:
         lines += [f"graph forward:           {_tflop(summary['graph_forward_flops'])} (TF profiler)",
                   f"graph train step:        {_tflop(summary['graph_train_step_flops'])} (TF profiler)"]
+    if "paper_parameter_mib" in summary:
+        lines.append(f"float32 weights:         {summary['parameter_mib']:.1f} MiB "
+                     f"(paper: ~{summary['paper_parameter_mib']:.0f} MiB)")
     if "paper_train_step_flops" in summary:
         lines.append(f"paper train step:        {_tflop(summary['paper_train_step_flops'])} (Kurth et al.)")
     return "\n".join(lines)

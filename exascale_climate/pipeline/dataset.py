@@ -1,6 +1,7 @@
 """The tf.data input pipeline: sharded, shuffled per epoch, read in parallel, normalised, augmented, weighted.
 
-Element: (x (B,H,W,C) float32|float16, y (B,H,W) int32, w (B,H,W) float32 pixel weights).
+Element: (x (B,H,W,C) float32|float16, y (B,H,W) int32, w (B,H,W) float32 pixel weights); for the box detector
+(model.name semisup) (x, (x, box targets (B,h,w,6), y), labelled (B,) float32) instead (`detector_element`).
 Order is always deterministic (file order from a seeded permutation, order-preserving parallel maps, stateless
 random augmentation keyed by (seed, epoch, position)), so `skip_batches` resumes a run at the same sample.
 """
@@ -72,7 +73,51 @@ def split_files(cfg: Config, split: str) -> list[Path]:
     files = list_samples(directory)
     if not files:
         raise DataError(directory, f"no data-*.h5 samples in the {split} directory")
+    if split == "train" and cfg.data.unlabelled_dir:
+        extra = list_samples(cfg.data.unlabelled_dir)
+        if not extra:
+            raise DataError(cfg.data.unlabelled_dir, "no data-*.h5 samples in data.unlabelled_dir")
+        files = files + extra
     return files
+
+
+# --------------------------------------------------------------------------------- semi-supervised
+def labelled_files(cfg: Config, files: list[Path]) -> set[str]:
+    """The training files whose labels the detector's loss may use: a seeded choice of
+    round(data.labelled_fraction * N) of the files outside data.unlabelled_dir (at least one when > 0).
+    Computed from the global sorted list, so every rank agrees. A flag belongs to a slot: when a bad file is
+    replaced by the next readable one of the shard, the replacement inherits the slot's flag."""
+    import numpy as np
+
+    unlabelled_root = Path(cfg.data.unlabelled_dir).resolve() if cfg.data.unlabelled_dir else None
+    candidates = sorted(str(p) for p in files
+                        if unlabelled_root is None or unlabelled_root not in Path(p).resolve().parents)
+    fraction = cfg.data.labelled_fraction
+    count = 0 if fraction <= 0 else max(1, int(round(fraction * len(candidates))))
+    order = np.random.default_rng(cfg.train.seed + 7919).permutation(len(candidates))
+    return {candidates[i] for i in order[:count]}
+
+
+def detector_cell(cfg: Config) -> int:
+    """Pixels per side of one cell of the detector's box grid (its encoder's total stride)."""
+    return 2 ** len(cfg.model.semisup.encoder_filters)
+
+
+def detector_element(x, y, labelled, cell: int, periodic: bool):
+    """(x, (x, box targets, y), labelled): box targets from the (augmented) labels, so crops and rolls move the
+    boxes with the fields (data/boxes.py; longitude wraps when the sample still spans the globe)."""
+    import tensorflow as tf
+
+    from exascale_climate.data.boxes import boxes_from_mask, encode_targets
+
+    height, width = int(y.shape[0]), int(y.shape[1])
+
+    def targets(mask):
+        return encode_targets(boxes_from_mask(mask, periodic), (height, width), cell)
+
+    t = tf.numpy_function(targets, [y], tf.float32, stateful=False)
+    t = tf.ensure_shape(t, (height // cell, width // cell, 6))
+    return x, (x, t, y), labelled
 
 
 def stats_path(cfg: Config) -> Path:
@@ -185,17 +230,24 @@ def build_dataset(cfg: Config, files: list[Path], stats, *, training: bool, worl
     augmenting = training and (crop or pcfg.random_flip or pcfg.random_roll)
     seed = _epoch_seed(cfg, epoch, rank)
 
+    detector = cfg.model.name == "semisup"
+    if detector:  # index i of the enumeration below is the slot of mine[i]
+        chosen = labelled_files(cfg, files) if training else {str(p) for p in mine}
+        flags = tf.constant([1.0 if str(p) in chosen else 0.0 for p in mine], tf.float32)
+
     def prepare(index, x, y):
         if augmenting:
             x, y = augment(x, y, tf.stack([seed[0], seed[1] * 1_000_003 + index]), crop, pcfg.random_flip,
                            pcfg.random_roll)
         y = tf.cast(y, tf.int32)
+        if detector:
+            return detector_element(tf.cast(x, out_dtype), y, flags[index], detector_cell(cfg), periodic=not crop)
         return tf.cast(x, out_dtype), y, pixel_weights(y, weights)
 
     ds = ds.enumerate(start=skip_batches * batch if training else 0)
     ds = ds.map(lambda i, xy: prepare(i, *xy), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if batch == 1:  # a view instead of batch's copy of every sample
-        ds = ds.map(lambda x, y, w: (tf.expand_dims(x, 0), tf.expand_dims(y, 0), tf.expand_dims(w, 0)))
+        ds = ds.map(lambda x, y, w: tf.nest.map_structure(lambda t: tf.expand_dims(t, 0), (x, y, w)))
     else:
         ds = ds.batch(batch, drop_remainder=training, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if training:
@@ -233,5 +285,11 @@ def _empty_dataset(cfg: Config, files, stats):
     h, w = _grid_of(sorted(files))
     c = len(stats.variables)
     dtype = tf.float16 if cfg.train.precision == "mixed_float16" else tf.float32
+    if cfg.model.name == "semisup":
+        cell = detector_cell(cfg)
+        x = tf.zeros((0, h, w, c), dtype)
+        return tf.data.Dataset.from_tensor_slices(
+            (x, (x, tf.zeros((0, h // cell, w // cell, 6)), tf.zeros((0, h, w), tf.int32)), tf.zeros((0,)))
+        ).batch(cfg.train.batch_size)
     return tf.data.Dataset.from_tensor_slices((tf.zeros((0, h, w, c), dtype), tf.zeros((0, h, w), tf.int32),
                                                tf.zeros((0, h, w), tf.float32))).batch(cfg.train.batch_size)

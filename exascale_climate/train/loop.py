@@ -128,6 +128,11 @@ def setup_run(cfg: Config, run_dir: str | Path, world: World | None = None) -> R
     def loss_fn(y, logits, w):
         return segmentation_loss(y, logits, w, kind=kind, focal_gamma=gamma)
 
+    if cfg.model.name == "semisup":  # the box detector's loss and validation (train/semisup.py)
+        from exascale_climate.train import semisup
+
+        loss_fn = semisup.make_loss_fn(cfg.model.semisup, cfg.model.num_classes)
+        make_eval_step = semisup.eval_step_factory(cfg.model.semisup.score_threshold)
     step = TrainStep(model, optimizer, reducer, scaler, loss_fn, gradient_lag=cfg.distributed.gradient_lag)
     updates = steps_per_epoch(cfg, len(train_files), world) // accumulation
     if updates < 1:

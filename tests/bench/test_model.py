@@ -20,3 +20,12 @@ def test_bench_model_records_rates_and_flops_against_the_peak():
         assert flops["baseline"] == peak["value"] and flops["value"] > 0
     assert by_metric["tiramisu 16x24 b2 train_step FLOP/s"]["flops_per_sample"] > \
         2.9 * by_metric["tiramisu 16x24 b2 forward FLOP/s"]["flops_per_sample"]
+
+
+def test_bench_model_times_the_semisup_detector():
+    """The two-output detector goes through the same forward / training-step timing (its own loss)."""
+    cfg = load_config("semisup_demo", ["data.channels=[TMQ,PSL]"])
+    records = bench_model(cfg, ["semisup"], [(16, 24)], batch=2, repeat=1, peak_matmul_n=256)
+    by_metric = {r["metric"]: r for r in records[1:]}
+    assert {"semisup 16x24 b2 forward samples/s", "semisup 16x24 b2 train_step samples/s"} <= set(by_metric)
+    assert all(r["value"] > 0 for r in by_metric.values())
