@@ -1,6 +1,6 @@
 """Training-test fixtures: a small learnable dataset in the DeepCAM layout and a slim Tiramisu config.
 
-The blob dataset is written with the DATA helper's own writers (formats.write_deepcam_sample, stats) so the
+The blob dataset is written with the DATA helper's own writers (writers.write_deepcam_sample, stats) so the
 pipeline reads it exactly like converted data; it is quicker to make than `data synth` + `data convert` and has
 a signal a few hundred steps can learn (class regions are visible in the fields).
 """
