@@ -65,6 +65,8 @@ class LabellerConfig:
     ar_max_width_km: float = bounded(1000.0, min=0.0)
     ar_min_aspect: float = bounded(3.0, min=1.0)
     ar_min_abs_lat: float = bounded(30.0, min=0.0, max=90.0)  # a river reaches at least this latitude
+    # the object's long axis and its mean vapour transport differ by at most this (Guan & Waliser 2015)
+    ar_max_orientation_deg: float = bounded(45.0, min=0.0, max=90.0)
 
 
 @dataclass
