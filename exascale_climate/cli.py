@@ -198,6 +198,23 @@ def data_inspect(file, as_json):
     click.echo(json.dumps(info, indent=2, default=str) if as_json else format_inspection(info))
 
 
+@data.command("import")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "out_dir", required=True, metavar="DIR", help="Directory for the ClimateNet netCDF files.")
+@click.option("--grid", metavar="HxW", help="Regrid (bilinear) to the CAM grid of this shape (default: keep the "
+                                            "source grid, latitudes ascending, longitudes 0..360).")
+def data_import(inputs, out_dir, grid):
+    """ERA5 / GFS / MERRA-2 / CMIP netCDF or GRIB -> the 16 CAM5 variables (units converted, missing ones derived,
+    provenance in each variable's attributes), one file per time step."""
+    from exascale_climate.data.importers import import_command
+
+    result = import_command(inputs, out_dir, grid)
+    kinds = {k: sorted(v for v, p in result["provenance"].items() if p == k)
+             for k in ("exact", "approximate", "derived")}
+    click.echo(f"{len(result['written'])} time step(s) on a {result['grid'][0]}x{result['grid'][1]} grid -> "
+               f"{out_dir}; " + "; ".join(f"{k}: {','.join(v)}" for k, v in kinds.items() if v))
+
+
 # ---------------------------------------------------------------------------------------- stage
 @main.command("stage")
 @click.option("--src", required=True, type=click.Path(exists=True, file_okay=False),
