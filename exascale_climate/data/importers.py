@@ -38,6 +38,7 @@ LAT_NAMES = ("lat", "latitude", "y")
 LON_NAMES = ("lon", "longitude", "x")
 TIME_NAMES = ("valid_time", "time")
 LEVEL_NAMES = ("pressure_level", "isobaricInhPa", "level", "plev", "lev", "pressure")
+MEMBER_NAMES = ("number", "member", "realization", "ensemble")  # ensembles: the first member is imported
 GRIB_SUFFIXES = (".grib", ".grib1", ".grib2", ".grb", ".grb2", ".gb2")
 
 
@@ -105,6 +106,12 @@ def _normalise(da, name: str, path: str) -> Field | None:
         return None
     level_name = _find(dims, LEVEL_NAMES)
     time_name = _find(dims, TIME_NAMES)
+    member = _find(dims, MEMBER_NAMES)
+    if member is not None and da.sizes[member] > 1:
+        log.info("%s: %s has %d ensemble members along %r; importing the first", path, name, da.sizes[member],
+                 member)
+        da = da.isel({member: 0})
+        dims = list(da.dims)
     extra = [d for d in dims if d not in (lat_name, lon_name, level_name, time_name)]
     if any(da.sizes[d] != 1 for d in extra):
         return None
@@ -132,7 +139,7 @@ def _normalise(da, name: str, path: str) -> Field | None:
         units = str(da[level_name].attrs.get("units", "")).lower()
         levels = raw / 100.0 if units == "pa" or (not units and raw.max() > 2000) else raw
     step = None
-    if "step" in da.coords and da.coords["step"].ndim == 0:
+    if "step" in da.coords and da.coords["step"].ndim == 0 and np.issubdtype(da.coords["step"].dtype, np.timedelta64):
         seconds = da.coords["step"].values / np.timedelta64(1, "s")
         step = float(seconds) if seconds > 0 else None
     return Field(name, values, da.attrs.get("units") or da.attrs.get("GRIB_units"), times, lat[lat_order],

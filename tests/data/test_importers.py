@@ -1,6 +1,7 @@
 """`data import` on hand-made ERA5-, CMIP- and GRIB-style inputs: unit conversions and derived variables against
 hand values, latitude/longitude normalisation, provenance, regridding conservation, and bad input named."""
 import math
+from pathlib import Path
 import subprocess
 import sys
 
@@ -225,3 +226,38 @@ def test_grib_without_pressure_levels_is_named(tmp_path):
     assert np.allclose(read_var(out, "T500")[0], 262.0) and np.allclose(read_var(out, "Z200")[0], 11900.0)
     assert np.allclose(read_var(out, "PSL")[0], 101000.0) and np.allclose(read_var(out, "PRECT")[0], 1e-7)
     assert result["provenance"]["QREFHT"] == "derived" and result["provenance"]["UBOT"] == "approximate"
+
+
+# ---------------------------------------------------------------------------------------------- real fields
+REAL = Path(__file__).parent / "real" / "era5_levels_members01.nc"  # ERA5 sample from cfgrib's sdist
+
+
+def test_real_era5_sample_is_read_and_what_it_lacks_is_named(tmp_path):
+    from exascale_climate.data.importers import open_fields
+
+    fields = {f.name: f for f in open_fields(REAL)}
+    t = fields["t"]
+    assert t.values.shape == (4, 2, 61, 120) and list(t.levels_hpa) == [850.0, 500.0]
+    assert t.lat[0] == -90.0 and t.lat[-1] == 90.0
+    with netCDF4.Dataset(REAL) as nc:  # independent read: member 0, 12 UTC on Jan 2, 500 hPa, north first
+        raw = np.asarray(nc["t"][0, 3, 1], np.float64)
+    assert np.array_equal(t.values[3, 1], raw[::-1])
+    assert 200.0 < raw.min() < raw.max() < 280.0  # real 500 hPa temperatures
+    with pytest.raises(DataError) as e:
+        import_files([REAL], tmp_path / "out")
+    msg = str(e.value)
+    assert "era5_levels_members01.nc" in msg and "['t', 'z']" in msg
+    for var in ("TMQ", "PSL", "U850", "T200", "Z1000"):
+        assert var in msg.split("from")[0]
+
+
+def test_real_field_regridded_keeps_its_global_mean():
+    from exascale_climate.data.importers import open_fields
+
+    t = next(f for f in open_fields(REAL) if f.name == "t")
+    t500 = t.values[0, 1]
+    lat_out, lon_out = default_coordinates(96, 144)
+    out = regrid(t500, t.lat, t.lon, lat_out, lon_out)
+    w_in, w_out = cell_areas_km2(t.lat, t.lon), cell_areas_km2(lat_out, lon_out)
+    assert (out * w_out).sum() / w_out.sum() == pytest.approx((t500 * w_in).sum() / w_in.sum(), abs=0.05)
+    assert t500.min() <= out.min() and out.max() <= t500.max()  # bilinear: no new extremes
