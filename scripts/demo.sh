@@ -65,6 +65,10 @@ exaclimate plot "$NC" --var TMQ --truth --out "$DEMO_DIR/plots/$STEM.TMQ.png"
 exaclimate plot "$NC" --var PSL --truth --pred "$DEMO_DIR/pred/$STEM.mask.nc" \
   --out "$DEMO_DIR/plots/$STEM.panels.png" --size 1400x1000
 
+step "tracks: TCs and ARs linked over the 48 labelled steps (CSV, CF trajectory netCDF, map)"
+exaclimate track "$DEMO_DIR/raw" --out "$DEMO_DIR/tracks"
+head -4 "$DEMO_DIR/tracks/tracks_summary.csv"
+
 step "batch jobs for a cluster: the same stage -> train -> evaluate as SLURM and Summit-style LSF scripts"
 mkdir -p "$DEMO_DIR/jobs"
 exaclimate submit --scheduler slurm --nodes 4 --tasks-per-node 4 --time 02:00:00 --config tiramisu \
