@@ -303,7 +303,7 @@ def _read_mask_file(path: Path) -> list[Frame]:
     import xarray as xr
 
     try:
-        with xr.open_dataset(path, use_cftime=True) as ds:
+        with xr.open_dataset(path, decode_times=xr.coders.CFDatetimeCoder(use_cftime=True)) as ds:
             mask = ds["mask"].values
             lat, lon = ds["lat"].values, ds["lon"].values
             times = [str(t) for t in ds["time"].values] if "time" in ds.variables else []

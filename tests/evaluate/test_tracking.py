@@ -171,3 +171,30 @@ def test_track_cli_names_a_file_without_labels(tmp_path):
     assert proc.returncode == 2
     assert "bare.nc" in proc.stderr and "LABELS" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_track_reads_predict_masks_with_intensity_from_their_input_files(tmp_path):
+    """`predict` output (mask files) as input: the masks give the objects, the input files the PSL and wind."""
+    from exascale_climate.evaluate.predict import write_mask_netcdf
+    from exascale_climate.evaluate.tracking import read_frames, track
+
+    centres = [(-15.0, 70.0 - 3.0 * k) for k in range(5)]
+    psl = [99000.0, 98000.0, 97500.0, 98500.0, 99500.0]
+    inputs = write_steps(tmp_path / "in", centres, psl)
+    lat, lon = default_coordinates(*GRID)
+    import xarray as xr
+
+    for k, src in enumerate(inputs):
+        coords = {"lat": xr.Variable(("lat",), lat, {"units": "degrees_north"}),
+                  "lon": xr.Variable(("lon",), lon, {"units": "degrees_east"}),
+                  "time": xr.Variable(("time",), [6.0 * k], {"units": "hours since 2001-08-20 00:00:00",
+                                                             "calendar": "standard"})}
+        mask = disc_labels(lat, lon, centres[k], 400.0)[None].astype(np.int8)
+        write_mask_netcdf(tmp_path / "pred" / f"step-{k:02d}.mask.nc", mask, coords, attrs={"input_file": str(src)})
+    frames = read_frames(tmp_path / "pred" / "step-02.mask.nc")
+    assert len(frames) == 1 and frames[0].psl is not None and float(frames[0].psl.min()) == 97500.0
+    result = track([tmp_path / "pred"], tmp_path / "out", TrackConfig(tc_min_lifetime_hours=24), plot=False)
+    assert result["tropical_cyclone"] == 1
+    summary = list(csv.DictReader(open(tmp_path / "out" / "tracks_summary.csv")))
+    assert float(summary[0]["min_psl_pa"]) == 97500.0 and float(summary[0]["max_wind_ms"]) == 24.0
+    assert summary[0]["start"] == "2001-08-20T00:00:00" and summary[0]["lifetime_hours"] == "24"
