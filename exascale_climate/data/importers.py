@@ -426,7 +426,8 @@ def regrid(values: np.ndarray, lat: np.ndarray, lon: np.ndarray, lat_out: np.nda
     import xarray as xr
 
     lat, lon = np.asarray(lat), np.asarray(lon)
-    if lat.size == len(lat_out) and lon.size == len(lon_out) and np.allclose(lat, lat_out) and np.allclose(lon, lon_out):
+    same = lat.size == len(lat_out) and lon.size == len(lon_out)
+    if same and np.allclose(lat, lat_out) and np.allclose(lon, lon_out):
         return values
     step = np.median(np.diff(lon)) if lon.size > 1 else 360.0
     if abs(lon.size * step - 360.0) < 1e-3 * 360.0:

@@ -338,7 +338,8 @@ def track_frames(frames: list[Frame], cfg: TrackConfig) -> list[Track]:
     times = [f.time for f in frames]
     if len(set(times)) != len(times):
         dup = next(t for t in times if times.count(t) > 1)
-        raise ExaclimateError(f"time {dup} appears in more than one input ({', '.join(f.source for f in frames if f.time == dup)})")
+        sources = ", ".join(f.source for f in frames if f.time == dup)
+        raise ExaclimateError(f"time {dup} appears in more than one input ({sources})")
     frames = sorted(frames, key=lambda f: f.time)
     areas = cell_areas_km2(*grid)
     cyclones, rivers = [], []
@@ -443,7 +444,8 @@ def read_tracks_csv(path: str | Path) -> list[Track]:
     try:
         with open(path, newline="") as f:
             reader = csv.DictReader(f)
-            missing = [c for c in ("track_id", "event_class", "time", "lat", "lon") if c not in (reader.fieldnames or [])]
+            columns = reader.fieldnames or []
+            missing = [c for c in ("track_id", "event_class", "time", "lat", "lon") if c not in columns]
             if missing:
                 raise DataError(path, f"not a tracks table: no column(s) {missing}", field=missing[0])
             for line, row in enumerate(reader, 2):

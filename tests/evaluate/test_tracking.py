@@ -152,7 +152,8 @@ def test_track_cli_writes_cf_trajectories_csv_and_map(tmp_path):
         times = netCDF4.num2date(nc["time"][:], nc["time"].units)
         assert [t.hour for t in times] == [0, 6, 12, 0, 6]
         lon = np.asarray(nc["lon"][:])
-        dist = [hand_distance(la, lo, *c) for la, lo, c in zip(nc["lat"][:], lon, [centres[i] for i in (0, 1, 2, 4, 5)])]
+        seen = [centres[i] for i in (0, 1, 2, 4, 5)]
+        dist = [hand_distance(la, lo, *c) for la, lo, c in zip(nc["lat"][:], lon, seen)]
         assert max(dist) < 150.0  # centroids of the discs sit on the storm centres (grid of ~200 km)
     rows = list(csv.DictReader(open(tmp_path / "out" / "tracks.csv")))
     assert [r["time"] for r in rows] == ["2001-08-20T00:00:00", "2001-08-20T06:00:00", "2001-08-20T12:00:00",
