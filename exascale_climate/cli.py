@@ -336,7 +336,8 @@ def plot_command(file, var, truth, pred_path, out, size):
 @config_options
 def track_command(inputs, out_dir, no_plot, config_path, overrides):
     """Link TC detections (great-circle range per hour, gaps, minimum lifetime) and AR objects (overlap) over
-    time, from labelled files or `predict` masks (settings: --set track.KEY=VALUE)."""
+    time, from labelled files or `predict` masks, or TCs from event tables (*.csv, e.g. predict's events.csv)
+    (settings: --set track.KEY=VALUE)."""
     from exascale_climate.evaluate.tracking import track
 
     cfg = load_cli_config(config_path, overrides)

@@ -497,14 +497,56 @@ def plot_tracks(tracks: list[Track], out: str | Path, size: tuple[int, int] = (1
     return save_figure(fig, out)
 
 
+def read_events_csv(path: str | Path) -> list[Detection]:
+    """TC detections from an event table (`predict`'s events.csv: time, event_class, centroid_lat, centroid_lon,
+    area_km2, min_psl_pa, max_wind_ms), e.g. another detector's nodes; AR rows are skipped (they link by the
+    overlap of their masks, which a table does not have)."""
+    out, skipped = [], 0
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            columns = reader.fieldnames or []
+            missing = [c for c in ("time", "event_class", "centroid_lat", "centroid_lon") if c not in columns]
+            if missing:
+                raise DataError(path, f"not an event table: no column(s) {missing}", field=missing[0])
+            for line, row in enumerate(reader, 2):
+                if row["event_class"] != CLASS_NAMES[TC_CLASS]:
+                    skipped += 1
+                    continue
+                num = lambda k: float(row[k]) if row.get(k) not in (None, "") else float("nan")  # noqa: E731
+                try:
+                    out.append(Detection(parse_time(row["time"], f"{path}:{line}"), num("centroid_lat"),
+                                         num("centroid_lon") % 360.0, num("area_km2"), num("min_psl_pa"),
+                                         num("max_wind_ms"), source=row.get("source", "")))
+                except ValueError as e:
+                    raise DataError(f"{path}:{line}", f"bad value ({e})") from None
+    except OSError as e:
+        raise DataError(path, f"unreadable ({e.strerror})") from None
+    if skipped:
+        log.warning("%s: %d AR row(s) skipped: ARs are tracked from masks (labelled or predicted files)", path, skipped)
+    return out
+
+
 def track(inputs: list[str | Path], out_dir: str | Path, cfg: TrackConfig, plot: bool = True) -> dict:
-    """`exaclimate track`: tracks.csv (points), tracks_summary.csv, tracks.nc (CF trajectories), tracks.png."""
+    """`exaclimate track`: tracks.csv (points), tracks_summary.csv, tracks.nc (CF trajectories), tracks.png.
+    Inputs: mask files (TCs and ARs), or event tables (*.csv, TCs only)."""
     from exascale_climate.evaluate.predict import expand_inputs
 
+    tables = [Path(p) for p in inputs if str(p).endswith(".csv")]
     frames: list[Frame] = []
-    for path in expand_inputs(inputs):
-        frames += read_frames(path)
-    tracks = track_frames(frames, cfg)
+    if tables:
+        if len(tables) != len(inputs):
+            raise ExaclimateError("give either event tables (*.csv) or mask files, not both")
+        detections = [d for p in tables for d in read_events_csv(p)]
+        if not detections:
+            raise DataError(tables[0], "no tropical_cyclone rows to track")
+        tracks = number_tracks(link_cyclones(detections, cfg))
+        times = [d.time for d in detections]
+    else:
+        for path in expand_inputs(inputs):
+            frames += read_frames(path)
+        tracks = track_frames(frames, cfg)
+        times = [f.time for f in frames]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "tracks.csv", tracks_csv(tracks))
@@ -512,13 +554,12 @@ def track(inputs: list[str | Path], out_dir: str | Path, cfg: TrackConfig, plot:
     write_trajectory_netcdf(out / "tracks.nc", tracks, attrs={
         "tc_max_speed_km_h": cfg.tc_max_speed_km_h, "tc_max_gap_steps": cfg.tc_max_gap_steps,
         "tc_min_lifetime_hours": cfg.tc_min_lifetime_hours, "ar_min_overlap": cfg.ar_min_overlap})
-    result = {"steps": len(frames), "tracks": len(tracks),
+    result = {"steps": len(set(times)), "tracks": len(tracks),
               "tropical_cyclone": sum(t.event_class == CLASS_NAMES[TC_CLASS] for t in tracks),
               "atmospheric_river": sum(t.event_class == CLASS_NAMES[AR_CLASS] for t in tracks),
               "csv": str(out / "tracks.csv"), "netcdf": str(out / "tracks.nc")}
     if plot:
         result["png"] = str(plot_tracks(tracks, out / "tracks.png",
                                         title=f"{result['tropical_cyclone']} TC and {result['atmospheric_river']} "
-                                              f"AR tracks, {_iso(min(f.time for f in frames))} to "
-                                              f"{_iso(max(f.time for f in frames))}"))
+                                              f"AR tracks, {_iso(min(times))} to {_iso(max(times))}"))
     return result

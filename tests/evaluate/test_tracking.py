@@ -2,6 +2,7 @@
 AR overlap, and the CLI end to end on files (outputs read back with netCDF4 / csv, not with the tracker)."""
 import csv
 import math
+from pathlib import Path
 import subprocess
 import sys
 
@@ -199,3 +200,36 @@ def test_track_reads_predict_masks_with_intensity_from_their_input_files(tmp_pat
     summary = list(csv.DictReader(open(tmp_path / "out" / "tracks_summary.csv")))
     assert float(summary[0]["min_psl_pa"]) == 97500.0 and float(summary[0]["max_wind_ms"]) == 24.0
     assert summary[0]["start"] == "2001-08-20T00:00:00" and summary[0]["lifetime_hours"] == "24"
+
+
+def test_relinking_real_era5_tc_points_recovers_the_original_tracks(tmp_path):
+    """Real detections: the 6-hourly TC points a tracker found in ERA5 for 1996 (huracanpy's example file), their
+    track ids removed and rows shuffled, written as an event table; `track` must link them back into the original
+    tracks (the original allows gaps of up to 3 steps)."""
+    import random
+
+    import huracanpy
+
+    from exascale_climate.evaluate.tracking import track
+
+    src = Path(huracanpy.__file__).parent / "_data" / "example_data" / "ERA5_1996_UZ.csv"
+    rows = list(csv.DictReader(open(src)))
+    key = lambda r: (r["time"].replace(" ", "T"), round(float(r["lat"]), 3), round(float(r["lon"]) % 360, 3))  # noqa
+    original = {}
+    for r in rows:
+        original.setdefault(r["track_id"], []).append(key(r))
+    true_links = {(a, b) for pts in original.values() for a, b in zip(pts[:-1], pts[1:])}
+    random.Random(0).shuffle(rows)
+    with open(tmp_path / "events.csv", "w") as f:
+        f.write("time,event_class,object_id,centroid_lat,centroid_lon,area_km2,pixels,min_psl_pa,max_wind_ms,source\n")
+        f.writelines(f"{r['time']},tropical_cyclone,0,{r['lat']},{r['lon']},,,{r['slp']},{r['wind10']},era5\n"
+                     for r in rows)
+    track([tmp_path / "events.csv"], tmp_path / "out",
+          TrackConfig(tc_max_speed_km_h=150, tc_max_gap_steps=3, tc_min_lifetime_hours=0), plot=False)
+    ours = {}
+    for r in csv.DictReader(open(tmp_path / "out" / "tracks.csv")):
+        ours.setdefault(r["track_id"], []).append(key({"time": r["time"], "lat": r["lat"], "lon": r["lon"]}))
+    links = {(a, b) for pts in ours.values() for a, b in zip(pts[:-1], pts[1:])}
+    assert sum(len(p) for p in ours.values()) == len(rows)
+    recall, precision = len(links & true_links) / len(true_links), len(links & true_links) / len(links)
+    assert recall > 0.99 and precision > 0.99, (recall, precision, len(ours), len(original))
