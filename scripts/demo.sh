@@ -70,6 +70,9 @@ exaclimate evaluate --checkpoint "$DEMO_DIR/run-semisup" --data "$DEMO_DIR/data/
 exaclimate predict --checkpoint "$DEMO_DIR/run-semisup" "$NC" --out "$DEMO_DIR/pred-semisup"
 exaclimate plot "$NC" --var TMQ --boxes --pred-boxes "$DEMO_DIR/pred-semisup/events.csv" \
   --out "$DEMO_DIR/plots/$STEM.boxes.png"
+step "tracks: TCs and ARs linked over the 48 labelled steps (CSV, CF trajectory netCDF, map)"
+exaclimate track "$DEMO_DIR/raw" --out "$DEMO_DIR/tracks"
+head -4 "$DEMO_DIR/tracks/tracks_summary.csv"
 
 step "batch jobs for a cluster: the same stage -> train -> evaluate as SLURM and Summit-style LSF scripts"
 mkdir -p "$DEMO_DIR/jobs"

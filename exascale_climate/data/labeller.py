@@ -4,10 +4,14 @@ Tropical cyclones (Vitart/TECA-style): a sea-level-pressure minimum deeper than 
 surroundings, cyclonic 850 hPa relative vorticity (positive north, negative south of the equator), an upper-level
 warm core, and a 10 m wind maximum within a search radius; each accepted centre labels the moist part of a disk.
 Atmospheric rivers (TECA-BARD-style): connected regions of high integrated vapour transport and a precipitable-
-water anomaly that are long, narrow and reach the mid-latitudes. TC pixels override AR pixels, as in the paper.
+water anomaly that are long, narrow, reach the mid-latitudes and carry their vapour along their length (the
+long axis within `ar_max_orientation_deg` of the mean transport, as Guan & Waliser 2015 require). TC pixels
+override AR pixels, as in the paper.
 
 IVT is not among the 16 variables; TMQ x |850 hPa wind| stands in for it (a column-mean wind close to 850 hPa).
-All thresholds are in physical units (km, Pa, K, m/s), so the labeller works at any grid resolution.
+All thresholds are in physical units (km, Pa, K, m/s), and every search window and smoothing box is so many km
+wide in both directions at every latitude (its zonal width in columns grows as 1/cos(latitude)), so the
+labeller works on any regular lat/lon grid and finds the same storm at 10 and at 50 degrees.
 """
 from __future__ import annotations
 
@@ -44,15 +48,43 @@ class River:
     width_km: float
     area_km2: float
     max_abs_lat: float
+    orientation_deg: float = 0.0  # angle between the long axis and the mean transport (0..90)
+
+
+def zonal_pixels(grid: Grid, km: float) -> np.ndarray:
+    """Half-width in columns of a `km` window on each row: the zonal pixel width shrinks with cos(latitude), so a
+    window of fixed kilometres spans more columns poleward (capped at the whole circle)."""
+    return np.minimum(np.maximum(1, np.round(km / grid.dx_km)).astype(int), len(grid.lon) // 2)
+
+
+def _rowwise(filter1d, field: np.ndarray, widths: np.ndarray, mode: str) -> np.ndarray:
+    """Apply a 1-D zonal filter with a row-dependent width (rows sharing a width go together)."""
+    out = np.empty_like(field)
+    for width in np.unique(widths):
+        rows = widths == width
+        out[rows] = filter1d(field[rows], size=int(width), axis=1, mode=mode)
+    return out
 
 
 def smooth(field: np.ndarray, grid: Grid, km: float) -> np.ndarray:
-    """A ~`km` wide running mean (two box passes ~ a Gaussian; cost independent of the width), periodic in lon."""
+    """A ~`km` wide running mean (two box passes ~ a Gaussian; cost independent of the width), periodic in lon;
+    `km` wide in both directions at every latitude."""
     sy = max(1, int(round(grid.pixels(km, "y"))))
-    sx = max(1, int(round(grid.pixels(km, "x"))))
-    mode = ("nearest", "wrap" if grid.periodic else "nearest")
-    out = ndimage.uniform_filter(field.astype(np.float64, copy=False), size=(sy, sx), mode=mode)
-    return ndimage.uniform_filter(out, size=(sy, sx), mode=mode)
+    sx = 2 * zonal_pixels(grid, km / 2) + 1
+    mode_x = "wrap" if grid.periodic else "nearest"
+    out = field.astype(np.float64, copy=False)
+    for _ in range(2):
+        out = ndimage.uniform_filter1d(out, size=sy, axis=0, mode="nearest")
+        out = _rowwise(ndimage.uniform_filter1d, out, sx, mode_x)
+    return out
+
+
+def local_minima(field: np.ndarray, grid: Grid, radius_km: float) -> np.ndarray:
+    """Points that are the minimum of a box of +-radius_km in both directions (zonal half-width per row)."""
+    sy = max(1, int(round(grid.pixels(radius_km, "y"))))
+    mode_x = "wrap" if grid.periodic else "nearest"
+    zonal = _rowwise(ndimage.minimum_filter1d, field, 2 * zonal_pixels(grid, radius_km) + 1, mode_x)
+    return field == ndimage.minimum_filter1d(zonal, size=2 * sy + 1, axis=0, mode="nearest")
 
 
 def relative_vorticity(u: np.ndarray, v: np.ndarray, grid: Grid) -> np.ndarray:
@@ -70,10 +102,7 @@ def find_cyclones(fields: Mapping[str, np.ndarray], grid: Grid, cfg: LabellerCon
     """TC centres passing every criterion."""
     psl = fields["PSL"].astype(np.float64)
     psl_anom = psl - smooth(psl, grid, BACKGROUND_KM)
-    search_y = max(1, int(round(grid.pixels(cfg.tc_search_radius_km, "y"))))
-    search_x = max(1, int(round(grid.pixels(cfg.tc_search_radius_km, "x"))))
-    mode = ("nearest", "wrap" if grid.periodic else "nearest")
-    local_min = psl == ndimage.minimum_filter(psl, size=(2 * search_y + 1, 2 * search_x + 1), mode=mode)
+    local_min = local_minima(psl, grid, cfg.tc_search_radius_km)
     near_tropics = (np.abs(grid.lat) <= cfg.tc_max_abs_lat)[:, None]
     rows, cols = np.nonzero(local_min & near_tropics & (psl_anom <= cfg.tc_psl_anomaly_pa))
     if rows.size == 0:
@@ -129,7 +158,8 @@ def find_rivers(fields: Mapping[str, np.ndarray], grid: Grid, cfg: LabellerConfi
     """AR mask and the accepted objects' geometry."""
     tmq = fields["TMQ"].astype(np.float64)
     anomaly = tmq - np.median(tmq, axis=1, keepdims=True)
-    ivt = tmq * np.hypot(fields["U850"], fields["V850"])
+    ivt_u, ivt_v = tmq * fields["U850"], tmq * fields["V850"]
+    ivt = np.hypot(ivt_u, ivt_v)
     candidate = (ivt >= cfg.ar_ivt_threshold) & (anomaly >= cfg.ar_tmq_anomaly)
     objects, n = label_objects(candidate, grid.periodic)
     mask = np.zeros(grid.shape, bool)
@@ -149,9 +179,36 @@ def find_rivers(fields: Mapping[str, np.ndarray], grid: Grid, cfg: LabellerConfi
         length = _feret_km(grid.lat[rows], grid.lon[cols])
         width = area_per_object[k - 1] / max(length, 1.0)
         if length >= cfg.ar_min_length_km and width <= cfg.ar_max_width_km and length / width >= cfg.ar_min_aspect:
-            mask |= objects == k
-            rivers.append(River(length, width, float(area_per_object[k - 1]), float(max_lat[k - 1])))
+            inside = objects == k
+            r_all, c_all = np.nonzero(inside)
+            angle = _axis_transport_angle(grid.lat[r_all], grid.lon[c_all], areas[inside],
+                                          ivt_u[inside], ivt_v[inside])
+            if angle > cfg.ar_max_orientation_deg:
+                continue
+            mask |= inside
+            rivers.append(River(length, width, float(area_per_object[k - 1]), float(max_lat[k - 1]), angle))
     return mask, rivers
+
+
+def _axis_transport_angle(lat: np.ndarray, lon: np.ndarray, weights: np.ndarray, ivt_u: np.ndarray,
+                          ivt_v: np.ndarray) -> float:
+    """Degrees (0..90) between an object's long axis -- the principal axis of its cells in km east/north of its
+    centroid -- and the direction of its area-weighted mean vapour transport (a line has no sign, so the angle
+    of two axes is at most 90)."""
+    from exascale_climate.data.grid import KM_PER_DEG
+
+    lat0 = np.average(lat, weights=weights)
+    lon_rad = np.deg2rad(lon)
+    lon0 = np.rad2deg(np.arctan2(np.average(np.sin(lon_rad), weights=weights),
+                                 np.average(np.cos(lon_rad), weights=weights)))
+    x = ((lon - lon0 + 180.0) % 360.0 - 180.0) * KM_PER_DEG * np.cos(np.deg2rad(lat))
+    y = (lat - lat0) * KM_PER_DEG
+    cov = np.cov(np.vstack([x, y]), aweights=weights)
+    _, vectors = np.linalg.eigh(cov)
+    ax, ay = vectors[:, -1]  # the largest eigenvalue's vector
+    tu, tv = np.average(ivt_u, weights=weights), np.average(ivt_v, weights=weights)
+    cos = abs(ax * tu + ay * tv) / max(np.hypot(tu, tv) * np.hypot(ax, ay), 1e-12)
+    return float(np.rad2deg(np.arccos(np.clip(cos, 0.0, 1.0))))
 
 
 def _object_edges(objects, edges, k, slc):

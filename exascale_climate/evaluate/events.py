@@ -44,11 +44,17 @@ class Event:
     score: float = float("nan")
 
 
-def _centroid(lat2d: np.ndarray, lon_rad: np.ndarray, weights: np.ndarray) -> tuple[float, float]:
-    """Area-weighted centroid; longitude as a circular mean so objects across the date line stay in place."""
-    total = weights.sum()
-    clat = float((lat2d * weights).sum() / total)
-    clon = float(np.rad2deg(np.arctan2((np.sin(lon_rad) * weights).sum(), (np.cos(lon_rad) * weights).sum())))
+def spherical_centroid(lat_deg: np.ndarray, lon_deg: np.ndarray, weights: np.ndarray) -> tuple[float, float]:
+    """Area-weighted centroid on the sphere: the weighted mean of the cells' unit vectors, projected back to
+    latitude/longitude. Unlike a latitude/longitude mean it stays in place across the date line and near the
+    poles (a polar cap's centroid is the pole, not the mean of its latitudes)."""
+    phi, lam = np.deg2rad(np.asarray(lat_deg, np.float64)), np.deg2rad(np.asarray(lon_deg, np.float64))
+    w = np.asarray(weights, np.float64)
+    x = (w * np.cos(phi) * np.cos(lam)).sum()
+    y = (w * np.cos(phi) * np.sin(lam)).sum()
+    z = (w * np.sin(phi)).sum()
+    clat = float(np.rad2deg(np.arctan2(z, np.hypot(x, y))))
+    clon = float(np.rad2deg(np.arctan2(y, x)))
     return clat, clon % 360.0
 
 
@@ -64,7 +70,7 @@ def find_events(mask: np.ndarray, lat: np.ndarray, lon: np.ndarray, *, time: str
         raise ValueError(f"mask shape {mask.shape} does not match the grid ({len(lat)}, {len(lon)})")
     areas = cell_areas_km2(lat, lon)
     lat2d = np.broadcast_to(np.asarray(lat, dtype=np.float64)[:, None], mask.shape)
-    lon_rad = np.broadcast_to(np.deg2rad(np.asarray(lon, dtype=np.float64))[None, :], mask.shape)
+    lon2d = np.broadcast_to(np.asarray(lon, dtype=np.float64)[None, :], mask.shape)
     periodic = spans_globe(lon)
     events: list[Event] = []
     for cls in classes:
@@ -79,7 +85,7 @@ def find_events(mask: np.ndarray, lat: np.ndarray, lon: np.ndarray, *, time: str
         max_wind = ndimage.maximum(wind, objects, index) if (is_tc and wind is not None) else None
         for k, obj in enumerate(index):
             inside = objects == obj
-            clat, clon = _centroid(lat2d[inside], lon_rad[inside], areas[inside])
+            clat, clon = spherical_centroid(lat2d[inside], lon2d[inside], areas[inside])
             events.append(Event(
                 time=time, event_class=CLASS_NAMES[cls], object_id=int(obj), centroid_lat=round(clat, 4),
                 centroid_lon=round(clon, 4), area_km2=float(object_areas[k]), pixels=int(pixels[k]),

@@ -77,11 +77,31 @@ def overlay_masks(ax, lat, lon, labels: np.ndarray, linestyle: str = "-", suffix
     return handles
 
 
+COAST_GRID = (181, 360)  # 1-degree land-sea mask for the coastline contour
+
+
+def draw_coastlines(ax, colour: str = "0.35", linewidth: float = 0.6, lon_min: float = 0.0):
+    """Coastlines as the 0.5 contour of the toolkit's own coarse land fraction (data/geography.py): no map
+    data file to download, and the same Earth the synthetic fields are made on. Longitudes from `lon_min`."""
+    from exascale_climate.data.geography import geography
+    from exascale_climate.data.grid import default_coordinates
+
+    land, _ = geography(*COAST_GRID)
+    lat, lon = default_coordinates(*COAST_GRID)
+    shift = int(np.searchsorted(lon, lon_min % 360.0))
+    lon = np.concatenate([lon[shift:], lon[:shift] + 360.0]) + (lon_min - lon_min % 360.0)
+    land = np.roll(land, -shift, axis=1)
+    lon = np.append(lon, lon[0] + 360.0)  # close the seam
+    land = np.concatenate([land, land[:, :1]], axis=1)
+    return ax.contour(lon, lat, land, levels=[0.5], colors=[colour], linewidths=linewidth)
+
+
 def draw_field(ax, data: MapData, cmap: str = "viridis", title: str | None = None, show_truth: bool = True,
                show_pred: bool = False):
     """Field as a colour map on lat/lon axes, colour bar with units, mask contours and a legend."""
     units = BY_NAME[data.var].units if data.var in BY_NAME else ""
     mesh = ax.pcolormesh(data.lon, data.lat, data.field, cmap=cmap, shading="auto")
+    draw_coastlines(ax, colour="white", lon_min=float(np.min(data.lon)))
     ax.figure.colorbar(mesh, ax=ax, label=f"{data.var} [{units}]" if units else data.var, shrink=0.9)
     handles = []
     if show_truth and data.truth is not None:

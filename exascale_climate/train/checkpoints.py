@@ -166,6 +166,11 @@ def load_for_inference(path: str | Path):
         cfg = config_from_dict(yaml.safe_load((ckpt / CONFIG).read_text()) or {})
     except OSError as e:
         raise ExaclimateError(f"{ckpt / CONFIG}: unreadable ({e})") from None
+    from exascale_climate.train.rundir import run_stats
+
+    kept = run_stats(ckpt)
+    if kept is not None:  # the run's own copy, wherever this runs from (not the config's maybe-relative path)
+        cfg.data.stats_file, cfg.pipeline.stage_dir = str(kept), ""
     state = read_state(ckpt)
     model = build_model(cfg.model, tuple(state["input_shape"]), cfg.train.precision)
     model.load_weights(str(ckpt / WEIGHTS))

@@ -294,6 +294,11 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
     run = setup_run(cfg, run_dir, world)
+    if world.is_root:  # the run keeps its normalisation statistics: predict/evaluate/track work from anywhere
+        from exascale_climate.pipeline.dataset import stats_path
+        from exascale_climate.train.rundir import keep_stats
+
+        keep_stats(stats_path(cfg), run_dir)
     ckpts = CheckpointManager(run_dir, cfg.train.checkpoint.keep, cfg.train.checkpoint.keep_best)
     if world.is_root:
         ckpts.clean_temps()

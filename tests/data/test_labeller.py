@@ -34,8 +34,8 @@ def add_vortex(f, lat0, lon0, dp=3000.0, vmax=35.0, rotation=+1, warm=4.0):
     f["TMQ"][rows, cols] += 25.0 * np.exp(-((r / 400.0) ** 2))
 
 
-def add_plume(f, start, end, width_km=250.0, tmq=22.0, jet=18.0):
-    """A straight (lat, lon) band with a low-level jet along it."""
+def add_plume(f, start, end, width_km=250.0, tmq=22.0, jet=18.0, turn_deg=0.0):
+    """A straight (lat, lon) band with a low-level jet along it (or turned by `turn_deg` counter-clockwise)."""
     n = 200
     lats = np.linspace(start[0], end[0], n)
     lons = start[1] + np.linspace(0.0, 1.0, n) * ((end[1] - start[1] + 180) % 360 - 180)
@@ -49,9 +49,11 @@ def add_plume(f, start, end, width_km=250.0, tmq=22.0, jet=18.0):
     dx = ((end[1] - start[1] + 180) % 360 - 180) * np.cos(np.deg2rad(0.5 * (start[0] + end[0])))
     dy = end[0] - start[0]
     norm = np.hypot(dx, dy)
+    c, s = np.cos(np.deg2rad(turn_deg)), np.sin(np.deg2rad(turn_deg))
+    ex, ey = dx / norm, dy / norm
     f["TMQ"] += tmq * prof
-    f["U850"] += jet * prof * dx / norm
-    f["V850"] += jet * prof * dy / norm
+    f["U850"] += jet * prof * (c * ex - s * ey)
+    f["V850"] += jet * prof * (s * ex + c * ey)
 
 
 def test_tropical_cyclones_need_every_criterion():
@@ -132,3 +134,42 @@ def test_resolution_independent_thresholds():
         assert len(find_cyclones(f, GRID, LabellerConfig())) == 1
     finally:
         GRID = coarse
+
+
+def test_river_must_carry_its_vapour_along_its_length():
+    """Guan & Waliser's orientation criterion: the same moist band with its jet across it is no river."""
+    along, across = quiet_fields(), quiet_fields()
+    add_plume(along, (18.0, 200.0), (50.0, 235.0))
+    add_plume(across, (18.0, 200.0), (50.0, 235.0), turn_deg=80.0)
+    _, rivers = find_rivers(along, GRID, LabellerConfig())
+    assert len(rivers) == 1 and rivers[0].orientation_deg < 15.0
+    _, rivers = find_rivers(across, GRID, LabellerConfig())
+    assert rivers == []
+    _, rivers = find_rivers(across, GRID, LabellerConfig(ar_max_orientation_deg=90.0))
+    assert len(rivers) == 1 and rivers[0].orientation_deg > 60.0
+
+
+def test_km_windows_find_the_same_storm_at_10_and_50_degrees():
+    """On a regular 1-degree grid, one storm drawn in km at 10N and at 50N: both found where they are, with the
+    same pressure anomaly, warm core and labelled area (km2), although a pixel at 50N is 36% narrower."""
+    global GRID
+    saved = GRID
+    try:
+        GRID = Grid(np.linspace(-90.0, 90.0, 181), np.arange(360.0))
+        cfg = LabellerConfig(tc_max_abs_lat=60.0)
+        found, areas = {}, {}
+        for lat0 in (10.0, 50.0):
+            f = quiet_fields()
+            add_vortex(f, lat0, 150.0)
+            cyclones = find_cyclones(f, GRID, cfg)
+            assert len(cyclones) == 1
+            assert abs(cyclones[0].lat - lat0) <= 1.0 and abs(cyclones[0].lon - 150.0) <= 1.0
+            found[lat0] = cyclones[0]
+            labels = label_fields(f, GRID.lat, GRID.lon, cfg)
+            areas[lat0] = GRID.cell_areas()[labels == 1].sum()
+        assert found[50.0].psl_anomaly == pytest.approx(found[10.0].psl_anomaly, rel=0.02)
+        assert found[50.0].warm_core == pytest.approx(found[10.0].warm_core, rel=0.05)
+        disk = np.pi * cfg.tc_radius_km**2  # the labelled disk, quantised to ~110 km cells
+        assert areas[10.0] == pytest.approx(disk, rel=0.1) and areas[50.0] == pytest.approx(disk, rel=0.1)
+    finally:
+        GRID = saved

@@ -43,7 +43,11 @@ def test_object_areas_centroids_and_tc_intensity_match_hand_computation():
     assert tc[0].min_psl_pa == 95000.0 and tc[0].max_wind_ms == 42.0
     a30, a60 = S(D(45)) - S(D(15)), S(D(75)) - S(D(45))
     assert ar[0].area_km2 == pytest.approx(R2 * (a30 + a60) * D(30), rel=1e-9)
-    assert ar[0].centroid_lat == pytest.approx((30 * a30 + 60 * a60) / (a30 + a60), abs=1e-4)
+    # spherical centroid: the area-weighted mean of the unit vectors, not the mean latitude
+    z = a30 * S(D(30)) + a60 * S(D(60))
+    horizontal = a30 * math.cos(D(30)) + a60 * math.cos(D(60))
+    assert ar[0].centroid_lat == pytest.approx(math.degrees(math.atan2(z, horizontal)), abs=1e-4)
+    assert ar[0].centroid_lat != pytest.approx((30 * a30 + 60 * a60) / (a30 + a60), abs=1e-2)
     assert ar[0].centroid_lon == pytest.approx(180.0, abs=1e-6)
     assert math.isnan(ar[0].min_psl_pa) and math.isnan(ar[0].max_wind_ms)
 
@@ -87,3 +91,13 @@ def test_separate_objects_and_csv(tmp_path):
 def test_mask_grid_mismatch_is_an_error():
     with pytest.raises(ValueError, match="does not match"):
         find_events(np.zeros((3, 3)), LAT, LON)
+
+
+def test_polar_cap_centroid_is_the_pole():
+    """A ring of cells around the pole: the latitude/longitude mean would put it at 90N... only by luck of the
+    weights in latitude and at a meaningless mean longitude; the unit-vector mean is the pole itself."""
+    mask = np.zeros((7, 12), np.uint8)
+    mask[5, :] = 2  # the whole 60N ring (every longitude)
+    events = find_events(mask, LAT, LON)
+    assert len(events) == 1
+    assert events[0].centroid_lat == pytest.approx(90.0, abs=1e-6)
