@@ -24,7 +24,7 @@ TWO_HOSTS = "localhost:2,127.0.0.1:2"
 
 def overrides(data: Path, **extra) -> list[str]:
     return blob_overrides(data, **{
-        "train.batch_size": 1, "train.epochs": 2, "train.deterministic": "true",
+        "train.batch_size": 1, "train.epochs": 1, "train.deterministic": "true",
         "train.checkpoint.every_steps": 3, "train.checkpoint.every_epochs": 0, "train.checkpoint.keep": 10,
         "train.validate_every_steps": 1000, "distributed.gradient_lag": 1,
         "train.precision": "mixed_float16", "train.loss_scale": "dynamic", "train.loss_scale_init": 2.0**20,
