@@ -104,11 +104,11 @@ def worker_main(argv: list[str]) -> int:
     parser.add_argument("--variants", default="flat")
     args = parser.parse_args(argv)
     from exascale_climate.config import parse_grid
-    from exascale_climate.utils.log import env_rank
+    from exascale_climate.utils.runtime import current_rank
 
     cfg = load_config(args.config, args.overrides)
     results = time_variants(cfg, parse_grid(args.grid), args.batch, args.steps, args.variants.split(","))
-    if env_rank() == 0:
+    if current_rank() == 0:
         for r in results:
             print(RESULT_TAG + json.dumps(r), flush=True)
     return 0

@@ -7,7 +7,6 @@ random augmentation keyed by (seed, epoch, position)), so `skip_batches` resumes
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from exascale_climate.config import Config
@@ -18,8 +17,8 @@ from exascale_climate.pipeline.normalize import InPlaceNormalizer, normalization
 from exascale_climate.pipeline.readers import READERS, sample_grid
 from exascale_climate.pipeline.sharding import epoch_order, samples_per_rank, shard
 from exascale_climate.pipeline.staging import MANIFEST_NAME, node_dir
-from exascale_climate.utils.log import env_rank, get_logger
-from exascale_climate.utils.runtime import World, node_index
+from exascale_climate.utils.log import get_logger
+from exascale_climate.utils.runtime import World, init_world
 from exascale_climate.variables import VARIABLE_NAMES
 
 log = get_logger("pipeline")
@@ -27,12 +26,11 @@ log = get_logger("pipeline")
 
 # -------------------------------------------------------------------------------------------- files
 def staged_root(cfg: Config) -> Path | None:
-    """This node's staged copy: `pipeline.stage_dir` with `{node}` expanded like `exaclimate stage` does
-    (rank // distributed.ranks_per_node when set, else Horovod's cross rank)."""
+    """This node's staged copy: `pipeline.stage_dir` with `{node}` expanded like `exaclimate stage` does, the
+    node being the World's (Horovod's grouping, or distributed.ranks_per_node when set)."""
     if not cfg.pipeline.stage_dir:
         return None
-    node = node_index(env_rank(), cfg.distributed.ranks_per_node, int(os.environ.get("HOROVOD_CROSS_RANK") or 0))
-    return node_dir(cfg.pipeline.stage_dir, node)
+    return node_dir(cfg.pipeline.stage_dir, init_world(ranks_per_node=cfg.distributed.ranks_per_node).node)
 
 
 def _staged_split(root: Path, split: str) -> list[Path] | None:

@@ -7,7 +7,7 @@ everything). Each copy is verified (size + checksum), written to a temporary nam
 skips files the node-local manifest proves are already there. The manifest records where every file is and
 how often each source file was read.
 
-On one machine `dst` may contain `{node}` and `ranks_per_node` splits the ranks into simulated nodes.
+On one machine `dst` may contain `{node}`; nodes are the World's (Horovod's hosts, or `ranks_per_node`).
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from exascale_climate.utils.io import (CHECKSUM, atomic_path, atomic_write_text,
                                        read_blocks, remove_stale_temps, temp_name)
 from exascale_climate.utils.log import get_logger
 from exascale_climate.utils.progress import progress_bar
-from exascale_climate.utils.runtime import World, init_world, node_index
+from exascale_climate.utils.runtime import World, init_world
 
 log = get_logger("stage")
 
@@ -355,12 +355,12 @@ def stage(src: str | Path, dst: str | Path, *, replicate: str = "needed", seed: 
         raise ConfigError(f"--verify: {verify!r} is not allowed; choose one of {', '.join(VERIFY_MODES)}")
     if exchange_chunk < 1:
         raise ConfigError(f"--exchange-chunk-mb: must be positive, got {exchange_chunk / 2**20:g} MiB")
-    world = world or init_world()
+    world = (world or init_world()).with_ranks_per_node(ranks_per_node)
     comm = Collectives(world)
     conversion = Conversion(list(channels) if channels else None, dtype)
     t_start = time.perf_counter()
 
-    my_node = node_index(world.rank, ranks_per_node, world.cross_rank)
+    my_node = world.node
     node_of_rank = comm.allgather(my_node)
     nodes = sorted(set(node_of_rank))
     writer_of_node = {n: node_of_rank.index(n) for n in nodes}  # lowest rank of each node
