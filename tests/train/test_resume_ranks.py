@@ -74,7 +74,7 @@ CASES = [pytest.param(2, "gloo", None, id="2-gloo"),
 @pytest.mark.multirank
 @pytest.mark.parametrize("np_,controller,hosts", CASES)
 def test_resume_after_sigkill_on_ranks_equals_uninterrupted(blob_data, tmp_path, np_, controller, hosts):
-    sets = overrides(blob_data, **{"train.epochs": 8 // np_})  # 8 steps on 2 ranks and on 4 ranks
+    sets = overrides(blob_data, **{"train.epochs": np_ // 2})  # 8 steps on 2 and on 4 ranks
     reference = tmp_path / "uninterrupted"
     finish(launch(np_, controller, hosts, train_argv(reference, sets)))
     steps = json.loads((final_checkpoint(reference) / "state.json").read_text())["step"]
