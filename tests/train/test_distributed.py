@@ -112,8 +112,8 @@ def launch_round_robin(argv: list[str], np_: int = 4, hosts=("localhost", "127.0
     port = server.start()
     server.init(plan)
     try:
-        procs = [subprocess.Popen(argv, env={**rank_env(np_), **create_run_env_vars("127.0.0.1", ["lo"], port),
-                                             **create_slot_env_vars(slot)},
+        common = {k: str(v) for k, v in create_run_env_vars("127.0.0.1", ["lo"], port).items()}
+        procs = [subprocess.Popen(argv, env={**rank_env(np_), **common, **create_slot_env_vars(slot)},
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for slot in plan]
         outputs = [p.communicate(timeout=timeout)[0] for p in procs]
     finally:
