@@ -91,7 +91,8 @@ def main(out_dir: Path, ranks_per_node: int) -> int:
     mine = [np.random.default_rng([rank, 7, i]).normal(size=s).astype(np.float32) for i, s in enumerate(SHAPES)]
     for i, t in enumerate(mine):
         arrays[f"contrib_{i}"] = t
-    for name, reducer in (("flat", flat), ("hier", hier)):
+    flat16 = GradientReducer(world, "flat", fp16_compression=True)
+    for name, reducer in (("flat", flat), ("hier", hier), ("fp16", flat16)):
         for i, t in enumerate(tf.function(reducer.reduce)([tf.constant(t) for t in mine])):
             arrays[f"{name}_{i}"] = t.numpy()
 

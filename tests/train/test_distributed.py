@@ -61,6 +61,10 @@ def check_rank_outputs(out: Path, groups: list[list[int]]) -> list[dict]:
             assert np.max(np.abs(a[f"hier_{i}"] - oracle)) < 1e-6
             assert np.max(np.abs(a[f"hier_{i}"] - a[f"flat_{i}"])) < 1e-6
             np.testing.assert_array_equal(a[f"hier_{i}"], arrays[0][f"hier_{i}"])
+    # fp16 compression: close to the mean, but really compressed
+    fp16_error = max(np.max(np.abs(a[f"fp16_{i}"] - np.mean([b[f"contrib_{i}"] for b in arrays], axis=0)))
+                     for a in arrays for i in range(3))
+    assert 0 < fp16_error < 5e-3
     # the validation confusion-matrix sum == a bincount over every rank's labels and predictions
     cm = sum(np.bincount((3 * a["labels"] + a["predictions"]).ravel(), minlength=9).reshape(3, 3) for a in arrays)
     for a in arrays:

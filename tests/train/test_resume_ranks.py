@@ -20,6 +20,19 @@ from exascale_climate.utils.launch import exaclimate, launch_command, rank_env, 
 from exascale_climate.utils.log import read_json_lines
 
 TWO_HOSTS = "localhost:2,127.0.0.1:2"
+VALIDATE_ONE_RANK = """
+import json, sys, yaml
+from pathlib import Path
+from exascale_climate.config import config_from_dict
+from exascale_climate.train.checkpoints import assign_arrays, load_arrays
+from exascale_climate.train.loop import setup_run, validate
+from exascale_climate.utils.runtime import World
+ckpt = Path(sys.argv[1])
+cfg = config_from_dict(yaml.safe_load((ckpt / "config.yaml").read_text()))
+run = setup_run(cfg, sys.argv[2], world=World())
+assign_arrays(ckpt, "model", run.model.variables, load_arrays(ckpt)["model"])
+print("VALIDATE " + json.dumps(validate(run)))
+"""
 
 
 def overrides(data: Path, **extra) -> list[str]:
@@ -106,3 +119,37 @@ def test_resume_after_sigkill_on_ranks_equals_uninterrupted(blob_data, tmp_path,
     # the dynamic scale really moved: overflows at 2^20 halved it, growth every 2 good steps doubled it
     train_records = [r for r in read_json_lines(reference / "metrics.jsonl") if r["kind"] == "train"]
     assert state_a["skipped_steps"] >= 1 and len({r["loss_scale"] for r in train_records}) > 1
+    if np_ == 2 and controller == "gloo":
+        check_one_rank_views(reference, resumed, sets, tmp_path)
+
+
+def one_rank(argv: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, env=rank_env(1), text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          timeout=900)
+
+
+def check_one_rank_views(reference: Path, resumed: Path, sets: list[str], tmp_path: Path) -> None:
+    """The 2-rank run seen from 1 rank: the same validation IoU over the same files (validate() on 1 rank),
+    a resume with another model config refused naming the key, and with another world size a warning."""
+    import sys
+
+    ckpt = final_checkpoint(reference)
+    out = one_rank([sys.executable, "-c", VALIDATE_ONE_RANK, str(ckpt), str(tmp_path / "scratch")])
+    assert out.returncode == 0, out.stdout[-3000:]
+    alone = json.loads(out.stdout.split("VALIDATE ", 1)[1].splitlines()[0])
+    on_ranks = [r for r in read_json_lines(reference / "metrics.jsonl") if r["kind"] == "valid"][-1]
+    assert on_ranks["step"] == int(ckpt.name.split("-")[1])
+    assert on_ranks["val_pixels"] == alone["val_pixels"] == 4 * 48 * 72
+    assert on_ranks["val_mean_iou"] == pytest.approx(alone["val_mean_iou"], abs=1e-12)
+    assert on_ranks["val_iou"] == pytest.approx(alone["val_iou"], abs=1e-12)
+
+    other_model = one_rank(train_argv(resumed, [*sets, "model.tiramisu.growth_rate=16"], "--resume"))
+    assert other_model.returncode != 0
+    assert "model.tiramisu.growth_rate is 8 there, 16 in this run" in other_model.stdout, other_model.stdout[-2000:]
+    assert "Traceback" not in other_model.stdout
+
+    other_size = one_rank(train_argv(resumed, [*sets, "train.epochs=2", "train.max_steps=10"], "--resume"))
+    assert other_size.returncode == 0, other_size.stdout[-3000:]
+    assert "written by 2 ranks, this run has 1: the global batch changes from 2 to 1 samples" in other_size.stdout
+    assert "the data shards differ" in other_size.stdout and "learning rate" in other_size.stdout
+    assert final_checkpoint(resumed).name == "ckpt-10"
