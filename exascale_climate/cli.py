@@ -443,7 +443,8 @@ def bench_model_command(models, grids, batch, repeat, precision, json_path, conf
 @click.option("--json", "json_path", metavar="OUT", help="Append the records as JSON lines to OUT.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Config override for the timed runs.")
 def bench_train_command(models, grid, batch, steps, convergence, data_dir, png, json_path, overrides):
-    """Training step on real ranks: samples/s, FLOP/s, weak scaling 1->2 ranks, allreduce variants, convergence."""
+    """Training step on real ranks: samples/s, FLOP/s, weak scaling 1->2 ranks and 1->4 ranks as 2 nodes x 2,
+    allreduce variants, convergence."""
     from exascale_climate.bench.train import bench_train
 
     records = bench_train(list(models) or ["demo", "tiramisu", "deeplabv3plus"], grid, batch, steps,
