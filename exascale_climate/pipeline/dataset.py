@@ -25,12 +25,14 @@ log = get_logger("pipeline")
 
 
 # -------------------------------------------------------------------------------------------- files
-def staged_root(cfg: Config) -> Path | None:
+def staged_root(cfg: Config, world: World | None = None) -> Path | None:
     """This node's staged copy: `pipeline.stage_dir` with `{node}` expanded like `exaclimate stage` does, the
     node being the World's (Horovod's grouping, or distributed.ranks_per_node when set)."""
     if not cfg.pipeline.stage_dir:
         return None
-    return node_dir(cfg.pipeline.stage_dir, init_world(ranks_per_node=cfg.distributed.ranks_per_node).node)
+    override = cfg.distributed.ranks_per_node
+    world = world.with_ranks_per_node(override) if world else init_world(ranks_per_node=override)
+    return node_dir(cfg.pipeline.stage_dir, world.node)
 
 
 def _staged_split(root: Path, split: str) -> list[Path] | None:
@@ -48,14 +50,14 @@ def _staged_split(root: Path, split: str) -> list[Path] | None:
     return [p for p in paths if p.is_file()] + [p for p in paths if not p.is_file()]
 
 
-def split_files(cfg: Config, split: str) -> list[Path]:
+def split_files(cfg: Config, split: str, world: World | None = None) -> list[Path]:
     """Samples of a split: from this node's staged copy `<pipeline.stage_dir>/<split>` when present (the
     manifest's global list, local copies first), else the source directory."""
     from exascale_climate.data.formats import list_samples
 
     if split not in SPLITS:
         raise ConfigError(f"split {split!r}: choose one of {SPLITS}")
-    root = staged_root(cfg)
+    root = staged_root(cfg, world)
     staged = root / split if root is not None else None
     if staged is not None and staged.is_dir():
         listed = _staged_split(root, split)
@@ -72,9 +74,9 @@ def split_files(cfg: Config, split: str) -> list[Path]:
     return files
 
 
-def stats_path(cfg: Config) -> Path:
+def stats_path(cfg: Config, world: World | None = None) -> Path:
     """stats.h5: the staged copy, else data.stats_file, else beside the train directory."""
-    root = staged_root(cfg)
+    root = staged_root(cfg, world)
     if root is not None and (root / STATS_FILE).is_file():
         return root / STATS_FILE
     if cfg.data.stats_file:
@@ -82,11 +84,11 @@ def stats_path(cfg: Config) -> Path:
     return Path(cfg.data.train_dir).parent / STATS_FILE
 
 
-def load_stats(cfg: Config):
+def load_stats(cfg: Config, world: World | None = None):
     """Statistics of the configured channels (data.channels, or all 16)."""
     from exascale_climate.data.stats import read_stats
 
-    return read_stats(stats_path(cfg)).select(list(cfg.data.channels) or None)
+    return read_stats(stats_path(cfg, world)).select(list(cfg.data.channels) or None)
 
 
 def channels_of(cfg: Config) -> list[str]:

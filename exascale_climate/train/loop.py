@@ -110,13 +110,13 @@ def setup_run(cfg: Config, run_dir: str | Path, world: World | None = None) -> R
     from exascale_climate.train.precision import LossScaler
     from exascale_climate.train.step import TrainStep, make_eval_step
 
-    train_files = split_files(cfg, "train")
+    train_files = split_files(cfg, "train", world)
     try:
-        valid_files = split_files(cfg, "valid")
+        valid_files = split_files(cfg, "valid", world)
     except ExaclimateError as e:
         log.warning("no validation data (%s); validation is skipped", e)
         valid_files = []
-    stats = load_stats(cfg)
+    stats = load_stats(cfg, world)
     input_shape = input_shape_for(cfg, train_files, stats)
     model = build_model(cfg.model, input_shape, cfg.train.precision)
     accumulation = cfg.train.gradient_accumulation
