@@ -255,7 +255,7 @@ def data_boxes(directory):
               help="needed: each node gets its ranks' training shards + valid/test/stats; all: everything.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the copy assignment.")
 @click.option("--ranks-per-node", default=0, show_default=True, type=click.IntRange(min=0),
-              help="Ranks per simulated node (rank // N = node); 0 = the real nodes (Horovod's cross rank).")
+              help="Override: simulated nodes of N consecutive ranks (checked against Horovod, which is used when 0).")
 @click.option("--channels", metavar="A,B,...", help="Keep only these variables (conversion on the way).")
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), help="Store the fields as this type.")
 @click.option("--verify", type=click.Choice(["full", "checksum", "size"]), default="full", show_default=True,
@@ -272,12 +272,12 @@ def stage_command(src, dst, replicate, seed, ranks_per_node, channels, dtype, ve
                   as_json):
     """Copy the dataset to node-local storage, reading the shared file system once (run under N ranks)."""
     from exascale_climate.pipeline.staging import format_report, stage
-    from exascale_climate.utils.log import env_rank
+    from exascale_climate.utils.runtime import current_rank
 
     manifest = stage(src, dst, replicate=replicate, seed=seed, ranks_per_node=ranks_per_node,
                      channels=_channel_list(channels), dtype=dtype, verify=verify,
                      exchange_chunk=max(1, int(exchange_chunk_mb * 2**20)), exchange=exchange)
-    if env_rank() == 0:
+    if current_rank() == 0:
         click.echo(json.dumps(manifest, indent=1) if as_json else format_report(manifest))
 
 
@@ -413,7 +413,8 @@ def verify_command(tracks_path, use_ibtracs, best_path, start, end, json_path, c
 @click.option("--run-dir", metavar="DIR", help="Run directory (default: job.run_dir of the config).")
 @click.option("--resume", is_flag=True, help="Continue from the run directory's latest checkpoint.")
 @click.option("--ranks-per-node", type=int, metavar="N",
-              help="Ranks per node for the hierarchical allreduce (overrides distributed.ranks_per_node).")
+              help="Override Horovod's node grouping with nodes of N consecutive ranks (= distributed.ranks_per_node; "
+                   "a difference from what Horovod reports is logged).")
 @click.option("--loss-scale", metavar="dynamic|N", help="Loss scale for mixed_float16 (overrides train.loss_scale).")
 def train_command(config_path, overrides, run_dir, resume, ranks_per_node, loss_scale):
     """Train a segmentation model; alone, or under horovodrun / mpirun / srun / jsrun (one process per rank).
@@ -427,10 +428,10 @@ def train_command(config_path, overrides, run_dir, resume, ranks_per_node, loss_
     if loss_scale is not None:
         overrides = (*overrides, f"train.loss_scale={loss_scale}")
     cfg = load_cli_config(config_path, overrides)
-    from exascale_climate.utils.log import env_rank
+    from exascale_climate.utils.runtime import current_rank
 
     result = train(cfg, run_dir or cfg.job.run_dir, resume=resume)
-    if env_rank() == 0:
+    if current_rank() == 0:
         click.echo(json.dumps({k: v for k, v in result.items() if not isinstance(v, (list, dict))}))
 
 
@@ -543,7 +544,8 @@ def bench_model_command(models, grids, batch, repeat, precision, json_path, conf
 @click.option("--json", "json_path", metavar="OUT", help="Append the records as JSON lines to OUT.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Config override for the timed runs.")
 def bench_train_command(models, grid, batch, steps, convergence, data_dir, png, json_path, overrides):
-    """Training step on real ranks: samples/s, FLOP/s, weak scaling 1->2 ranks, allreduce variants, convergence."""
+    """Training step on real ranks: samples/s, FLOP/s, weak scaling 1->2 ranks and 1->4 ranks as 2 nodes x 2,
+    allreduce variants, convergence."""
     from exascale_climate.bench.train import bench_train
 
     records = bench_train(list(models) or ["demo", "tiramisu", "deeplabv3plus"], grid, batch, steps,

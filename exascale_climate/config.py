@@ -272,7 +272,7 @@ class TrainConfig:
 @dataclass
 class DistributedConfig:
     allreduce: str = choice("flat", ("flat", "hierarchical"))
-    ranks_per_node: int = bounded(0, min=0)  # 0 = from Horovod's local_size
+    ranks_per_node: int = bounded(0, min=0)  # 0 = the nodes Horovod reports; N = checked override rank // N
     gradient_lag: int = choice(0, (0, 1))
     fp16_compression: bool = False
     fusion_threshold_mb: float | None = None  # HOROVOD_FUSION_THRESHOLD; None = Horovod's default

@@ -4,8 +4,10 @@ Measured in one run, so every ratio has its baseline beside it:
 - samples/s and achieved FLOP/s of the full training step (allreduce, loss scaling, LARC) per model;
 - weak scaling 1 -> 2 ranks, one thread per rank and the same per-rank batch (the paper's headline metric:
   efficiency = throughput(2 ranks) / (2 x throughput(1 rank)));
-- gradient communication variants on 2 ranks: flat allreduce (baseline), process-set hierarchical allreduce,
-  gradient lag 1, fp16 compression;
+- gradient communication variants on 2 ranks of one host (1 node of 2 ranks): flat allreduce (baseline),
+  process-set hierarchical allreduce, gradient lag 1, fp16 compression;
+- 4 ranks that Horovod sees as 2 hosts x 2 ranks (`horovodrun -H localhost:2,127.0.0.1:2`): flat, hierarchical
+  (a real intra-node and a real cross-node stage) and lag, each with its 1 -> 4 rank efficiency;
 - a convergence run on the synthetic data: validation mean IoU against wall-clock time, as a PNG.
 Each timing rank runs `python -m exascale_climate.bench.train --worker ...` under utils.launch.run_ranks.
 """
@@ -35,8 +37,8 @@ def _variant_config(cfg: Config, variant: str) -> Config:
     cfg = copy.deepcopy(cfg)
     d = cfg.distributed
     d.allreduce, d.gradient_lag, d.fp16_compression, d.ranks_per_node = "flat", 0, False, 0
-    if variant == "hierarchical":
-        d.allreduce, d.ranks_per_node = "hierarchical", 1
+    if variant == "hierarchical":  # nodes as Horovod reports them (the launcher's hosts)
+        d.allreduce = "hierarchical"
     elif variant == "lag":
         d.gradient_lag = 1
     elif variant == "fp16":
@@ -87,7 +89,8 @@ def time_variants(cfg: Config, grid: tuple[int, int], batch: int, steps: int, va
             step([(x, y, w)])["loss"].numpy()
         seconds = (time.perf_counter() - t0) / steps
         samples_per_s = batch * world.size / seconds
-        results.append({"variant": variant, "ranks": world.size, "seconds_per_step": seconds,
+        results.append({"variant": variant, "ranks": world.size, "nodes": world.nodes,
+                        "ranks_per_node": [len(g) for g in world.node_groups], "seconds_per_step": seconds,
                         "samples_per_s": samples_per_s, "flops_per_s": samples_per_s * flops if flops else None})
     return results
 
@@ -103,19 +106,23 @@ def worker_main(argv: list[str]) -> int:
     parser.add_argument("--variants", default="flat")
     args = parser.parse_args(argv)
     from exascale_climate.config import parse_grid
-    from exascale_climate.utils.log import env_rank
+    from exascale_climate.utils.runtime import current_rank
 
     cfg = load_config(args.config, args.overrides)
     results = time_variants(cfg, parse_grid(args.grid), args.batch, args.steps, args.variants.split(","))
-    if env_rank() == 0:
+    if current_rank() == 0:
         for r in results:
             print(RESULT_TAG + json.dumps(r), flush=True)
     return 0
 
 
 # ------------------------------------------------------------------------------------------ driver
+TWO_HOSTS = "localhost:2,127.0.0.1:2"
+FOUR_RANK_VARIANTS = ("flat", "hierarchical", "lag")
+
+
 def _launch(np: int, config: str | None, overrides: list[str], grid: str, batch: int, steps: int,
-            variants: list[str]) -> dict[str, dict]:
+            variants: list[str], hosts: str | None = None) -> dict[str, dict]:
     from exascale_climate.utils.launch import run_ranks
 
     argv = [sys.executable, "-m", "exascale_climate.bench.train", "--worker", "--grid", grid, "--batch", str(batch),
@@ -124,7 +131,7 @@ def _launch(np: int, config: str | None, overrides: list[str], grid: str, batch:
         argv += ["--config", config]
     for item in overrides:
         argv += ["--set", item]
-    result = run_ranks(np, argv, threads_per_rank=1, timeout=3600)
+    result = run_ranks(np, argv, threads_per_rank=1, timeout=3600, hosts=hosts)
     if result.returncode != 0:
         raise RuntimeError(f"bench train worker on {np} rank(s) failed:\n{result.stdout[-3000:]}")
     rows = [json.loads(line.split(RESULT_TAG, 1)[1]) for line in result.stdout.splitlines() if RESULT_TAG in line]
@@ -139,6 +146,7 @@ def bench_scaling(models: list[str], grid: str, batch: int, steps: int, override
                  "overrides": overrides}
         one = _launch(1, config, overrides, grid, batch, steps, ["flat"])["flat"]
         two = _launch(2, config, overrides, grid, batch, steps, list(VARIANTS))
+        four = _launch(4, config, overrides, grid, batch, steps, list(FOUR_RANK_VARIANTS), hosts=TWO_HOSTS)
         records.append(record(BENCH, f"{config} samples/s, 1 rank", one["samples_per_s"], "samples/s", **extra))
         if one["flops_per_s"]:
             records.append(record(BENCH, f"{config} achieved FLOP/s, 1 rank", one["flops_per_s"], "FLOP/s", **extra))
@@ -151,7 +159,18 @@ def bench_scaling(models: list[str], grid: str, batch: int, steps: int, override
         for variant in VARIANTS:  # 2 ranks x the same per-rank batch against twice one rank
             records.append(record(BENCH, f"{config} weak-scaling efficiency 1->2 ranks ({variant})",
                                   two[variant]["samples_per_s"] / (2 * one["samples_per_s"]), "fraction",
-                                  baseline=0.9, baseline_name="goal", **extra))
+                                  baseline=0.9, baseline_name="goal", nodes=two[variant]["nodes"],
+                                  ranks_per_node=two[variant]["ranks_per_node"], **extra))
+        for variant in FOUR_RANK_VARIANTS:  # 2 nodes x 2 ranks, as Horovod reports them
+            row = four[variant]
+            where = {"nodes": row["nodes"], "ranks_per_node": row["ranks_per_node"], "hosts": TWO_HOSTS}
+            if variant != "flat":
+                records.append(record(BENCH, f"{config} samples/s, 4 ranks as 2 nodes x 2 ({variant})",
+                                      row["samples_per_s"], "samples/s", baseline=four["flat"]["samples_per_s"],
+                                      baseline_name="flat", **where, **extra))
+            records.append(record(BENCH, f"{config} weak-scaling efficiency 1->4 ranks, 2 nodes x 2 ({variant})",
+                                  row["samples_per_s"] / (4 * one["samples_per_s"]), "fraction", baseline=0.9,
+                                  baseline_name="goal", **where, **extra))
     return records
 
 

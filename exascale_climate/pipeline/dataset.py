@@ -8,7 +8,6 @@ random augmentation keyed by (seed, epoch, position)), so `skip_batches` resumes
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from exascale_climate.config import Config
@@ -19,21 +18,22 @@ from exascale_climate.pipeline.normalize import InPlaceNormalizer, normalization
 from exascale_climate.pipeline.readers import READERS, sample_grid
 from exascale_climate.pipeline.sharding import epoch_order, samples_per_rank, shard
 from exascale_climate.pipeline.staging import MANIFEST_NAME, node_dir
-from exascale_climate.utils.log import env_rank, get_logger
-from exascale_climate.utils.runtime import World, node_index
+from exascale_climate.utils.log import get_logger
+from exascale_climate.utils.runtime import World, init_world
 from exascale_climate.variables import VARIABLE_NAMES
 
 log = get_logger("pipeline")
 
 
 # -------------------------------------------------------------------------------------------- files
-def staged_root(cfg: Config) -> Path | None:
-    """This node's staged copy: `pipeline.stage_dir` with `{node}` expanded like `exaclimate stage` does
-    (rank // distributed.ranks_per_node when set, else Horovod's cross rank)."""
+def staged_root(cfg: Config, world: World | None = None) -> Path | None:
+    """This node's staged copy: `pipeline.stage_dir` with `{node}` expanded like `exaclimate stage` does, the
+    node being the World's (Horovod's grouping, or distributed.ranks_per_node when set)."""
     if not cfg.pipeline.stage_dir:
         return None
-    node = node_index(env_rank(), cfg.distributed.ranks_per_node, int(os.environ.get("HOROVOD_CROSS_RANK") or 0))
-    return node_dir(cfg.pipeline.stage_dir, node)
+    override = cfg.distributed.ranks_per_node
+    world = world.with_ranks_per_node(override) if world else init_world(ranks_per_node=override)
+    return node_dir(cfg.pipeline.stage_dir, world.node)
 
 
 def _staged_split(root: Path, split: str) -> list[Path] | None:
@@ -51,7 +51,7 @@ def _staged_split(root: Path, split: str) -> list[Path] | None:
     return [p for p in paths if p.is_file()] + [p for p in paths if not p.is_file()]
 
 
-def split_files(cfg: Config, split: str) -> list[Path]:
+def split_files(cfg: Config, split: str, world: World | None = None) -> list[Path]:
     """Samples of a split: from this node's staged copy `<pipeline.stage_dir>/<split>` (valid/ or the MLPerf
     tree's validation/) when present (the manifest's global list, local copies first), else the source
     directory."""
@@ -59,7 +59,7 @@ def split_files(cfg: Config, split: str) -> list[Path]:
 
     if split not in SPLITS:
         raise ConfigError(f"split {split!r}: choose one of {SPLITS}")
-    root = staged_root(cfg)
+    root = staged_root(cfg, world)
     staged = split_dir(root, split) if root is not None else None
     if staged is not None:
         listed = _staged_split(root, split)
@@ -120,9 +120,9 @@ def detector_element(x, y, labelled, cell: int, periodic: bool):
     return x, (x, t, y), labelled
 
 
-def stats_path(cfg: Config) -> Path:
+def stats_path(cfg: Config, world: World | None = None) -> Path:
     """stats.h5: the staged copy, else data.stats_file, else beside the train directory."""
-    root = staged_root(cfg)
+    root = staged_root(cfg, world)
     if root is not None and (root / STATS_FILE).is_file():
         return root / STATS_FILE
     if cfg.data.stats_file:
@@ -130,11 +130,11 @@ def stats_path(cfg: Config) -> Path:
     return Path(cfg.data.train_dir).parent / STATS_FILE
 
 
-def load_stats(cfg: Config):
+def load_stats(cfg: Config, world: World | None = None):
     """Statistics of the configured channels (data.channels, or all 16)."""
     from exascale_climate.data.stats import read_stats
 
-    return read_stats(stats_path(cfg)).select(list(cfg.data.channels) or None)
+    return read_stats(stats_path(cfg, world)).select(list(cfg.data.channels) or None)
 
 
 def channels_of(cfg: Config) -> list[str]:

@@ -10,8 +10,8 @@ rank reports the bytes it read from the source, sent and received. Each copy is 
 written to a temporary name and renamed; a re-run skips files the node-local manifest proves are already there.
 The manifest records where every file is and how often each source file was read.
 
-Nodes are `World.node` (Horovod's cross rank); on one machine `dst` may contain `{node}` and `ranks_per_node`
-splits the ranks into simulated nodes. The MLPerf HPC DeepCAM tree (`validation/`) stages as published.
+Nodes are the World's (Horovod's hosts, or the checked `ranks_per_node` override); on one machine `dst` may
+contain `{node}`. The MLPerf HPC DeepCAM tree (`validation/`) stages as published.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import os
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -423,11 +423,7 @@ def stage(src: str | Path, dst: str | Path, *, replicate: str = "needed", seed: 
         raise ConfigError(f"--verify: {verify!r} is not allowed; choose one of {', '.join(VERIFY_MODES)}")
     if exchange_chunk < 1:
         raise ConfigError(f"--exchange-chunk-mb: must be positive, got {exchange_chunk / 2**20:g} MiB")
-    world = world or init_world()
-    if ranks_per_node > 0:
-        if world.size % ranks_per_node:
-            raise ConfigError(f"--ranks-per-node: {world.size} ranks do not split into nodes of {ranks_per_node}")
-        world = replace(world, ranks_per_node=ranks_per_node)
+    world = (world or init_world()).with_ranks_per_node(ranks_per_node)
     comm = Collectives(world)
     conversion = Conversion(list(channels) if channels else None, dtype)
     t_start = time.perf_counter()

@@ -2,8 +2,9 @@
 
 Why a hand-made hierarchical allreduce: Horovod's HOROVOD_HIERARCHICAL_ALLREDUCE only acts on GPU/NCCL builds
 with several hosts. The paper's scheme (reduce inside each node, allreduce across one leader per node, broadcast
-back inside the node) is built here on Horovod process sets, so it runs on any controller and on CPU, and can be
-exercised on one machine with `distributed.ranks_per_node`.
+back inside the node) is built here on Horovod process sets, so it runs on any controller and on CPU. The nodes
+are the World's (utils.runtime): Horovod's hosts, e.g. `horovodrun -H localhost:2,127.0.0.1:2` is 2 hosts on one
+machine, or the checked `distributed.ranks_per_node` override (the only way under mpirun on one machine).
 """
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ from pathlib import Path
 import numpy as np
 
 from exascale_climate.config import Config, DistributedConfig
-from exascale_climate.errors import ConfigError
 from exascale_climate.utils.log import get_logger
 from exascale_climate.utils.runtime import World, configure_threads, init_world
 
@@ -58,7 +58,7 @@ def setup_world(cfg: Config, use_horovod: bool | None = None) -> World:
     configure_threads(cfg.distributed.threads_per_rank)
     for key, value in horovod_environment(cfg.distributed).items():
         os.environ.setdefault(key, value)
-    return init_world(use_horovod)
+    return init_world(use_horovod, ranks_per_node=cfg.distributed.ranks_per_node)
 
 
 # ------------------------------------------------------------------------------------------ topology
@@ -82,26 +82,9 @@ class Topology:
         return self.my_node[0] == self.rank
 
 
-def node_ids(world: World, ranks_per_node: int) -> list[int]:
-    """The node id of every rank: rank // ranks_per_node, or Horovod's cross_rank gathered from all ranks."""
-    if ranks_per_node > 0:
-        if world.size % ranks_per_node:
-            raise ConfigError(f"distributed.ranks_per_node: {ranks_per_node} does not divide the {world.size} ranks")
-        return [r // ranks_per_node for r in range(world.size)]
-    if not world.distributed:
-        return [0]
-    import tensorflow as tf
-
-    gathered = world.hvd.allgather(tf.constant([world.cross_rank], dtype=tf.int32), name="exaclimate_node_ids")
-    return [int(v) for v in gathered.numpy()]
-
-
-def build_topology(world: World, ranks_per_node: int = 0) -> Topology:
-    ids = node_ids(world, ranks_per_node)
-    nodes: dict[int, list[int]] = {}
-    for rank, node in enumerate(ids):
-        nodes.setdefault(node, []).append(rank)
-    return Topology(nodes=[sorted(v) for _, v in sorted(nodes.items())], rank=world.rank)
+def build_topology(world: World) -> Topology:
+    """The World's node grouping (one source of truth for staging, the pipeline and the allreduce)."""
+    return Topology(nodes=world.node_groups, rank=world.rank)
 
 
 # ------------------------------------------------------------------------------------------ reducers
@@ -117,9 +100,10 @@ class GradientReducer:
 
     @classmethod
     def from_config(cls, world: World, cfg: DistributedConfig) -> "GradientReducer":
+        world = world.with_ranks_per_node(cfg.ranks_per_node)  # a no-op when setup_world applied it already
         reducer = cls(world, cfg.allreduce, cfg.fp16_compression)
         if cfg.allreduce == "hierarchical" and world.distributed:
-            reducer.topology = build_topology(world, cfg.ranks_per_node)
+            reducer.topology = build_topology(world)
             reducer._register_process_sets()
         return reducer
 

@@ -110,13 +110,13 @@ def setup_run(cfg: Config, run_dir: str | Path, world: World | None = None) -> R
     from exascale_climate.train.precision import LossScaler
     from exascale_climate.train.step import TrainStep, make_eval_step
 
-    train_files = split_files(cfg, "train")
+    train_files = split_files(cfg, "train", world)
     try:
-        valid_files = split_files(cfg, "valid")
+        valid_files = split_files(cfg, "valid", world)
     except ExaclimateError as e:
         log.warning("no validation data (%s); validation is skipped", e)
         valid_files = []
-    stats = load_stats(cfg)
+    stats = load_stats(cfg, world)
     input_shape = input_shape_for(cfg, train_files, stats)
     model = build_model(cfg.model, input_shape, cfg.train.precision)
     accumulation = cfg.train.gradient_accumulation
@@ -142,28 +142,101 @@ def setup_run(cfg: Config, run_dir: str | Path, world: World | None = None) -> R
                updates, per_sample_flops(model, input_shape))
 
 
-def restore_or_broadcast(run: Run, ckpt_manager, resume: bool) -> Position:
-    """Rank 0 restores the latest checkpoint (with --resume), then every rank takes rank 0's state."""
-    from exascale_climate.train.checkpoints import assign_arrays, load_arrays, read_state
+# Config keys that decide which variables a run has (their shapes, count or dtype): a checkpoint written with
+# other values cannot be continued. Everything else (learning rate, epochs, ...) may change on --resume.
+STATE_KEYS = ("model", "data.channels", "pipeline.crop", "train.precision", "optimizer.name",
+              "optimizer.larc.enabled", "distributed.gradient_lag")
 
-    position = Position()
-    latest = ckpt_manager.latest() if (resume and run.world.is_root) else None
-    if run.world.is_root and latest is not None:
-        arrays = load_arrays(latest)
-        for group, variables in run.state_arrays().items():
-            assign_arrays(latest, group, variables, arrays.get(group, []))
-        state = read_state(latest)
-        if state.get("world_size", run.world.size) != run.world.size:
-            log.warning("%s was written by %d ranks, this run has %d: the data shards differ, so the run will "
-                        "not continue at exactly the same samples", latest, state["world_size"], run.world.size)
-        position = Position(state["step"], state["epoch"], state["step_in_epoch"], state.get("best_metric"),
-                            state.get("history", {}))
-        log.info("resumed from %s (step %d, epoch %d, step %d of the epoch)", latest, position.step,
-                 position.epoch, position.step_in_epoch)
-    elif resume and run.world.is_root:
-        log.warning("--resume: no checkpoint in %s; starting from scratch", ckpt_manager.directory)
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        out.update(_flatten(value, name + ".") if isinstance(value, dict) else {name: value})
+    return out
+
+
+def config_mismatch(saved: dict, cfg: Config) -> list[str]:
+    """`key: checkpoint X, this run Y` for every STATE_KEYS entry that differs."""
+    a, b = _flatten(saved), _flatten(cfg.to_dict())
+    keys = sorted(k for k in set(a) | set(b) if any(k == p or k.startswith(p + ".") for p in STATE_KEYS))
+    return [f"{k} is {a.get(k)!r} there, {b.get(k)!r} in this run" for k in keys if a.get(k) != b.get(k)]
+
+
+def world_change_message(state: dict, cfg: Config, size: int) -> str:
+    """What changes when a checkpoint of N ranks is continued on M ranks (said, not refused)."""
+    from exascale_climate.train.optimizers import scaled_learning_rate
+
+    old = int(state["world_size"])
+    per_update = cfg.train.batch_size * cfg.train.gradient_accumulation
+    msg = (f"the checkpoint was written by {old} ranks, this run has {size}: the global batch changes from "
+           f"{per_update * old} to {per_update * size} samples per update, each rank reads other files (the data "
+           f"shards differ), so the run continues from the same weights, optimizer slots and loss scale but not "
+           f"along the same path")
+    if cfg.optimizer.scale_lr_by_world_size:
+        acc = cfg.train.gradient_accumulation
+        msg += (f"; the base learning rate scales with the ranks: {scaled_learning_rate(cfg.optimizer, old, acc):g} "
+                f"-> {scaled_learning_rate(cfg.optimizer, size, acc):g}")
+    return msg
+
+
+def _restore_root(run: Run, latest: Path) -> Position:
+    """Rank 0: check the checkpoint fits this run, assign its arrays, return where it was."""
+    import yaml
+
+    from exascale_climate.train.checkpoints import CONFIG, assign_arrays, load_arrays, read_state
+
+    try:
+        saved_cfg = yaml.safe_load((latest / CONFIG).read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ExaclimateError(f"{latest / CONFIG}: unreadable ({e})") from None
+    differ = config_mismatch(saved_cfg, run.cfg)
+    if differ:
+        raise ExaclimateError(f"{latest / CONFIG}: cannot resume with another model config: {'; '.join(differ)} "
+                              f"(use the checkpoint's values or another --run-dir)")
+    state = read_state(latest)
+    arrays = load_arrays(latest)
+    groups = run.state_arrays()
+    if groups["lag"] and not state.get("lag_reduced"):
+        # written before the buffers were stored reduced: rank 0's own gradient, not the average. Dropping it
+        # costs one update; applying it would average rank 0's gradient N times.
+        log.warning("%s: its gradient-lag buffers are one rank's, not reduced; the first step after the resume "
+                    "applies no update", latest)
+        arrays["lag"] = [np.zeros(v.shape, np.float32) for v in groups["lag"][:-1]] + [np.array(False)]
+    for group, variables in groups.items():
+        assign_arrays(latest, group, variables, arrays.get(group, []))
+    if state.get("world_size", run.world.size) != run.world.size:
+        log.warning("%s: %s", latest, world_change_message(state, run.cfg, run.world.size))
+    position = Position(state["step"], state["epoch"], state["step_in_epoch"], state.get("best_metric"),
+                        state.get("history", {}))
+    log.info("resumed from %s (step %d, epoch %d, step %d of the epoch)", latest, position.step,
+             position.epoch, position.step_in_epoch)
+    return position
+
+
+def restore_or_broadcast(run: Run, ckpt_manager, resume: bool) -> Position:
+    """Rank 0 restores the latest checkpoint (with --resume), then every rank takes rank 0's state.
+
+    Everything in a checkpoint is the same on every rank (weights, slots, loss scale, RNG states, data
+    position, and the gradient-lag buffers stored *reduced*), so one broadcast restores every rank exactly. A
+    refusal on rank 0 is broadcast too, so every rank stops with the same message instead of waiting.
+    """
+    position, error, restored = Position(), None, False
+    if run.world.is_root and resume:
+        latest = ckpt_manager.latest()
+        if latest is None:
+            log.warning("--resume: no checkpoint in %s; starting from scratch", ckpt_manager.directory)
+        else:
+            try:
+                position, restored = _restore_root(run, latest), True
+            except ExaclimateError as e:
+                error = str(e)
+    position, error, restored = broadcast_object(run.world, (position, error, restored), name="exaclimate_position")
+    if error:
+        raise ExaclimateError(error)
     broadcast_variables(run.world, run.all_variables())
-    return broadcast_object(run.world, position, name="exaclimate_position")
+    run.step.prereduced = restored and bool(run.step.gradient_lag)
+    return position
 
 
 # ------------------------------------------------------------------------------------------ validation
@@ -246,7 +319,9 @@ class Window:
 
 # ------------------------------------------------------------------------------------------ the loop
 def _save(run: Run, ckpt_manager, position: Position, metric: float | None) -> None:
-    """Rank 0 writes a checkpoint, refusing to persist non-finite weights."""
+    """Rank 0 writes a checkpoint, refusing to persist non-finite weights. Every rank calls it: the
+    gradient-lag buffers are reduced over the ranks first (see train.step)."""
+    lag = run.step.reduced_lag()
     if not run.world.is_root:
         return
     for v in run.model.trainable_variables:
@@ -255,8 +330,9 @@ def _save(run: Run, ckpt_manager, position: Position, metric: float | None) -> N
                                    f"(the last good one is {ckpt_manager.latest()})")
     state = {"epoch": position.epoch, "step_in_epoch": position.step_in_epoch, "input_shape": list(run.input_shape),
              "world_size": run.world.size, "history": position.history, **run.scaler.state(),
-             "optimizer_iterations": int(run.optimizer.iterations.numpy())}
-    path = ckpt_manager.save(position.step, run.model, run.state_arrays(), state, run.cfg, metric=metric)
+             "optimizer_iterations": int(run.optimizer.iterations.numpy()), "lag_reduced": bool(lag)}
+    arrays = {**run.state_arrays(), "lag": lag}
+    path = ckpt_manager.save(position.step, run.model, arrays, state, run.cfg, metric=metric)
     position.best_metric = ckpt_manager.best_metric()
     log.debug("checkpoint %s", path)
 

@@ -4,6 +4,11 @@ optional gradient lag, LARC and the optimizer update -- one tf.function per run.
 Gradient lag 1 (Kurth et al.): the step allreduces and applies the *previous* step's gradients. The allreduce
 of g(t-1) has no data dependency on the forward/backward pass of step t, so Horovod's background thread can
 move it while the pass computes; the update then uses w(t+1) = w(t) - lr * avg g(w(t-1)).
+
+Resume with lag: each rank's buffer holds its own, not yet reduced gradient, so a checkpoint stores the buffers
+*reduced* (`reduced_lag`, the very collective the next step would run, so bitwise the same value) and the first
+step after a restore applies them without reducing again (`prereduced`). Every rank then applies exactly the
+update the uninterrupted run applies, at any rank count, and the checkpoint is one model-sized array set.
 """
 from __future__ import annotations
 
@@ -41,7 +46,10 @@ class TrainStep:
             self.lag_valid = tf.Variable(False, trainable=False, name="lag_valid")
         else:
             self.lag_grads, self.lag_valid = [], None
-        self._compiled = tf.function(self._step, reduce_retracing=True)
+        self.prereduced = False  # the lag buffers hold the reduced gradient (just restored from a checkpoint)
+        self._compiled = tf.function(lambda b: self._step(b, reduce_previous=True), reduce_retracing=True)
+        self._compiled_prereduced = None
+        self._reduce_lag = None
 
     # ------------------------------------------------------------------------------------------ state
     @property
@@ -49,7 +57,26 @@ class TrainStep:
         return self.lag_grads + ([self.lag_valid] if self.lag_valid is not None else [])
 
     def __call__(self, batches):
-        return self._compiled(tuple(tuple(b) for b in batches))
+        batches = tuple(tuple(b) for b in batches)
+        if self.prereduced:  # once, after a restore: no collective inside a tf.cond, a second function instead
+            if self._compiled_prereduced is None:
+                self._compiled_prereduced = tf.function(lambda b: self._step(b, reduce_previous=False))
+            out = self._compiled_prereduced(batches)
+            self.prereduced = False
+            return out
+        return self._compiled(batches)
+
+    def reduced_lag(self) -> list:
+        """The lag buffers reduced over all ranks (a collective: every rank calls it), for a checkpoint."""
+        if not self.gradient_lag:
+            return []
+        if self._reduce_lag is None:
+            self._reduce_lag = tf.function(lambda: self.reducer.reduce([v.read_value() for v in self.lag_grads]))
+        if self.prereduced:
+            values = [v.numpy() for v in self.lag_grads]
+        else:
+            values = [t.numpy() for t in self._reduce_lag()]
+        return values + [self.lag_valid.numpy()]
 
     # ------------------------------------------------------------------------------------------ graph
     def local_gradients(self, batches):
@@ -81,12 +108,13 @@ class TrainStep:
                                            self.trainable))
         return tf.constant(True)
 
-    def _step(self, batches):
+    def _step(self, batches, reduce_previous: bool = True):
         loss, grads = self.local_gradients(batches)
         if self.gradient_lag:
             previous = [v.read_value() for v in self.lag_grads]
             has_previous = self.lag_valid.read_value()
-            reduced = self.reducer.reduce(previous)  # independent of this step's forward/backward
+            # independent of this step's forward/backward; already reduced right after a restore
+            reduced = self.reducer.reduce(previous) if reduce_previous else previous
             finite = self.scaler.all_finite(reduced)
             do_apply = tf.logical_and(finite, has_previous)
             with tf.control_dependencies(grads):  # the pass read w(t) before the update writes w(t+1)

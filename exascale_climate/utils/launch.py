@@ -49,13 +49,18 @@ def launch_command(np: int, argv: list[str], controller: str = "gloo", hosts: st
 
 def run_ranks(np: int, argv: list[str], controller: str = "gloo", threads_per_rank: int | None = None,
               env: dict | None = None, timeout: float | None = None, cwd: str | Path | None = None,
-              capture: bool = True) -> subprocess.CompletedProcess:
-    """Run `argv` on `np` local ranks and wait; the caller checks returncode and output."""
+              capture: bool = True, hosts: str | None = None) -> subprocess.CompletedProcess:
+    """Run `argv` on `np` local ranks and wait; the caller checks returncode and output.
+
+    `hosts` (horovodrun only), e.g. "localhost:2,127.0.0.1:2": two names for this machine, so Horovod reports
+    2 hosts of 2 ranks."""
     full_env = rank_env(np, threads_per_rank, env)
+    if hosts and controller == "mpirun":
+        raise ValueError("hosts: only horovodrun (gloo, mpi) places ranks on named hosts")
     names = sorted(set(full_env) - set(os.environ)) + ["TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS", "PATH"]
     if env:
         names += list(env)
-    cmd = launch_command(np, argv, controller, env_names=sorted(set(names)))
+    cmd = launch_command(np, argv, controller, hosts=hosts, env_names=sorted(set(names)))
     return subprocess.run(cmd, env=full_env, cwd=cwd, timeout=timeout, text=True,
                           stdout=subprocess.PIPE if capture else None,
                           stderr=subprocess.STDOUT if capture else None)

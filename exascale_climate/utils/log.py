@@ -12,24 +12,21 @@ LOGGER_NAME = "exaclimate"
 _state = {"all_ranks": False}
 
 
-def env_rank() -> int:
-    """This process's rank from the launcher's environment (Horovod, OpenMPI, SLURM, LSF jsrun), else 0."""
-    for var in ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK", "PMI_RANK"):
-        if os.environ.get(var, "").isdigit():
-            return int(os.environ[var])
-    return 0
+def _rank() -> int:
+    from exascale_climate.utils.runtime import current_rank  # runtime logs through here: import late
+
+    return current_rank()
 
 
-def env_size() -> int:
-    for var in ("HOROVOD_SIZE", "OMPI_COMM_WORLD_SIZE", "SLURM_NTASKS", "JSM_NAMESPACE_SIZE", "PMI_SIZE"):
-        if os.environ.get(var, "").isdigit():
-            return int(os.environ[var])
-    return 1
+def _size() -> int:
+    from exascale_climate.utils.runtime import current_world
+
+    return current_world().size
 
 
 class _RankFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        record.rank = env_rank()
+        record.rank = _rank()
         return _state["all_ranks"] or record.rank == 0 or record.levelno >= logging.WARNING
 
 
@@ -42,7 +39,7 @@ def setup_logging(verbosity: int = 0, all_ranks: bool | None = None) -> logging.
     logger = logging.getLogger(LOGGER_NAME)
     logger.handlers.clear()
     handler = logging.StreamHandler(sys.stderr)
-    fmt = "%(asctime)s [rank %(rank)s] %(levelname)s %(message)s" if env_size() > 1 else "%(asctime)s %(levelname)s %(message)s"
+    fmt = "%(asctime)s [rank %(rank)s] %(levelname)s %(message)s" if _size() > 1 else "%(asctime)s %(levelname)s %(message)s"
     handler.setFormatter(logging.Formatter(fmt, datefmt="%H:%M:%S"))
     handler.addFilter(_RankFilter())
     logger.addHandler(handler)

@@ -5,13 +5,14 @@ import contextlib
 import sys
 from typing import Iterable, Iterator, TypeVar
 
-from exascale_climate.utils.log import env_rank, is_quiet
+from exascale_climate.utils.log import is_quiet
+from exascale_climate.utils.runtime import current_rank
 
 T = TypeVar("T")
 
 
 def progress_enabled() -> bool:
-    return env_rank() == 0 and not is_quiet() and sys.stderr.isatty()
+    return current_rank() == 0 and not is_quiet() and sys.stderr.isatty()
 
 
 def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:

@@ -1,23 +1,131 @@
-"""Process runtime: threads per rank and a lazily imported Horovod, so one process runs without a launcher.
+"""Process runtime: the one `World` (ranks, nodes, threads), with Horovod imported lazily so that one process
+runs without a launcher.
 
-Horovod is only imported when the process was started by a launcher (horovodrun, mpirun, srun, jsrun) or when
-asked for; `World` gives rank/size/local rank either way.
+Node membership comes from Horovod after `hvd.init`: every rank's host (the host name horovodrun gave it, else
+the machine's name) is gathered once and checked against Horovod's local_rank/local_size, so the grouping is
+right for block and round-robin placements alike. `distributed.ranks_per_node` / `--ranks-per-node` is only an
+explicit override (simulated nodes on one machine, e.g. under mpirun, where every rank shares one host): it is
+checked against what Horovod reports and a difference is logged with both values.
+
+Before `hvd.init` (logging, thread counts, whether to start Horovod at all) only the launcher's environment
+says who a process is: `launcher_world` is the one place that reads it.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
-from dataclasses import dataclass
+import socket
+from dataclasses import dataclass, field
 
-from exascale_climate.utils.log import env_size, get_logger
+from exascale_climate.errors import ConfigError
+from exascale_climate.utils.log import get_logger
 
 log = get_logger("runtime")
 
-def local_size_from_env() -> int:
-    for var in ("HOROVOD_LOCAL_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_NTASKS_PER_NODE", "JSM_NAMESPACE_LOCAL_SIZE"):
-        v = os.environ.get(var, "")
-        if v.isdigit() and int(v) > 0:
-            return int(v)
-    return 1
+# (rank, size, local rank, local size) variables of each launcher, most specific first
+_LAUNCHERS = (
+    ("horovod", "HOROVOD_RANK", "HOROVOD_SIZE", "HOROVOD_LOCAL_RANK", "HOROVOD_LOCAL_SIZE"),
+    ("openmpi", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK",
+     "OMPI_COMM_WORLD_LOCAL_SIZE"),
+    ("pmix", "PMIX_RANK", "PMIX_SIZE", "", ""),
+    ("slurm", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_NTASKS_PER_NODE"),
+    ("jsrun", "JSM_NAMESPACE_RANK", "JSM_NAMESPACE_SIZE", "JSM_NAMESPACE_LOCAL_RANK", "JSM_NAMESPACE_LOCAL_SIZE"),
+    ("pmi", "PMI_RANK", "PMI_SIZE", "", ""),
+)
+
+
+@dataclass
+class World:
+    """Who this process is; `hvd` is the initialised horovod.tensorflow module or None (single process).
+
+    `node_of_rank[r]` is the node of rank r (nodes numbered in the order of their lowest rank); `node` and
+    `nodes` are this rank's node and the node count (= Horovod's cross_rank / cross_size for the usual block
+    placement, unless `ranks_per_node` overrides them).
+    """
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+    local_size: int = 1
+    cross_rank: int = 0
+    cross_size: int = 1
+    hvd: object | None = None
+    node_of_rank: tuple = ()
+    hosts: tuple = ()  # the host name of every node, in node order
+    ranks_per_node: int = 0  # the explicit override in force (0 = Horovod's grouping)
+    launcher: str = field(default="", compare=False)
+
+    @property
+    def is_root(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.hvd is not None and self.size > 1
+
+    @property
+    def node(self) -> int:
+        return self.node_of_rank[self.rank] if self.node_of_rank else self.cross_rank
+
+    @property
+    def nodes(self) -> int:
+        return max(self.node_of_rank) + 1 if self.node_of_rank else self.cross_size
+
+    @property
+    def node_groups(self) -> list[list[int]]:
+        """The ranks of every node, lowest rank first (the first is the node's leader)."""
+        if not self.node_of_rank:
+            return [list(range(self.size))]
+        groups: dict[int, list[int]] = {}
+        for rank, node in enumerate(self.node_of_rank):
+            groups.setdefault(node, []).append(rank)
+        return [groups[n] for n in sorted(groups)]
+
+    def with_ranks_per_node(self, ranks_per_node: int) -> "World":
+        """This world with simulated nodes of `ranks_per_node` consecutive ranks (0 = unchanged)."""
+        if ranks_per_node <= 0 or ranks_per_node == self.ranks_per_node:
+            return self
+        if self.size % ranks_per_node:
+            raise ConfigError(f"distributed.ranks_per_node: {ranks_per_node} does not divide the {self.size} ranks")
+        simulated = tuple(r // ranks_per_node for r in range(self.size))
+        if self.node_of_rank and simulated != self.node_of_rank:
+            log.warning("distributed.ranks_per_node=%d overrides what Horovod reports (%d node(s), %s ranks "
+                        "per node): nodes are simulated as rank // %d", ranks_per_node, self.nodes,
+                        "/".join(str(len(g)) for g in self.node_groups), ranks_per_node)
+        return dataclasses.replace(self, node_of_rank=simulated, ranks_per_node=ranks_per_node,
+                                   hosts=tuple(f"node{n}" for n in range(max(simulated) + 1)))
+
+
+def launcher_world() -> World:
+    """Who this process is by its launcher's environment (horovodrun, mpirun, srun, jsrun), before hvd.init.
+
+    The only reader of launcher variables: logging and thread counts need the rank before Horovod exists.
+    Each number is taken from the first launcher that sets it (srun --mpi=pmix sets PMIX_RANK but the size
+    only as SLURM_NTASKS).
+    """
+    def first(column: int, positive: bool) -> tuple[int, str] | None:
+        for row in _LAUNCHERS:
+            value = os.environ.get(row[column], "") if row[column] else ""
+            if value.isdigit() and (int(value) > 0 or not positive):
+                return int(value), row[0]
+        return None
+
+    rank = first(1, False)
+    if rank is None:
+        return World()
+    size, local_rank, local_size = first(2, True), first(3, False), first(4, True)
+    return World(rank=rank[0], size=size[0] if size else 1, local_rank=local_rank[0] if local_rank else 0,
+                 local_size=local_size[0] if local_size else 1, launcher=rank[1])
+
+
+def current_rank() -> int:
+    """This process's rank: the World's once Horovod is up, the launcher's before."""
+    return (_WORLD or launcher_world()).rank
+
+
+def current_world() -> World:
+    """The initialised World, else the launcher's view (never starts Horovod)."""
+    return _WORLD or launcher_world()
 
 
 def configure_threads(threads_per_rank: int = 0) -> int:
@@ -26,7 +134,7 @@ def configure_threads(threads_per_rank: int = 0) -> int:
     Must run before TensorFlow is imported; returns the intra-op thread count in force.
     """
     if threads_per_rank <= 0:
-        threads_per_rank = max(1, (os.cpu_count() or 1) // local_size_from_env())
+        threads_per_rank = max(1, (os.cpu_count() or 1) // max(1, launcher_world().local_size))
     os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(threads_per_rank))
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", str(max(1, min(2, threads_per_rank))))
     os.environ.setdefault("OMP_NUM_THREADS", str(threads_per_rank))
@@ -45,70 +153,71 @@ def apply_tf_threads() -> None:
         pass
 
 
-def node_index(rank: int, ranks_per_node: int, cross_rank: int) -> int:
-    """A rank's node: rank // ranks_per_node for simulated nodes on one machine, else Horovod's cross rank."""
-    return rank // ranks_per_node if ranks_per_node > 0 else cross_rank
-
-
 def launched_distributed() -> bool:
     """True when a launcher started more than one rank (or Horovod's launcher started us)."""
-    return "HOROVOD_RANK" in os.environ or env_size() > 1
+    w = launcher_world()
+    return w.launcher == "horovod" or w.size > 1
 
 
-@dataclass
-class World:
-    """Who this process is; `hvd` is the initialised horovod.tensorflow module or None (single process)."""
+def host_name() -> str:
+    """This rank's host as the launcher named it (horovodrun -H gives every slot its host), else the machine's."""
+    return os.environ.get("HOROVOD_HOSTNAME") or socket.gethostname()
 
-    rank: int = 0
-    size: int = 1
-    local_rank: int = 0
-    local_size: int = 1
-    cross_rank: int = 0
-    cross_size: int = 1
-    hvd: object | None = None
-    ranks_per_node: int = 0  # explicit override (simulated nodes on one machine); 0 = Horovod's topology
 
-    @property
-    def is_root(self) -> bool:
-        return self.rank == 0
+def node_membership(hvd) -> tuple[tuple, tuple]:
+    """(node of every rank, host of every node) from one allgather of (host, local_rank, local_size).
 
-    @property
-    def node(self) -> int:
-        """This rank's node: Horovod's cross rank, or rank // ranks_per_node under the explicit override."""
-        return self.rank // self.ranks_per_node if self.ranks_per_node > 0 else self.cross_rank
-
-    @property
-    def nodes(self) -> int:
-        """How many nodes: Horovod's cross size, or size // ranks_per_node under the explicit override."""
-        return max(1, self.size // self.ranks_per_node) if self.ranks_per_node > 0 else self.cross_size
-
-    @property
-    def distributed(self) -> bool:
-        return self.hvd is not None and self.size > 1
+    Checked against Horovod: a host's ranks must be exactly its local_size ranks with local ranks 0..n-1. When
+    they are not (two machines sharing a name), Horovod's cross_rank of each rank decides instead.
+    """
+    rows = hvd.allgather_object((host_name(), hvd.local_rank(), hvd.local_size(), hvd.cross_rank()),
+                                name="exaclimate_world_hosts")
+    order: dict[str, int] = {}
+    for host, *_ in rows:
+        order.setdefault(host, len(order))
+    node_of_rank = tuple(order[host] for host, *_ in rows)
+    consistent = True
+    for host, node in order.items():
+        members = [r for r, n in enumerate(node_of_rank) if n == node]
+        consistent &= sorted(rows[r][1] for r in members) == list(range(len(members)))
+        consistent &= all(rows[r][2] == len(members) for r in members)
+    if not consistent:
+        log.warning("host names %s do not match Horovod's local ranks; nodes follow Horovod's cross_rank",
+                    sorted(order))
+        node_of_rank = tuple(row[3] for row in rows)
+        return node_of_rank, tuple(f"node{n}" for n in range(max(node_of_rank) + 1))
+    return node_of_rank, tuple(order)
 
 
 _WORLD: World | None = None
 
 
-def init_world(use_horovod: bool | None = None, process_sets=None) -> World:
-    """Initialise Horovod once when launched with several ranks (or forced); otherwise a 1-rank world."""
-    global _WORLD
-    if _WORLD is not None:
-        return _WORLD
-    if use_horovod is None:
-        use_horovod = launched_distributed()
-    if not use_horovod:
-        _WORLD = World()
-        return _WORLD
-    configure_threads()
-    import horovod.tensorflow as hvd
+def init_world(use_horovod: bool | None = None, process_sets=None, ranks_per_node: int = 0) -> World:
+    """Initialise Horovod once when launched with several ranks (or forced); otherwise a 1-rank world.
 
-    if process_sets is not None:
-        hvd.init(process_sets=process_sets)
-    else:
-        hvd.init()
-    _WORLD = World(hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size(), hvd.cross_rank(), hvd.cross_size(), hvd)
-    log.debug("horovod initialised: rank %d/%d local %d/%d", _WORLD.rank, _WORLD.size, _WORLD.local_rank, _WORLD.local_size)
+    `ranks_per_node` > 0 overrides Horovod's node grouping (see the module docstring); later calls with 0 keep
+    the world as it is.
+    """
+    global _WORLD
+    if _WORLD is None:
+        if use_horovod is None:
+            use_horovod = launched_distributed()
+        if not use_horovod:
+            _WORLD = World(node_of_rank=(0,), hosts=(host_name(),))
+        else:
+            configure_threads()
+            import horovod.tensorflow as hvd
+
+            if process_sets is not None:
+                hvd.init(process_sets=process_sets)
+            else:
+                hvd.init()
+            nodes, hosts = node_membership(hvd)
+            _WORLD = World(hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size(), hvd.cross_rank(),
+                           hvd.cross_size(), hvd, node_of_rank=nodes, hosts=hosts, launcher="horovod")
+            log.debug("horovod initialised: rank %d/%d local %d/%d node %d/%d (%s)", _WORLD.rank, _WORLD.size,
+                      _WORLD.local_rank, _WORLD.local_size, _WORLD.node, _WORLD.nodes, _WORLD.hosts[_WORLD.node])
+    _WORLD = _WORLD.with_ranks_per_node(ranks_per_node)
     return _WORLD
 
 

@@ -231,12 +231,13 @@ def test_a_killed_staging_run_resumes_from_its_journal(tmp_path, dataset_factory
     assert not journal.exists() and not any(p.name.startswith(".") for p in (dst / "train").iterdir())
 
 
-def test_the_pipeline_reads_exactly_the_shard_staging_put_on_each_node(dataset, tmp_path, monkeypatch):
+def test_the_pipeline_reads_exactly_the_shard_staging_put_on_each_node(dataset, tmp_path):
     """Staged with `needed` for 2 nodes: each rank's training shard is local, computed from the global list."""
     from exascale_climate.config import load_config
     from exascale_climate.pipeline.dataset import split_files
     from exascale_climate.pipeline.sharding import shard as shard_of
     from exascale_climate.pipeline.staging import assign_copiers, list_source, needing_nodes
+    from exascale_climate.utils.runtime import World
 
     files = list_source(dataset)
     needs = needing_nodes(files, [0, 1], "needed")
@@ -252,12 +253,12 @@ def test_the_pipeline_reads_exactly_the_shard_staging_put_on_each_node(dataset, 
     assert assign_copiers(files, needs, [0, 1], seed=0)  # every file has a copier on a needing node
     cfg = load_config(None, [f"pipeline.stage_dir={tmp_path}/node{{node}}", "distributed.ranks_per_node=1"])
     for rank in range(2):
-        monkeypatch.setenv("HOROVOD_RANK", str(rank))
-        train = split_files(cfg, "train")
+        world = World(rank=rank, size=2)  # nodes from the config's ranks_per_node=1: rank r on node r
+        train = split_files(cfg, "train", world)
         assert len(train) == 6 and train[0].is_file()
         mine = shard_of(sorted(train), rank, 2)
         assert all(p.is_file() and p.parent.parent == tmp_path / f"node{rank}" for p in mine)
-        assert len(split_files(cfg, "valid")) == 2
+        assert len(split_files(cfg, "valid", world)) == 2
 
 
 # ------------------------------------------- 4 ranks as 2 and 4 simulated nodes, observed by strace from outside

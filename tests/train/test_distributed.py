@@ -1,4 +1,5 @@
-"""Real multi-rank behaviour: allreduce strategies, data-parallel equivalence, skipping, lag, a dying rank."""
+"""Real multi-rank behaviour: node membership, allreduce strategies, data-parallel equivalence, skipping, lag,
+a dying rank; checked against values computed from what each rank wrote to disk."""
 from __future__ import annotations
 
 import json
@@ -9,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
 
@@ -39,30 +41,113 @@ def test_cycle_time_defaults_to_ten_ms_on_cpu_nodes_only():
     assert env.get("HOROVOD_CYCLE_TIME") == (None if has_gpu else "10.0")
 
 
+TWO_HOSTS = "localhost:2,127.0.0.1:2"
+
+
+def check_rank_outputs(out: Path, groups: list[list[int]]) -> list[dict]:
+    """Every property of the distributed layer against values computed here from what each rank wrote."""
+    size = sum(len(g) for g in groups)
+    rows = [json.loads((out / f"rank-{r}.json").read_text()) for r in range(size)]
+    arrays = [dict(np.load(out / f"rank-{r}.npz")) for r in range(size)]
+    # the ranks agree on the node grouping, and it is the expected one
+    for row in rows:
+        assert row["node_groups"] == groups and row["topology"] == groups, row
+        assert row["nodes"] == len(groups) and row["rank"] in groups[row["node"]]
+    # flat and hierarchical allreduce == the numpy mean of what the ranks contributed (float64 oracle)
+    for i in range(3):
+        oracle = np.mean([a[f"contrib_{i}"].astype(np.float64) for a in arrays], axis=0)
+        for a in arrays:
+            assert np.max(np.abs(a[f"flat_{i}"] - oracle)) < 1e-6
+            assert np.max(np.abs(a[f"hier_{i}"] - oracle)) < 1e-6
+            assert np.max(np.abs(a[f"hier_{i}"] - a[f"flat_{i}"])) < 1e-6
+            np.testing.assert_array_equal(a[f"hier_{i}"], arrays[0][f"hier_{i}"])
+    # fp16 compression: close to the mean, but really compressed
+    fp16_error = max(np.max(np.abs(a[f"fp16_{i}"] - np.mean([b[f"contrib_{i}"] for b in arrays], axis=0)))
+                     for a in arrays for i in range(3))
+    assert 0 < fp16_error < 5e-3
+    # the validation confusion-matrix sum == a bincount over every rank's labels and predictions
+    cm = sum(np.bincount((3 * a["labels"] + a["predictions"]).ravel(), minlength=9).reshape(3, 3) for a in arrays)
+    for a in arrays:
+        np.testing.assert_array_equal(a["cm_sum"], cm)
+    # N ranks x batch b (hierarchical and flat) == 1 rank x batch N*b, and bitwise-equal weights on all ranks
+    for name in ("hier", "flat"):
+        for a in arrays:
+            assert np.max(np.abs(a[f"{name}_trained"] - a[f"{name}_single"])) < 1e-5
+            np.testing.assert_array_equal(a[f"{name}_trained"], arrays[0][f"{name}_trained"])
+    # float16 overflow on the last rank only: every rank skipped the update and halved the scale
+    for row, a in zip(rows, arrays):
+        assert not row["fp16_applied"] and row["fp16_scale_after"] == 2.0**14, row
+        np.testing.assert_array_equal(a["fp16_after"], a["fp16_before"])
+        assert not np.array_equal(a["fp16_after_good_step"], a["fp16_before"])  # the next good step updates
+    # gradient lag 1: nothing applied at the first step, then step t-1's gradients
+    for a in arrays:
+        history = a["lag_history"]
+        np.testing.assert_array_equal(history[0], history[1])
+        assert np.max(np.abs(history[2] - a["lag_expected_w2"])) < 1e-6
+        assert np.max(np.abs(history[4] - a["lag_expected_w4"])) < 1e-6
+    return rows
+
+
 @pytest.mark.multirank
-def test_four_ranks_two_per_node():
-    """One 4-rank launch (2 "nodes" of 2) checks every property of the distributed step; see rank_checks.py."""
-    result = run_ranks(4, [sys.executable, str(HERE / "rank_checks.py")], timeout=600)
+def test_four_ranks_on_two_hosts(tmp_path):
+    """4 ranks that Horovod itself sees as 2 hosts x 2 (horovodrun -H with two names for this machine)."""
+    result = subprocess.run(launch_command(4, [sys.executable, str(HERE / "rank_checks.py"), str(tmp_path)],
+                                           "gloo", hosts=TWO_HOSTS), env=rank_env(4), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=900)
     assert result.returncode == 0, result.stdout[-4000:]
-    rows = [json.loads(line.split("CHECKS ", 1)[1]) for line in result.stdout.splitlines() if "CHECKS " in line]
-    assert sorted(r["rank"] for r in rows) == [0, 1, 2, 3]
-    for r in rows:
-        assert r["nodes"] == [[0, 1], [2, 3]]
-        # process-set hierarchical allreduce == flat allreduce == numpy mean, identical on every rank
-        assert r["hier_vs_flat_maxdiff"] < 1e-6 and r["hier_vs_numpy_maxdiff"] < 1e-6
-        assert r["hier_identical_on_ranks"]
-        assert 0 < r["fp16_vs_numpy_maxdiff"] < 5e-3  # fp16 compression: close, but really compressed
-        # 4 ranks x batch b == 1 rank x batch 4b (plain SGD), and all ranks hold bitwise-equal weights
-        for name in ("hier", "flat"):
-            assert r[f"{name}_vs_single_maxdiff"] < 1e-5
-            assert r[f"{name}_weights_bitwise_equal"]
-        # a non-finite gradient on one rank: every rank skips the update and counts it
-        assert not r["overflow_finite"] and not r["overflow_applied"]
-        assert r["overflow_weights_unchanged"] and r["overflow_skipped_steps"] == 1
-        assert r["after_overflow_changed"]
-        # gradient lag 1: nothing applied at the first step, then step t-1's gradients
-        assert r["lag_first_step_no_update"]
-        assert r["lag_step2_maxdiff"] < 1e-6 and r["lag_step4_maxdiff"] < 1e-6
+    rows = check_rank_outputs(tmp_path, [[0, 1], [2, 3]])
+    for row in rows:  # Horovod's own numbers: really 2 hosts of 2 ranks
+        assert (row["hvd_local_size"], row["hvd_cross_size"]) == (2, 2), row
+        assert (row["hvd_local_rank"], row["hvd_cross_rank"]) == (row["rank"] % 2, row["rank"] // 2)
+        assert row["hosts"] == ["localhost", "127.0.0.1"] and row["controller"] == "gloo"
+
+
+def launch_round_robin(argv: list[str], np_: int = 4, hosts=("localhost", "127.0.0.1"), timeout: float = 900):
+    """Gloo ranks placed round-robin over `hosts` (rank r on host r % n): Horovod's own rendezvous server and
+    slot variables, only the placement differs from horovodrun's block placement."""
+    from horovod.runner.common.util.hosts import SlotInfo
+    from horovod.runner.gloo_run import create_run_env_vars, create_slot_env_vars
+    from horovod.runner.http.http_server import RendezvousServer
+
+    n = len(hosts)
+    plan = [SlotInfo(hostname=hosts[r % n], rank=r, local_rank=r // n, cross_rank=r % n, size=np_,
+                     local_size=np_ // n, cross_size=n) for r in range(np_)]
+    server = RendezvousServer()
+    port = server.start()
+    server.init(plan)
+    try:
+        common = {k: str(v) for k, v in create_run_env_vars("127.0.0.1", ["lo"], port).items()}
+        procs = [subprocess.Popen(argv, env={**rank_env(np_), **common, **create_slot_env_vars(slot)},
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for slot in plan]
+        outputs = [p.communicate(timeout=timeout)[0] for p in procs]
+    finally:
+        server.stop()
+    return [p.returncode for p in procs], "\n".join(outputs)
+
+
+@pytest.mark.multirank
+@pytest.mark.slow
+def test_round_robin_placement_groups_nodes_by_host(tmp_path):
+    """Ranks 0,2 on one host and 1,3 on the other: the World groups by host, not by rank // 2."""
+    codes, output = launch_round_robin([sys.executable, str(HERE / "rank_checks.py"), str(tmp_path)])
+    assert codes == [0] * 4, output[-4000:]
+    rows = check_rank_outputs(tmp_path, [[0, 2], [1, 3]])
+    for row in rows:
+        assert (row["hvd_local_rank"], row["hvd_cross_rank"]) == (row["rank"] // 2, row["rank"] % 2), row
+
+
+@pytest.mark.multirank
+@pytest.mark.slow
+def test_mpirun_simulated_nodes_are_a_checked_override(tmp_path):
+    """Under mpirun every rank shares this one host (Horovod: 1 node of 4): 2 nodes only by the explicit
+    ranks_per_node override, which says that it differs from what Horovod reports."""
+    result = run_ranks(4, [sys.executable, str(HERE / "rank_checks.py"), str(tmp_path), "2"], "mpirun",
+                       timeout=900)
+    assert result.returncode == 0, result.stdout[-4000:]
+    rows = check_rank_outputs(tmp_path, [[0, 1], [2, 3]])
+    for row in rows:
+        assert (row["hvd_local_size"], row["hvd_cross_size"], row["controller"]) == (4, 1, "mpi"), row
+    assert "ranks_per_node=2 overrides what Horovod reports (1 node(s), 4 ranks per node)" in result.stdout
 
 
 def _rank_processes(root: psutil.Process) -> dict[int, psutil.Process]:

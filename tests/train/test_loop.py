@@ -128,3 +128,20 @@ def test_two_ranks_learn_the_synthetic_data(synthetic_data, tmp_path):
     print(f"synthetic data: trivial mean IoU {trivial:.3f}, trained best {best:.3f}, per class {valid[-1]['val_iou']}")
     assert best > trivial + 0.15
     assert max(r["val_iou"][2] for r in valid) > 0.1 and max(r["val_iou"][1] for r in valid) > 0.1
+
+
+def test_target_iou_stops_at_the_first_validation_reaching_it(blob_data, tmp_path):
+    """Validation every 2 steps; the run stops (and checkpoints) at the first one at or above the target."""
+    run_dir = tmp_path / "run"
+    target = 0.5
+    overrides = blob_overrides(blob_data, **{"train.epochs": 4, "train.validate_every_steps": 2,
+                                             "train.target_iou": target, "train.deterministic": "true"})
+    result = run_cli(run_dir, overrides)
+    valid = [r for r in read_json_lines(run_dir / "metrics.jsonl") if r["kind"] == "valid"]
+    train_records = [r for r in read_json_lines(run_dir / "metrics.jsonl") if r["kind"] == "train"]
+    ious = [r["val_mean_iou"] for r in valid]
+    assert ious[-1] >= target and all(v < target for v in ious[:-1]) and len(ious) > 1, ious
+    stop = valid[-1]["step"]
+    assert stop < 32 and max(r["step"] for r in train_records) <= stop  # not one step after it
+    assert [p.name for p in list_checkpoints(run_dir / "checkpoints")][-1] == f"ckpt-{stop}"
+    assert json.loads(result.stdout.strip().splitlines()[-1])["step"] == stop
