@@ -1,0 +1,109 @@
+"""Stop at once on SIGINT / SIGTERM, leaving no temporaries: one context manager for every long data command.
+
+Why: Python's default SIGTERM kills the process without unwinding, so `atomic_path` never removes its temporary;
+a SIGINT that the shell set to "ignore" (background jobs) is not seen at all; and a process pool's exit waits for
+every queued task, so an interrupted `--workers` run would finish anyway. Here a handler kills the worker
+processes first, then raises `Interrupted` so the writers' cleanup runs, and finally the temporaries of this
+process and of its killed workers (named by `utils.io.temp_name` with their pid) are swept from the watched
+directories. The CLI turns `Interrupted` into one line and the shell's exit status 128 + signal (130, 143).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+from pathlib import Path
+
+from exascale_climate.utils.io import LIVE_TEMPS, remove_path, temp_owner
+from exascale_climate.utils.log import get_logger
+
+log = get_logger("interrupt")
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+CHILD_GRACE_S = 5.0  # SIGTERM, then SIGKILL for workers that have not exited by then
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived; `exit_code` is the shell convention 128 + signal number.
+
+    A KeyboardInterrupt, so that `except Exception` anywhere below cannot swallow it."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        self.exit_code = 128 + signum
+        self.removed: list[Path] = []
+        super().__init__(signal.Signals(signum).name)
+
+    def __str__(self) -> str:
+        return (f"interrupted by {signal.Signals(self.signum).name}: stopped, temporary files removed, "
+                "complete outputs kept")
+
+
+def _descendants() -> list:
+    import psutil
+
+    try:
+        return psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def _stop_children() -> set[int]:
+    """SIGTERM every descendant process (pool workers), SIGKILL those still alive after a grace period."""
+    import psutil
+
+    children = _descendants()
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            child.terminate()
+    _, alive = psutil.wait_procs(children, timeout=CHILD_GRACE_S)
+    for child in alive:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+    psutil.wait_procs(alive, timeout=CHILD_GRACE_S)
+    return {c.pid for c in children}
+
+
+def _sweep(directories, owners: set[int]) -> list[Path]:
+    """Remove the temporaries this process is writing and those of `owners` in `directories`."""
+    removed = []
+    for tmp in list(LIVE_TEMPS):
+        if os.path.lexists(tmp):
+            remove_path(tmp)
+            removed.append(tmp)
+        LIVE_TEMPS.discard(tmp)
+    for directory in {Path(d) for d in directories if d}:
+        if not directory.is_dir():
+            continue
+        for entry in directory.iterdir():
+            if temp_owner(entry) in owners:
+                remove_path(entry)
+                removed.append(entry)
+    return removed
+
+
+@contextlib.contextmanager
+def stop_on_signals(*watch):
+    """Run the body; on SIGINT/SIGTERM stop its workers, remove temporaries (its own, and its workers' in the
+    `watch` directories) and raise `Interrupted`. Outside the main thread (no signal handlers there) a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    children: set[int] = set()
+
+    def handler(signum, frame):
+        for s in SIGNALS:  # one interruption is enough; a second signal must not cut the cleanup short
+            signal.signal(s, signal.SIG_IGN)
+        children.update(_stop_children())
+        raise Interrupted(signum)
+
+    previous = {s: signal.signal(s, handler) for s in SIGNALS}
+    try:
+        yield
+    except Interrupted as e:
+        e.removed = _sweep(watch, children | {os.getpid()})
+        log.debug("interrupted; removed %s", [str(p) for p in e.removed])
+        raise
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
