@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from exascale_climate.utils.log import get_logger
 log = get_logger("interrupt")
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 CHILD_GRACE_S = 5.0  # SIGTERM, then SIGKILL for workers that have not exited by then
+RERAISE_S = 0.5  # the interruption is raised again this often until it reaches `stop_on_signals`
 
 
 class Interrupted(KeyboardInterrupt):
@@ -90,20 +92,37 @@ def stop_on_signals(*watch):
         yield
         return
     children: set[int] = set()
+    pending: list[int] = []
 
     def handler(signum, frame):
         for s in SIGNALS:  # one interruption is enough; a second signal must not cut the cleanup short
             signal.signal(s, signal.SIG_IGN)
+        pending.append(signum)
         children.update(_stop_children())
+        # An exception raised while Python runs a finalizer or weakref callback is printed and dropped
+        # ("Exception ignored in ..."), and the work would go on: raise it again until it gets through.
+        signal.setitimer(signal.ITIMER_REAL, RERAISE_S, RERAISE_S)
         raise Interrupted(signum)
 
+    def again(signum, frame):
+        raise Interrupted(pending[0])
+
+    def unraisable(info):  # the dropped copy is not an error worth a traceback; anything else is
+        if not isinstance(info.exc_value, Interrupted):
+            previous_hook(info)
+
     previous = {s: signal.signal(s, handler) for s in SIGNALS}
+    previous[signal.SIGALRM] = signal.signal(signal.SIGALRM, again)
+    previous_hook, sys.unraisablehook = sys.unraisablehook, unraisable
     try:
         yield
     except Interrupted as e:
+        signal.setitimer(signal.ITIMER_REAL, 0)
         e.removed = _sweep(watch, children | {os.getpid()})
         log.debug("interrupted; removed %s", [str(p) for p in e.removed])
         raise
     finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        sys.unraisablehook = previous_hook
         for s, h in previous.items():
             signal.signal(s, h)
