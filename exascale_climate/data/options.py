@@ -26,7 +26,7 @@ def check_out_dir(path, option: str = "--out") -> Path | None:
         return None
     out = Path(path)
     if out.exists() and not out.is_dir():
-        raise ConfigError(f"{option} {_show(str(path))}: is a file, not a directory")
+        raise ConfigError(f"{option} {str(path)!r}: is a file, not a directory")
     _check_creatable(out, option, path)
     return out
 
@@ -37,7 +37,7 @@ def check_out_file(path, option: str = "--out") -> Path | None:
         return None
     out = Path(path)
     if out.is_dir():
-        raise ConfigError(f"{option} {_show(str(path))}: is a directory; give a file name")
+        raise ConfigError(f"{option} {str(path)!r}: is a directory; give a file name")
     _check_creatable(out.parent, option, path)
     return out
 
@@ -49,9 +49,9 @@ def _check_creatable(directory: Path, option: str, given) -> None:
             break
         probe = probe.parent
     if probe.exists() and not probe.is_dir():
-        raise ConfigError(f"{option} {_show(str(given))}: {probe} is a file, so no directory can be made below it")
+        raise ConfigError(f"{option} {str(given)!r}: {probe} is a file, so no directory can be made below it")
     if probe.is_dir() and not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(f"{option} {_show(str(given))}: {probe} is not writable")
+        raise ConfigError(f"{option} {str(given)!r}: {probe} is not writable")
 
 
 def check_compression(text: str | None) -> str | None:
