@@ -58,17 +58,17 @@ class LabellerConfig:
     # Tropical cyclones
     tc_max_abs_lat: float = bounded(45.0, min=0.0, max=90.0)
     tc_psl_anomaly_pa: float = bounded(-800.0, min=-1e5, max=0.0)  # PSL minimum below its ~1500 km surroundings
-    tc_vorticity_min: float = bounded(3.5e-5, min=0.0, max=1e-2)  # 850 hPa relative vorticity (1/s), cyclonic sign (TECA)
-    tc_warm_core_k: float = bounded(1.0, min=0.0, max=50.0)  # (T200+T500)/2 anomaly near the centre
-    tc_wind_min: float = bounded(17.0, min=0.0, max=150.0)  # max lowest-level wind (m/s) within the search radius
+    tc_vorticity_min: float = bounded(3.5e-5, min=0.0, max=1.0)  # 850 hPa relative vorticity (1/s), cyclonic sign (TECA)
+    tc_warm_core_k: float = bounded(1.0, min=0.0, max=1000.0)  # (T200+T500)/2 anomaly near the centre
+    tc_wind_min: float = bounded(17.0, min=0.0, max=1000.0)  # max lowest-level wind (m/s) within the search radius
     tc_radius_km: float = bounded(500.0, min=1.0, max=20000.0)  # labelled radius (moist part) around each centre
     tc_search_radius_km: float = bounded(400.0, min=1.0, max=20000.0)
     # Atmospheric rivers
-    ar_ivt_threshold: float = bounded(250.0, min=0.0, max=1e4)  # integrated vapour transport (kg m-1 s-1)
-    ar_tmq_anomaly: float = bounded(8.0, min=0.0, max=200.0)  # TMQ above the zonal-mean background (kg m-2)
+    ar_ivt_threshold: float = bounded(250.0, min=0.0, max=1e5)  # integrated vapour transport (kg m-1 s-1)
+    ar_tmq_anomaly: float = bounded(8.0, min=0.0, max=1e4)  # TMQ above the zonal-mean background (kg m-2)
     ar_min_length_km: float = bounded(2000.0, min=0.0, max=40075.0)
     ar_max_width_km: float = bounded(1000.0, min=0.0, max=40075.0)
-    ar_min_aspect: float = bounded(3.0, min=1.0, max=1000.0)
+    ar_min_aspect: float = bounded(3.0, min=1.0, max=1e4)
     ar_min_abs_lat: float = bounded(30.0, min=0.0, max=90.0)  # a river reaches at least this latitude
 
 
@@ -212,7 +212,7 @@ class TrainConfig:
     loss_scale: str = "dynamic"  # "dynamic" or a number (static scale), used with mixed_float16
     loss: str = choice("weighted_ce", ("weighted_ce", "focal"))
     focal_gamma: float = bounded(2.0, min=0.0, max=100.0)
-    loss_scale_init: float = bounded(32768.0, min=1.0, max=2.0**32)  # dynamic scaling: starting scale
+    loss_scale_init: float = bounded(32768.0, min=1.0, max=1e38)  # dynamic scaling: starting scale
     loss_scale_growth_steps: int = bounded(2000, min=1, max=10**9)  # dynamic scaling: finite steps before doubling
     max_bad_steps: int = bounded(5, min=1, max=10**6)  # consecutive non-finite steps before aborting
     seed: int = bounded(0, min=0, max=2**31 - 1)  # TF and numpy both take it
@@ -274,12 +274,12 @@ class Config:
         """Cross-field checks that a single field's metadata cannot express."""
         if self.train.precision == "mixed_float16" and self.train.loss_scale != "dynamic":
             try:
-                if not 0 < float(self.train.loss_scale) <= 2.0**32:  # also False for NaN
+                if not 0 < float(self.train.loss_scale) <= 1e38:  # float32's range; also False for NaN
                     raise ValueError
             except ValueError:
                 raise ConfigError(
                     f"train.loss_scale: {_show(self.train.loss_scale)} is not allowed; "
-                    "use 'dynamic' or a number in (0, 2**32]"
+                    "use 'dynamic' or a number in (0, 1e38]"
                 ) from None
         if any(not 0 <= m <= 10**9 for m in self.optimizer.schedule.milestones):
             raise ConfigError(f"optimizer.schedule.milestones: {_show(self.optimizer.schedule.milestones)} is not "

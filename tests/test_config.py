@@ -126,7 +126,7 @@ def test_non_finite_and_absurd_values_are_rejected_with_the_range(override, mess
 
 
 def test_loss_scale_must_be_a_finite_positive_number():
-    for value in ("nan", "inf", "-3", str(2**40)):
+    for value in ("nan", "inf", "-3", "1e39"):
         with pytest.raises(ConfigError, match="train.loss_scale: .* use 'dynamic' or a number in"):
             load_config(None, ["train.precision=mixed_float16", f"train.loss_scale={value}"])
 
