@@ -148,3 +148,20 @@ def test_stats_stops_on_sigint_and_writes_no_stats_file(tmp_path):
     assert code == 130, err
     assert not out.exists()
     assert temporaries(out.parent) == [] and temporaries(data) == []
+
+
+def test_label_in_place_on_sigterm_leaves_every_file_whole(tmp_path):
+    inputs = make_inputs(tmp_path / "in", 20)
+    import netCDF4
+
+    original = {p.name: p.stat().st_ino for p in inputs}
+    code, err, _ = run_until(["data", "label", *inputs], has_temp(tmp_path / "in"), signal.SIGTERM)
+    assert code == 143, err
+    assert temporaries(tmp_path / "in") == []
+    files = sorted((tmp_path / "in").glob("*.nc"))
+    assert sorted(p.name for p in files) == sorted(original)
+    relabelled = [p for p in files if p.stat().st_ino != original[p.name]]  # replaced by a finished copy
+    assert len(relabelled) < len(files)
+    for p in files:
+        with netCDF4.Dataset(p) as nc:
+            assert nc.variables["LABELS"].shape[-2:] == GRID and nc.variables["TMQ"].shape[-2:] == GRID
