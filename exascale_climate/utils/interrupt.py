@@ -22,7 +22,8 @@ from exascale_climate.utils.log import get_logger
 log = get_logger("interrupt")
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 CHILD_GRACE_S = 5.0  # SIGTERM, then SIGKILL for workers that have not exited by then
-RERAISE_S = 0.5  # the interruption is raised again this often until it reaches `stop_on_signals`
+RERAISE_S = 0.25  # the interruption is raised again this often until it reaches `stop_on_signals`
+MAX_RAISES = 8  # after this many raises that did not get through: clean up and leave with os._exit
 
 
 class Interrupted(KeyboardInterrupt):
@@ -84,6 +85,16 @@ def _sweep(directories, owners: set[int]) -> list[Path]:
     return removed
 
 
+def _leave(signum: int, watch, children: set[int]) -> None:
+    """The last resort when the exception cannot get through: sweep, say so, exit without unwinding."""
+    _sweep(watch, children | {os.getpid()})
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+        sys.stderr.write(f"error: {Interrupted(signum)}\n")
+        sys.stderr.flush()
+    os._exit(128 + signum)
+
+
 @contextlib.contextmanager
 def stop_on_signals(*watch):
     """Run the body; on SIGINT/SIGTERM stop its workers, remove temporaries (its own, and its workers' in the
@@ -93,6 +104,7 @@ def stop_on_signals(*watch):
         return
     children: set[int] = set()
     pending: list[int] = []
+    raises = [0]
 
     def handler(signum, frame):
         for s in SIGNALS:  # one interruption is enough; a second signal must not cut the cleanup short
@@ -105,10 +117,15 @@ def stop_on_signals(*watch):
         raise Interrupted(signum)
 
     def again(signum, frame):
+        raises[0] += 1
+        if raises[0] >= MAX_RAISES:  # dropped every time (a C extension's callback at the same spot): leave
+            _leave(pending[0], watch, children)
         raise Interrupted(pending[0])
 
     def unraisable(info):  # the dropped copy is not an error worth a traceback; anything else is
-        if not isinstance(info.exc_value, Interrupted):
+        if isinstance(info.exc_value, Interrupted):
+            signal.setitimer(signal.ITIMER_REAL, 0.01, RERAISE_S)  # try again soon
+        else:
             previous_hook(info)
 
     previous = {s: signal.signal(s, handler) for s in SIGNALS}

@@ -165,3 +165,40 @@ def test_label_in_place_on_sigterm_leaves_every_file_whole(tmp_path):
     for p in files:
         with netCDF4.Dataset(p) as nc:
             assert nc.variables["LABELS"].shape[-2:] == GRID and nc.variables["TMQ"].shape[-2:] == GRID
+
+
+SWALLOWER = """
+import sys, time
+from exascale_climate.utils.interrupt import stop_on_signals
+from exascale_climate.utils.io import atomic_path
+
+out = sys.argv[1]
+with stop_on_signals(out):
+    with atomic_path(out + "/result.bin") as tmp:
+        open(tmp, "wb").write(b"x" * 1000)
+        while True:  # code that swallows every exception: the interruption can never unwind through it
+            try:
+                time.sleep(0.01)
+            except BaseException:
+                pass
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_an_interruption_that_cannot_unwind_still_ends_the_process_and_its_temporaries(tmp_path, sig):
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-c", SWALLOWER, str(out)], env=env, stderr=subprocess.PIPE)
+    try:
+        while proc.poll() is None and not temporaries(out):
+            time.sleep(0.002)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + sig, err.decode()
+    assert err.decode().strip() == (f"error: interrupted by {signal.Signals(sig).name}: stopped, temporary files "
+                                    "removed, complete outputs kept")
+    assert list(out.iterdir()) == []
