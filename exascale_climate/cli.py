@@ -137,7 +137,8 @@ def data_label(inputs, out_dir, skip_bad, config_path, overrides):
 
     overrides = tuple(f"data.{o}" if o.startswith("labeller.") else o for o in overrides)  # short form
     cfg = load_cli_config(config_path, overrides)
-    with guarded(check_out_dir(out_dir), *{os.path.dirname(os.path.abspath(p)) for p in inputs}):
+    with guarded(check_out_dir(out_dir), *{p if os.path.isdir(p) else os.path.dirname(os.path.abspath(p))
+                                           for p in inputs}):
         summary = label_files(list(inputs), out_dir, cfg.data.labeller, skip_bad=skip_bad)
     total = sum(summary["class_counts"]) or 1
     click.echo(f"{summary['labelled']} labelled, {len(summary['skipped'])} skipped; class fractions: "

@@ -58,7 +58,8 @@ class LabellerConfig:
     # Tropical cyclones
     tc_max_abs_lat: float = bounded(45.0, min=0.0, max=90.0)
     tc_psl_anomaly_pa: float = bounded(-800.0, min=-1e5, max=0.0)  # PSL minimum below its ~1500 km surroundings
-    tc_vorticity_min: float = bounded(3.5e-5, min=0.0, max=1.0)  # 850 hPa relative vorticity (1/s), cyclonic sign (TECA)
+    # 850 hPa relative vorticity (1/s), cyclonic sign (TECA)
+    tc_vorticity_min: float = bounded(3.5e-5, min=0.0, max=1.0)
     tc_warm_core_k: float = bounded(1.0, min=0.0, max=1000.0)  # (T200+T500)/2 anomaly near the centre
     tc_wind_min: float = bounded(17.0, min=0.0, max=1000.0)  # max lowest-level wind (m/s) within the search radius
     tc_radius_km: float = bounded(500.0, min=1.0, max=20000.0)  # labelled radius (moist part) around each centre
@@ -137,7 +138,8 @@ class DeepLabConfig:
 class ModelConfig:
     name: str = choice("tiramisu", ("tiramisu", "deeplabv3plus"))
     num_classes: int = bounded(3, min=2, max=256)
-    weight_decay: float | None = bounded(None, min=0.0, max=1.0)  # None = the model's paper value (Tiramisu 1e-4, DeepLabv3+ 5e-4)
+    # None = the model's paper value (Tiramisu 1e-4, DeepLabv3+ 5e-4)
+    weight_decay: float | None = bounded(None, min=0.0, max=1.0)
     tiramisu: TiramisuConfig = field(default_factory=TiramisuConfig)
     deeplabv3plus: DeepLabConfig = field(default_factory=DeepLabConfig)
 
@@ -228,8 +230,10 @@ class DistributedConfig:
     ranks_per_node: int = bounded(0, min=0, max=4096)  # 0 = from Horovod's local_size
     gradient_lag: int = choice(0, (0, 1))
     fp16_compression: bool = False
-    fusion_threshold_mb: float | None = bounded(None, min=0.0, max=65536.0)  # HOROVOD_FUSION_THRESHOLD; None = Horovod's default
-    cycle_time_ms: float | None = bounded(None, min=0.0, max=60000.0)  # HOROVOD_CYCLE_TIME; None = 10 on CPU-only nodes, else Horovod's 1
+    # HOROVOD_FUSION_THRESHOLD; None = Horovod's default
+    fusion_threshold_mb: float | None = bounded(None, min=0.0, max=65536.0)
+    # HOROVOD_CYCLE_TIME; None = 10 on CPU-only nodes, else Horovod's 1
+    cycle_time_ms: float | None = bounded(None, min=0.0, max=60000.0)
     horovod_hierarchical: bool = False  # Horovod's own HOROVOD_HIERARCHICAL_ALLREDUCE (GPU/NCCL builds)
     stall_timeout_s: int = bounded(60, min=1, max=7 * 86400)  # a rank silent this long fails the job
     threads_per_rank: int = bounded(0, min=0, max=4096)  # 0 = cores // ranks on this node

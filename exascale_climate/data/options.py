@@ -113,7 +113,8 @@ def check_chunks(text: str | None, inputs=(), channels: list[str] | None = None)
     chunks = parse_chunk_option(text)
     if not isinstance(chunks, tuple):
         return chunks
-    for path in inputs:
+    files = [f for p in map(Path, inputs) for f in (sorted(p.iterdir()) if p.is_dir() else [p])]
+    for path in files:
         shape = input_shape(path)
         if shape is None:
             continue

@@ -25,7 +25,8 @@ def run(args):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--compression", "gzip:99"], "--compression 'gzip:99': not allowed; use none, lzf, gzip or gzip:L with L in 0..9"),
+    (["--compression", "gzip:99"],
+     "--compression 'gzip:99': not allowed; use none, lzf, gzip or gzip:L with L in 0..9"),
     (["--compression", "gzip:"], "--compression 'gzip:': not allowed"),
     (["--compression", "zstd"], "--compression 'zstd': not allowed"),
     (["--chunks", "96x144x99"], "--chunks '96x144x99': larger than the data of"),
