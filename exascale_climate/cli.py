@@ -5,6 +5,7 @@ Heavy imports (TensorFlow, Horovod, xarray) happen inside the commands so `--hel
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
 
@@ -20,13 +21,15 @@ class ExaclimateGroup(click.Group):
     """Turns user errors into a one-line message and exit code 2 (the traceback only with -v)."""
 
     def invoke(self, ctx):
+        from exascale_climate.utils.interrupt import Interrupted
+
         try:
             return super().invoke(ctx)
-        except ExaclimateError as e:
+        except (ExaclimateError, Interrupted) as e:
             if (ctx.obj or {}).get("verbosity", 0) > 0:
                 traceback.print_exc()
             click.echo(f"error: {e}", err=True)
-            sys.exit(2)
+            sys.exit(getattr(e, "exit_code", 2))  # Interrupted: 130 (SIGINT) or 143 (SIGTERM)
 
 
 def config_options(func):
@@ -36,6 +39,13 @@ def config_options(func):
     func = click.option("--config", "config_path", metavar="FILE",
                         help="YAML config file or bundled name (tiramisu, deeplabv3plus, demo).")(func)
     return func
+
+
+def guarded(*watch):
+    """Stop at once on SIGINT/SIGTERM, removing temporaries in `watch` (utils/interrupt.py)."""
+    from exascale_climate.utils.interrupt import stop_on_signals
+
+    return stop_on_signals(*watch)
 
 
 def load_cli_config(config_path, overrides):
@@ -101,7 +111,10 @@ def _channel_list(text):
 @config_options
 def data_synth(out_dir, samples, grid, seed, workers, config_path, overrides):
     """Write CAM5-like labelled netCDF files (one 3-hourly time step each); existing files are kept."""
+    from exascale_climate.data.options import check_out_dir
     from exascale_climate.data.synthetic import synthesize
+
+    check_out_dir(out_dir)
 
     given = {"samples": samples, "grid": grid, "seed": seed, "workers": workers}
     overrides = (*overrides, *(f"data.synth.{k}={v}" for k, v in given.items() if v is not None))
@@ -140,10 +153,13 @@ def data_demo(out_dir, samples, grid, seed, workers, config_path, overrides):
 def data_label(inputs, out_dir, skip_bad, config_path, overrides):
     """Label TCs and ARs with the heuristic labeller in files or directories (thresholds: --set labeller.KEY=VALUE)."""
     from exascale_climate.data.convert import label_files
+    from exascale_climate.data.options import check_out_dir
 
     overrides = tuple(f"data.{o}" if o.startswith("labeller.") else o for o in overrides)  # short form
     cfg = load_cli_config(config_path, overrides)
-    summary = label_files(list(inputs), out_dir, cfg.data.labeller, skip_bad=skip_bad)
+    with guarded(check_out_dir(out_dir), *{p if os.path.isdir(p) else os.path.dirname(os.path.abspath(p))
+                                           for p in inputs}):
+        summary = label_files(list(inputs), out_dir, cfg.data.labeller, skip_bad=skip_bad)
     total = sum(summary["class_counts"]) or 1
     click.echo(f"{summary['labelled']} labelled, {len(summary['skipped'])} skipped; class fractions: "
                + ", ".join(f"{c / total:.4%}" for c in summary["class_counts"]))
@@ -164,10 +180,14 @@ def data_label(inputs, out_dir, skip_bad, config_path, overrides):
 @click.option("--overwrite", is_flag=True, help="Rewrite samples that already exist (default: resume).")
 def data_convert(inputs, out_dir, channels, dtype, compression, chunks, workers, skip_bad, overwrite):
     """Convert netCDF (or Gordon Bell HDF5) files or directories to DeepCAM HDF5 samples, one per time step."""
-    from exascale_climate.data.convert import convert, parse_chunks
+    from exascale_climate.data.convert import convert
+    from exascale_climate.data.options import check_chunks, check_compression, check_out_dir
 
-    summary = convert(list(inputs), out_dir, channels=_channel_list(channels), dtype=dtype, compression=compression,
-                      chunks=parse_chunks(chunks), skip_bad=skip_bad, overwrite=overwrite, workers=workers)
+    chunks = check_chunks(chunks, inputs, _channel_list(channels))
+    with guarded(check_out_dir(out_dir)):
+        summary = convert(list(inputs), out_dir, channels=_channel_list(channels), dtype=dtype,
+                          compression=check_compression(compression), chunks=chunks, skip_bad=skip_bad,
+                          overwrite=overwrite, workers=workers)
     click.echo(f"{summary['written']} written, {summary['existing']} already there, "
                f"{len(summary['skipped'])} skipped -> {out_dir}")
     for item in summary["skipped"]:
@@ -185,8 +205,11 @@ def data_convert(inputs, out_dir, channels, dtype, compression, chunks, workers,
               help="Samples left out between time blocks.")
 def data_split(src_dir, out_dir, fractions, seed, strategy, gap):
     """Deterministic train/valid/test split (hard links; rerun-safe)."""
+    from exascale_climate.data.options import check_out_dir
     from exascale_climate.data.split import split_dataset
     from exascale_climate.errors import ConfigError
+
+    check_out_dir(out_dir)
 
     try:
         parts = tuple(float(f) for f in fractions.split(","))
@@ -202,9 +225,12 @@ def data_split(src_dir, out_dir, fractions, seed, strategy, gap):
 @click.option("--channels", metavar="A,B,...", help="Variables (default: all in the files).")
 def data_stats(directory, out_path, channels):
     """Per-channel count/mean/sqmean/min/max, class fractions and loss weights, in one streaming pass."""
+    from exascale_climate.data.options import check_out_file
     from exascale_climate.data.stats import dataset_stats, format_stats
 
-    click.echo(format_stats(dataset_stats(directory, out_path, _channel_list(channels))))
+    out_path = check_out_file(out_path)
+    with guarded(out_path.parent if out_path else os.path.dirname(os.path.abspath(directory))):
+        click.echo(format_stats(dataset_stats(directory, out_path, _channel_list(channels))))
 
 
 @data.command("inspect")
@@ -338,12 +364,19 @@ def evaluate_command(checkpoint, data_dir, json_path, csv_path, labeller, stats_
               help="Output directory: <input>.mask.nc per input and events.csv.")
 @click.option("--probabilities", is_flag=True, help="Also store the class probabilities in the netCDF files.")
 @click.option("--stats", "stats_file", metavar="FILE", help="stats.h5 for normalisation (default: the run's).")
-def predict_command(inputs, checkpoint, out_dir, probabilities, stats_file):
+@click.option("--strict", is_flag=True, help="Stop at the first bad input file (default: name it and skip it).")
+def predict_command(inputs, checkpoint, out_dir, probabilities, stats_file, strict):
     """Segment netCDF/HDF5 files of any grid: CF-1.8 netCDF masks and a TC/AR event table (CSV)."""
+    from exascale_climate.data.options import check_out_dir
     from exascale_climate.evaluate.predict import predict
 
-    result = predict(checkpoint, list(inputs), out_dir, probabilities=probabilities, stats_file=stats_file)
-    click.echo(f"{result['files']} file(s) -> {out_dir}; {result['events']} event(s) in {result['events_csv']}")
+    with guarded(check_out_dir(out_dir)):
+        result = predict(checkpoint, list(inputs), out_dir, probabilities=probabilities, stats_file=stats_file,
+                         strict=strict)
+    click.echo(f"{result['files']} file(s) -> {out_dir}; {result['events']} event(s) in {result['events_csv']}"
+               + (f"; {len(result['skipped'])} skipped" if result["skipped"] else ""))
+    for item in result["skipped"]:
+        click.echo(f"skipped: {item['error']}", err=True)
 
 
 @main.command("plot")

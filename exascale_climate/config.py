@@ -6,6 +6,7 @@ allowed; unknown keys are errors. Constraints live beside each field as metadata
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,6 +18,10 @@ import yaml
 from exascale_climate.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+MAX_DEPTH = 16  # nesting of mappings/lists in a config file or a --set value (the tree itself is 4 deep)
+MAX_FILE_BYTES = 1 << 20  # a config file is a few KiB; anything this large is not one
+MAX_GRID = 16384  # grid rows or columns (the paper's grid is 768 x 1152)
+MAX_LIST_ITEM = 10**6  # layer counts, rates and milestones in list fields
 
 
 def choice(default, choices, **extra):
@@ -36,14 +41,14 @@ def grid_field(default=(96, 144)):
 class SynthConfig:
     """The embedded CAM5-like generator (`exaclimate data synth`)."""
 
-    samples: int = bounded(16, min=1)
+    samples: int = bounded(16, min=1, max=10**7)
     grid: tuple[int, int] = grid_field()
-    seed: int = 0
-    workers: int = bounded(1, min=1)
+    seed: int = bounded(0, min=0, max=2**32 - 1)  # numpy seeds are unsigned
+    workers: int = bounded(1, min=1, max=1024)
     # Expected events per time step on the global grid (Poisson means).
-    cyclones_per_step: float = bounded(4.0, min=0.0)
-    rivers_per_step: float = bounded(10.0, min=0.0)
-    hours_per_step: float = bounded(3.0, min=0.25)
+    cyclones_per_step: float = bounded(4.0, min=0.0, max=1000.0)
+    rivers_per_step: float = bounded(10.0, min=0.0, max=1000.0)
+    hours_per_step: float = bounded(3.0, min=0.25, max=8784.0)
 
 
 @dataclass
@@ -52,18 +57,19 @@ class LabellerConfig:
 
     # Tropical cyclones
     tc_max_abs_lat: float = bounded(45.0, min=0.0, max=90.0)
-    tc_psl_anomaly_pa: float = bounded(-800.0, max=0.0)  # PSL minimum below its ~1500 km surroundings
-    tc_vorticity_min: float = bounded(3.5e-5, min=0.0)  # 850 hPa relative vorticity (1/s), cyclonic sign (TECA)
-    tc_warm_core_k: float = bounded(1.0, min=0.0)  # (T200+T500)/2 anomaly near the centre
-    tc_wind_min: float = bounded(17.0, min=0.0)  # max lowest-level wind (m/s) within the search radius
-    tc_radius_km: float = bounded(500.0, min=1.0)  # labelled radius (moist part) around each centre
-    tc_search_radius_km: float = bounded(400.0, min=1.0)
+    tc_psl_anomaly_pa: float = bounded(-800.0, min=-1e5, max=0.0)  # PSL minimum below its ~1500 km surroundings
+    # 850 hPa relative vorticity (1/s), cyclonic sign (TECA)
+    tc_vorticity_min: float = bounded(3.5e-5, min=0.0, max=1.0)
+    tc_warm_core_k: float = bounded(1.0, min=0.0, max=1000.0)  # (T200+T500)/2 anomaly near the centre
+    tc_wind_min: float = bounded(17.0, min=0.0, max=1000.0)  # max lowest-level wind (m/s) within the search radius
+    tc_radius_km: float = bounded(500.0, min=1.0, max=20000.0)  # labelled radius (moist part) around each centre
+    tc_search_radius_km: float = bounded(400.0, min=1.0, max=20000.0)
     # Atmospheric rivers
-    ar_ivt_threshold: float = bounded(250.0, min=0.0)  # integrated vapour transport (kg m-1 s-1)
-    ar_tmq_anomaly: float = bounded(8.0, min=0.0)  # TMQ above the zonal-mean background (kg m-2)
-    ar_min_length_km: float = bounded(2000.0, min=0.0)
-    ar_max_width_km: float = bounded(1000.0, min=0.0)
-    ar_min_aspect: float = bounded(3.0, min=1.0)
+    ar_ivt_threshold: float = bounded(250.0, min=0.0, max=1e5)  # integrated vapour transport (kg m-1 s-1)
+    ar_tmq_anomaly: float = bounded(8.0, min=0.0, max=1e4)  # TMQ above the zonal-mean background (kg m-2)
+    ar_min_length_km: float = bounded(2000.0, min=0.0, max=40075.0)
+    ar_max_width_km: float = bounded(1000.0, min=0.0, max=40075.0)
+    ar_min_aspect: float = bounded(3.0, min=1.0, max=1e4)
     ar_min_abs_lat: float = bounded(30.0, min=0.0, max=90.0)  # a river reaches at least this latitude
     # the object's long axis and its mean vapour transport differ by at most this (Guan & Waliser 2015)
     ar_max_orientation_deg: float = bounded(45.0, min=0.0, max=90.0)
@@ -92,22 +98,22 @@ class DataConfig:
 class TrackConfig:
     """Linking detections over time (`exaclimate track`), as TempestExtremes' StitchNodes / TECA do."""
 
-    tc_max_speed_km_h: float = bounded(150.0, min=1.0)  # range per hour (StitchNodes' 8 degrees per 6 h)
-    tc_max_gap_steps: int = bounded(1, min=0)  # missing time steps allowed inside a track (StitchNodes maxgap)
-    tc_min_lifetime_hours: float = bounded(24.0, min=0.0)  # StitchNodes mintime
+    tc_max_speed_km_h: float = bounded(150.0, min=1.0, max=3600.0)  # range per hour (StitchNodes' 8 degrees per 6 h)
+    tc_max_gap_steps: int = bounded(1, min=0, max=1000)  # missing time steps allowed inside a track (StitchNodes maxgap)
+    tc_min_lifetime_hours: float = bounded(24.0, min=0.0, max=1e5)  # StitchNodes mintime
     ar_min_overlap: float = bounded(0.1, min=0.0, max=1.0)  # shared area / the smaller object's area
-    ar_max_gap_steps: int = bounded(0, min=0)
-    ar_min_lifetime_hours: float = bounded(0.0, min=0.0)
-    min_points: int = bounded(1, min=1)  # points a track needs (StitchNodes min_length)
+    ar_max_gap_steps: int = bounded(0, min=0, max=1000)
+    ar_min_lifetime_hours: float = bounded(0.0, min=0.0, max=1e5)
+    min_points: int = bounded(1, min=1, max=100000)  # points a track needs (StitchNodes min_length)
 
 
 @dataclass
 class VerifyConfig:
     """Matching tracks to observed best tracks (`exaclimate verify`)."""
 
-    radius_km: float = bounded(300.0, min=1.0)  # a detected and an observed position this close match
-    time_window_hours: float = bounded(3.0, min=0.0)  # ... when their times differ by at most this
-    min_matched_points: int = bounded(1, min=1)  # points two tracks must share to be the same storm
+    radius_km: float = bounded(300.0, min=1.0, max=20038.0)  # a detected and an observed position this close match
+    time_window_hours: float = bounded(3.0, min=0.0, max=8760.0)  # ... when their times differ by at most this
+    min_matched_points: int = bounded(1, min=1, max=100000)  # points two tracks must share to be the same storm
 
 
 # ----------------------------------------------------------------------------------------- pipeline
@@ -117,13 +123,13 @@ class PipelineConfig:
 
     normalization: str = choice("zscore", ("zscore", "minmax", "none"))
     shuffle: bool = True  # a full seeded permutation of the rank's shard every epoch (one sample per file)
-    readers: int = bounded(2, min=1)  # parallel HDF5 readers per rank
+    readers: int = bounded(2, min=1, max=256)  # parallel HDF5 readers per rank
     reader_mode: str = choice("thread", ("thread", "process"))  # thread measured faster (bench pipeline)
     crop: tuple[int, int] | None = None  # random crop (H, W); None = full grid
     random_flip: bool = False  # longitude flip (data and labels together)
     random_roll: bool = False  # random longitude roll (periodic in longitude)
     class_weighting: str = choice("inverse_sqrt", ("inverse", "inverse_sqrt", "none"))
-    prefetch: int = bounded(-1, min=-1)  # -1 = tf.data.AUTOTUNE
+    prefetch: int = bounded(-1, min=-1, max=1024)  # -1 = tf.data.AUTOTUNE
     strict: bool = False  # a bad file mid-epoch is fatal instead of skipped
     stage_dir: str = ""  # node-local staging destination; empty = read the source directly
 
@@ -134,11 +140,11 @@ class TiramisuConfig:
     """FC-DenseNet as run at scale in the paper."""
 
     down_layers: list[int] = field(default_factory=lambda: [2, 2, 2, 4])
-    bottleneck_layers: int = bounded(5, min=0)
+    bottleneck_layers: int = bounded(5, min=0, max=100)
     up_layers: list[int] = field(default_factory=lambda: [4, 2, 2, 2])
-    growth_rate: int = bounded(32, min=1)
-    kernel_size: int = bounded(5, min=1)
-    initial_filters: int = bounded(64, min=1)
+    growth_rate: int = bounded(32, min=1, max=1024)
+    kernel_size: int = bounded(5, min=1, max=31)
+    initial_filters: int = bounded(64, min=1, max=4096)
     dropout: float = bounded(0.2, min=0.0, max=1.0)
     batch_norm: bool = False
 
@@ -148,12 +154,12 @@ class DeepLabConfig:
     """DeepLabv3+ with the paper's full-resolution decoder."""
 
     resnet_blocks: list[int] = field(default_factory=lambda: [3, 4, 6, 3])  # ResNet-50
-    base_filters: int = bounded(64, min=1)
+    base_filters: int = bounded(64, min=1, max=4096)
     output_stride: int = choice(8, (8, 16))
     aspp_rates: list[int] = field(default_factory=lambda: [12, 24, 36])
-    aspp_filters: int = bounded(256, min=1)
-    decoder_filters: int = bounded(256, min=1)
-    low_level_filters: int = bounded(48, min=1)
+    aspp_filters: int = bounded(256, min=1, max=4096)
+    decoder_filters: int = bounded(256, min=1, max=4096)
+    low_level_filters: int = bounded(48, min=1, max=4096)
     batch_norm: bool = True
 
 
@@ -167,15 +173,15 @@ class SemisupConfig:
     """
 
     encoder_filters: list[int] = field(default_factory=lambda: [128, 256, 512, 768, 1024])
-    feature_filters: int = bounded(1088, min=1)  # the stride-1 convolution the heads read (sized to ~302 MiB)
-    kernel_size: int = bounded(5, min=1)
-    head_kernel_size: int = bounded(3, min=1)
+    feature_filters: int = bounded(1088, min=1, max=65536)  # the stride-1 convolution the heads read (sized to ~302 MiB)
+    kernel_size: int = bounded(5, min=1, max=31)
+    head_kernel_size: int = bounded(3, min=1, max=31)
     # Loss weights (ExtremeWeather's YOLO-style terms); reconstruction_weight 0 = the supervised-only baseline.
-    reconstruction_weight: float = bounded(1.0, min=0.0)
-    confidence_weight: float = bounded(1.0, min=0.0)
-    no_object_weight: float = bounded(0.1, min=0.0)  # confidence term on cells without an event centre
-    class_weight: float = bounded(1.0, min=0.0)
-    box_weight: float = bounded(1.0, min=0.0)
+    reconstruction_weight: float = bounded(1.0, min=0.0, max=1e6)
+    confidence_weight: float = bounded(1.0, min=0.0, max=1e6)
+    no_object_weight: float = bounded(0.1, min=0.0, max=1e6)  # confidence term on cells without an event centre
+    class_weight: float = bounded(1.0, min=0.0, max=1e6)
+    box_weight: float = bounded(1.0, min=0.0, max=1e6)
     score_threshold: float = bounded(0.5, min=0.0, max=1.0)  # detections kept at inference
     nms_iou: float = bounded(0.3, min=0.0, max=1.0)
 
@@ -183,8 +189,9 @@ class SemisupConfig:
 @dataclass
 class ModelConfig:
     name: str = choice("tiramisu", ("tiramisu", "deeplabv3plus", "semisup"))
-    num_classes: int = bounded(3, min=2)
-    weight_decay: float | None = None  # None = the model's paper value (Tiramisu 1e-4, DeepLabv3+ 5e-4)
+    num_classes: int = bounded(3, min=2, max=256)
+    # None = the model's paper value (Tiramisu 1e-4, DeepLabv3+ 5e-4)
+    weight_decay: float | None = bounded(None, min=0.0, max=1.0)
     tiramisu: TiramisuConfig = field(default_factory=TiramisuConfig)
     deeplabv3plus: DeepLabConfig = field(default_factory=DeepLabConfig)
     semisup: SemisupConfig = field(default_factory=SemisupConfig)
@@ -198,8 +205,10 @@ class ModelConfig:
                                     ("semisup.encoder_filters", self.semisup.encoder_filters, 1)):
             if not values:
                 raise ConfigError(f"model.{key}: must not be empty")
-            if any(v < lowest for v in values):
-                raise ConfigError(f"model.{key}: {values!r} is not allowed; every item must be >= {lowest}")
+            highest = 100 if "layers" in key or "blocks" in key else 65536
+            if any(not lowest <= v <= highest for v in values):
+                raise ConfigError(f"model.{key}: {_show(values)} is not allowed; every item must be in "
+                                  f"{lowest}..{highest}")
 
 
 # ---------------------------------------------------------------------------------------- optimizer
@@ -208,31 +217,31 @@ class LarcConfig:
     """Layer-wise adaptive rate control (You et al.), as used in the paper."""
 
     enabled: bool = False
-    eta: float = bounded(0.002, min=0.0)
+    eta: float = bounded(0.002, min=0.0, max=1.0)
     mode: str = choice("clip", ("clip", "scale"))
-    epsilon: float = bounded(1e-8, min=0.0)
+    epsilon: float = bounded(1e-8, min=0.0, max=1.0)
     exclude_bias_and_norm: bool = True
 
 
 @dataclass
 class ScheduleConfig:
     name: str = choice("constant", ("constant", "polynomial", "cosine", "multistep"))
-    warmup_steps: int = bounded(0, min=0)
-    decay_steps: int = bounded(1000, min=1)
-    power: float = bounded(1.0, min=0.0)  # polynomial
+    warmup_steps: int = bounded(0, min=0, max=10**9)
+    decay_steps: int = bounded(1000, min=1, max=10**9)
+    power: float = bounded(1.0, min=0.0, max=100.0)  # polynomial
     end_factor: float = bounded(0.0, min=0.0, max=1.0)  # final lr as a fraction of the base lr
     milestones: list[int] = field(default_factory=list)  # multistep
-    gamma: float = bounded(0.1, min=0.0)  # multistep factor
+    gamma: float = bounded(0.1, min=0.0, max=10.0)  # multistep factor
 
 
 @dataclass
 class OptimizerConfig:
     name: str = choice("adam", ("sgd", "adam", "rmsprop"))
-    learning_rate: float = bounded(1e-3, min=0.0)
+    learning_rate: float = bounded(1e-3, min=0.0, max=100.0)
     momentum: float = bounded(0.9, min=0.0, max=1.0)
     beta_1: float = bounded(0.9, min=0.0, max=1.0)
     beta_2: float = bounded(0.999, min=0.0, max=1.0)
-    epsilon: float = bounded(1e-7, min=0.0)
+    epsilon: float = bounded(1e-7, min=0.0, max=1.0)
     scale_lr_by_world_size: bool = True
     larc: LarcConfig = field(default_factory=LarcConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -241,30 +250,30 @@ class OptimizerConfig:
 # -------------------------------------------------------------------------------------------- train
 @dataclass
 class CheckpointConfig:
-    every_steps: int = bounded(0, min=0)  # 0 = at the end of every epoch only
-    every_epochs: int = bounded(1, min=0)  # also at the end of every N-th epoch; 0 = only every_steps/final
-    keep: int = bounded(3, min=1)
+    every_steps: int = bounded(0, min=0, max=10**9)  # 0 = at the end of every epoch only
+    every_epochs: int = bounded(1, min=0, max=10**6)  # also at the end of every N-th epoch; 0 = only every_steps/final
+    keep: int = bounded(3, min=1, max=10**4)
     keep_best: bool = True
 
 
 @dataclass
 class TrainConfig:
-    batch_size: int = bounded(2, min=1)  # per rank
-    epochs: int = bounded(1, min=1)
-    max_steps: int = bounded(0, min=0)  # 0 = no limit beyond epochs
-    gradient_accumulation: int = bounded(1, min=1)
-    validate_every_steps: int = bounded(0, min=0)  # 0 = once per epoch
+    batch_size: int = bounded(2, min=1, max=65536)  # per rank
+    epochs: int = bounded(1, min=1, max=10**6)
+    max_steps: int = bounded(0, min=0, max=10**9)  # 0 = no limit beyond epochs
+    gradient_accumulation: int = bounded(1, min=1, max=4096)
+    validate_every_steps: int = bounded(0, min=0, max=10**9)  # 0 = once per epoch
     target_iou: float = bounded(0.0, min=0.0, max=1.0)  # early stop when reached; 0 = off
     precision: str = choice("float32", ("float32", "mixed_float16"))
     loss_scale: str = "dynamic"  # "dynamic" or a number (static scale), used with mixed_float16
     loss: str = choice("weighted_ce", ("weighted_ce", "focal"))
-    focal_gamma: float = bounded(2.0, min=0.0)
-    loss_scale_init: float = bounded(32768.0, min=1.0)  # dynamic scaling: starting scale
-    loss_scale_growth_steps: int = bounded(2000, min=1)  # dynamic scaling: finite steps before doubling
-    max_bad_steps: int = bounded(5, min=1)  # consecutive non-finite steps before aborting
-    seed: int = 0
+    focal_gamma: float = bounded(2.0, min=0.0, max=100.0)
+    loss_scale_init: float = bounded(32768.0, min=1.0, max=1e38)  # dynamic scaling: starting scale
+    loss_scale_growth_steps: int = bounded(2000, min=1, max=10**9)  # dynamic scaling: finite steps before doubling
+    max_bad_steps: int = bounded(5, min=1, max=10**6)  # consecutive non-finite steps before aborting
+    seed: int = bounded(0, min=0, max=2**31 - 1)  # TF and numpy both take it
     deterministic: bool = False
-    log_every_steps: int = bounded(10, min=1)
+    log_every_steps: int = bounded(10, min=1, max=10**9)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
 
@@ -272,14 +281,16 @@ class TrainConfig:
 @dataclass
 class DistributedConfig:
     allreduce: str = choice("flat", ("flat", "hierarchical"))
-    ranks_per_node: int = bounded(0, min=0)  # 0 = the nodes Horovod reports; N = checked override rank // N
+    ranks_per_node: int = bounded(0, min=0, max=4096)  # 0 = the nodes Horovod reports; N = checked override rank // N
     gradient_lag: int = choice(0, (0, 1))
     fp16_compression: bool = False
-    fusion_threshold_mb: float | None = None  # HOROVOD_FUSION_THRESHOLD; None = Horovod's default
-    cycle_time_ms: float | None = None  # HOROVOD_CYCLE_TIME; None = 10 on CPU-only nodes, else Horovod's 1
+    # HOROVOD_FUSION_THRESHOLD; None = Horovod's default
+    fusion_threshold_mb: float | None = bounded(None, min=0.0, max=65536.0)
+    # HOROVOD_CYCLE_TIME; None = 10 on CPU-only nodes, else Horovod's 1
+    cycle_time_ms: float | None = bounded(None, min=0.0, max=60000.0)
     horovod_hierarchical: bool = False  # Horovod's own HOROVOD_HIERARCHICAL_ALLREDUCE (GPU/NCCL builds)
-    stall_timeout_s: int = bounded(60, min=1)  # a rank silent this long fails the job
-    threads_per_rank: int = bounded(0, min=0)  # 0 = cores // ranks on this node
+    stall_timeout_s: int = bounded(60, min=1, max=7 * 86400)  # a rank silent this long fails the job
+    threads_per_rank: int = bounded(0, min=0, max=4096)  # 0 = cores // ranks on this node
 
 
 # --------------------------------------------------------------------------------------------- job
@@ -289,10 +300,10 @@ class JobConfig:
 
     scheduler: str = choice("slurm", ("slurm", "lsf"))
     template: str = ""  # empty = the scheduler's generic template (see `exaclimate submit -h`)
-    nodes: int = bounded(1, min=1)
-    tasks_per_node: int = bounded(1, min=1)  # ranks per node (Summit: 6, one per GPU)
-    cpus_per_task: int = bounded(0, min=0)  # cores per rank; 0 = the template's default / cores // ranks
-    gpus_per_task: int = bounded(0, min=0)
+    nodes: int = bounded(1, min=1, max=10**6)
+    tasks_per_node: int = bounded(1, min=1, max=1024)  # ranks per node (Summit: 6, one per GPU)
+    cpus_per_task: int = bounded(0, min=0, max=4096)  # cores per rank; 0 = the template's default / cores // ranks
+    gpus_per_task: int = bounded(0, min=0, max=64)
     time: str = "00:30:00"  # wall clock HH:MM:SS
     account: str = ""
     partition: str = ""  # SLURM partition or LSF queue
@@ -323,13 +334,19 @@ class Config:
         """Cross-field checks that a single field's metadata cannot express."""
         if self.train.precision == "mixed_float16" and self.train.loss_scale != "dynamic":
             try:
-                if float(self.train.loss_scale) <= 0:
+                if not 0 < float(self.train.loss_scale) <= 1e38:  # float32's range; also False for NaN
                     raise ValueError
             except ValueError:
                 raise ConfigError(
-                    f"train.loss_scale: {self.train.loss_scale!r} is not allowed; "
-                    "use 'dynamic' or a positive number"
+                    f"train.loss_scale: {_show(self.train.loss_scale)} is not allowed; "
+                    "use 'dynamic' or a number in (0, 1e38]"
                 ) from None
+        if any(not 0 <= m <= 10**9 for m in self.optimizer.schedule.milestones):
+            raise ConfigError(f"optimizer.schedule.milestones: {_show(self.optimizer.schedule.milestones)} is not "
+                              "allowed; every item must be in 0..1000000000")
+        if self.pipeline.crop is not None and any(not 1 <= c <= MAX_GRID for c in self.pipeline.crop):
+            raise ConfigError(f"pipeline.crop: {_show(list(self.pipeline.crop))} is not allowed; both sizes must "
+                              f"be in 1..{MAX_GRID}")
         if len(self.model.tiramisu.down_layers) != len(self.model.tiramisu.up_layers):
             raise ConfigError(
                 "model.tiramisu.up_layers: must have as many blocks as model.tiramisu.down_layers "
@@ -360,6 +377,41 @@ def _to_plain(value):
     return value
 
 
+def _show(value) -> str:
+    """repr() for an error message, cut short: a value may be a megabyte long."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _depth(value, limit: int = MAX_DEPTH) -> int:
+    """Nesting depth of lists/dicts, counted without recursion (stops just past `limit`)."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, (list, tuple, dict)):
+            level += 1
+            deepest = max(deepest, level)
+            if deepest > limit:
+                return deepest
+            stack.extend((v, level) for v in (node.values() if isinstance(node, dict) else node))
+    return deepest
+
+
+def _yaml_depth(text: str, limit: int = MAX_DEPTH) -> int:
+    """Nesting depth of a YAML document from PyYAML's event stream (its parser keeps an explicit stack, so
+    this cannot hit Python's recursion limit the way composing the document does)."""
+    depth = deepest = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > limit:
+                return deepest
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+    return deepest
+
+
 def _describe(tp) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
@@ -373,10 +425,11 @@ def _parse_grid(key: str, value) -> tuple[int, int]:
         parts = []
     try:
         h, w = (int(p) for p in parts)
-        if h <= 0 or w <= 0:
+        if not (0 < h <= MAX_GRID and 0 < w <= MAX_GRID):
             raise ValueError
-    except (TypeError, ValueError):
-        raise ConfigError(f"{key}: {value!r} is not a grid; use HxW with positive integers, e.g. 96x144") from None
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{key}: {_show(value)} is not a grid; use HxW with integers in 1..{MAX_GRID}, "
+                          "e.g. 96x144") from None
     return h, w
 
 
@@ -421,14 +474,22 @@ def _coerce(key: str, tp, value):
             return value
         raise ConfigError(f"{key}: {value!r} is not an integer")
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML reads 1e-4 (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
+            except OverflowError:  # an int beyond float range, e.g. 10**400
+                number = math.inf
+        elif isinstance(value, str):  # YAML reads 1e-4 (no dot) as a string
+            try:
+                number = float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{key}: {value!r} is not a number")
+        if number is None:
+            raise ConfigError(f"{key}: {_show(value)} is not a number")
+        if not math.isfinite(number):
+            raise ConfigError(f"{key}: {_show(value)} is not allowed; must be a finite number")
+        return number
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
@@ -441,12 +502,13 @@ def _check_metadata(key: str, meta, value) -> None:
         return
     if "choices" in meta and value not in meta["choices"]:
         allowed = ", ".join(repr(c) for c in meta["choices"])
-        raise ConfigError(f"{key}: {value!r} is not allowed; choose one of {allowed}")
+        raise ConfigError(f"{key}: {_show(value)} is not allowed; choose one of {allowed}")
     lo, hi = meta.get("min"), meta.get("max")
+    allowed = f" (allowed: {lo}..{hi})" if lo is not None and hi is not None else ""
     if lo is not None and value < lo:
-        raise ConfigError(f"{key}: {value!r} is too small; must be >= {lo}")
+        raise ConfigError(f"{key}: {_show(value)} is too small; must be >= {lo}{allowed}")
     if hi is not None and value > hi:
-        raise ConfigError(f"{key}: {value!r} is too large; must be <= {hi}")
+        raise ConfigError(f"{key}: {_show(value)} is too large; must be <= {hi}{allowed}")
 
 
 def _build(cls, data, prefix: str = ""):
@@ -491,7 +553,11 @@ def parse_override(item: str) -> tuple[str, Any]:
     key = key.strip()
     if not key:
         raise ConfigError(f"--set {item!r}: empty key")
+    if key.count(".") >= MAX_DEPTH:
+        raise ConfigError(f"--set {_show(key)}: nested deeper than {MAX_DEPTH} levels")
     try:
+        if _yaml_depth(raw) > MAX_DEPTH:
+            raise ConfigError(f"--set {_show(key)}: the value is nested deeper than {MAX_DEPTH} levels")
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
@@ -510,15 +576,35 @@ def resolve_config_path(path: str | Path) -> Path:
     raise ConfigError(f"{path}: no such config file (bundled configs: {bundled})")
 
 
+def read_config_text(path: Path) -> str:
+    """The file as UTF-8 text (a UTF-8 byte-order mark is allowed), or one line saying why it is not."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ConfigError(f"{path}: {size} bytes is too large for a config file (at most {MAX_FILE_BYTES})")
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror or e})") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        hint = " (it looks like UTF-16)" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in raw[:64] else ""
+        raise ConfigError(f"{path}: not UTF-8 text{hint}: byte 0x{raw[e.start]:02x} at offset {e.start}; "
+                          "save the file as UTF-8") from None
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Defaults <- YAML file <- `--set` overrides, then validated."""
     tree: dict = {}
     if path:
         p = resolve_config_path(path)
+        text = read_config_text(p)
         try:
-            tree = yaml.safe_load(p.read_text()) or {}
+            if _yaml_depth(text) > MAX_DEPTH:
+                raise ConfigError(f"{p}: nested deeper than {MAX_DEPTH} levels; a config is sections of keys")
+            tree = yaml.safe_load(text) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML ({e})") from None
+            raise ConfigError(f"{p}: not valid YAML ({' '.join(str(e).split())})") from None
         if not isinstance(tree, dict):
             raise ConfigError(f"{p}: the top level must be a mapping of sections")
     for item in overrides:

@@ -49,7 +49,7 @@ def test_user_error_is_one_line_with_exit_code_2():
     proc = subprocess.run([sys.executable, "-m", "exascale_climate.cli", "config", "show", "--set", "train.epochs=-1"],
                           capture_output=True, text=True)
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "error: train.epochs: -1 is too small; must be >= 1"
+    assert proc.stderr.strip() == "error: train.epochs: -1 is too small; must be >= 1 (allowed: 1..1000000)"
     assert "Traceback" not in proc.stderr
     verbose = subprocess.run([sys.executable, "-m", "exascale_climate.cli", "-v", "config", "show", "--set",
                               "train.epochs=-1"], capture_output=True, text=True)

@@ -8,6 +8,7 @@ Inputs are processed one file and one time step at a time, so a directory of any
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
@@ -257,8 +258,13 @@ def output_name(path: Path) -> str:
 
 
 def predict(checkpoint: str | Path, inputs: list[str | Path], out_dir: str | Path, *, probabilities: bool = False,
-            stats_file: str | Path | None = None) -> dict:
-    """`exaclimate predict`: one CF netCDF mask file per input plus `events.csv` for all of them."""
+            stats_file: str | Path | None = None, strict: bool = False) -> dict:
+    """`exaclimate predict`: one CF netCDF mask file per input plus `events.csv` for all of them.
+
+    A bad input (DataError) is named and skipped, or with `strict` ends the run; either way, and on an
+    interruption too, `events.csv` is written for the files whose masks were written, so masks and table agree.
+    Returns {"outputs", "events_csv", "events", "files", "skipped": [{"file", "error"}]}.
+    """
     from exascale_climate import __version__
 
     files = expand_inputs(inputs)
@@ -276,11 +282,19 @@ def predict(checkpoint: str | Path, inputs: list[str | Path], out_dir: str | Pat
     segmenter = detection.load_detector(checkpoint, stats_file) if boxes else \
         Segmenter.from_checkpoint(checkpoint, stats_file)
     all_events: list[Event] = []
-    written = []
-    with progress_bar("predict", len(files)) as advance:
+    written, skipped = [], []
+    with progress_bar("predict", len(files)) as advance, _event_table_kept(out_dir / "events.csv", all_events):
         for path in files:
-            result = detection.predict_boxes_file(segmenter, path) if boxes else \
-                predict_file(segmenter, path, keep_probabilities=probabilities)
+            try:
+                result = detection.predict_boxes_file(segmenter, path) if boxes else \
+                    predict_file(segmenter, path, keep_probabilities=probabilities)
+            except DataError as e:
+                if strict:
+                    raise
+                log.warning("skipped %s", e)
+                skipped.append({"file": str(path), "error": str(e)})
+                advance(1)
+                continue
             coords = _input_coordinates(path, result.first, len(result.masks))
             target = out_dir / output_name(path)
             write_mask_netcdf(target, result.masks, coords, result.probabilities, attrs={
@@ -294,6 +308,18 @@ def predict(checkpoint: str | Path, inputs: list[str | Path], out_dir: str | Pat
             written.append(str(target))
             log.info("%s -> %s (%d events)", path.name, target, len(result.events))
             advance(1)
-    events_path = write_event_table(out_dir / "events.csv", all_events)
+    if skipped and not written:
+        raise ExaclimateError(f"none of the {len(files)} input file(s) could be read; the first: "
+                              f"{skipped[0]['error']}")
+    events_path = out_dir / "events.csv"
     return {"outputs": written, "events_csv": str(events_path), "events": len(all_events),
-            "files": len(files)}
+            "files": len(written), "skipped": skipped}
+
+
+@contextlib.contextmanager
+def _event_table_kept(path: Path, events: list[Event]):
+    """Write the event table of `events` (the files done so far) however the block ends."""
+    try:
+        yield
+    finally:
+        write_event_table(path, events)

@@ -20,22 +20,45 @@ def is_temp_name(path: str | Path) -> bool:
     return name.startswith(".") and ".tmp-" in name
 
 
+def temp_owner(path: str | Path) -> int | None:
+    """The pid that made a temporary name (None for other names), so a signal handler removes only its own."""
+    name = Path(path).name
+    if not is_temp_name(name):
+        return None
+    try:
+        return int(name.rsplit(".tmp-", 1)[1].split("-", 1)[0])
+    except (IndexError, ValueError):
+        return None
+
+
+LIVE_TEMPS: set[Path] = set()  # temporaries this process is writing now (utils/interrupt.py removes them)
+
+
+def remove_path(path: str | Path) -> None:
+    """Remove a file or directory tree, whichever it is; a missing path is fine."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path):
     """Yield a temporary path to write; on success it is renamed to `path`, on error it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_name(path)
+    LIVE_TEMPS.add(tmp)
     try:
         yield tmp
         os.replace(tmp, path)
     except BaseException:
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+        remove_path(tmp)
         raise
+    finally:
+        LIVE_TEMPS.discard(tmp)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -161,10 +161,120 @@ def test_predict_bad_input_names_the_file(trained_assets, tmp_path):
     from exascale_climate.errors import DataError
     from exascale_climate.evaluate.predict import predict
 
+    from exascale_climate.errors import ExaclimateError
+
     bad = tmp_path / "broken.nc"
     bad.write_bytes(b"CDF\x01 not really")
     with pytest.raises(DataError, match="broken.nc"):
+        predict(trained_assets.run_dir, [bad], tmp_path / "out", strict=True)
+    with pytest.raises(ExaclimateError, match="none of the 1 input file.s. could be read; the first: .*broken.nc"):
         predict(trained_assets.run_dir, [bad], tmp_path / "out")
     assert not list((tmp_path / "out").glob("*.nc"))
     with pytest.raises(DataError, match="--stats"):
         predict(trained_assets.run_dir, [bad], tmp_path / "out", stats_file=tmp_path / "missing-stats.h5")
+
+
+def _mixed_inputs(trained_assets, directory):
+    """The 3 test samples with a broken file sorted between them and one with a missing variable after them."""
+    import shutil
+
+    directory.mkdir()
+    good = sorted(trained_assets.test_dir.glob("*.h5"))
+    for p in good:
+        shutil.copy(p, directory / p.name)
+    (directory / "data-2000-01-09-30-00-00.h5").write_bytes(b"\x89HDF\r\n\x1a\n truncated")
+    import h5py
+
+    with h5py.File(directory / "data-2000-12-31-00-00-00.h5", "w") as f:  # no climate/data
+        f.create_dataset("other", data=[1, 2])
+    return good
+
+
+def _events(path):
+    import csv
+
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_predict_names_and_skips_bad_files_and_writes_events_for_the_rest(trained_assets, tmp_path):
+    from click.testing import CliRunner
+
+    from exascale_climate.cli import main
+    from exascale_climate.evaluate.predict import predict
+
+    good = _mixed_inputs(trained_assets, tmp_path / "in")
+    res = CliRunner().invoke(main, ["predict", "--checkpoint", str(trained_assets.run_dir),
+                                                    str(tmp_path / "in"), "--out", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output + res.stderr
+    assert "3 file(s)" in res.stdout and "2 skipped" in res.stdout
+    skipped = [line for line in res.stderr.splitlines() if line.startswith("skipped: ")]
+    assert len(skipped) == 2
+    assert "data-2000-01-09-30-00-00.h5" in skipped[0] and "data-2000-12-31-00-00-00.h5" in skipped[1]
+    assert "Traceback" not in res.stderr
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.mask.nc")) == sorted(
+        f"{p.stem}.mask.nc" for p in good)
+    # the event table is the one a run on the good files alone writes
+    predict(trained_assets.run_dir, good, tmp_path / "alone")
+    assert _events(tmp_path / "out" / "events.csv") == _events(tmp_path / "alone" / "events.csv")
+
+
+def test_predict_strict_stops_at_the_bad_file_but_keeps_the_table_of_what_it_did(trained_assets, tmp_path):
+    from click.testing import CliRunner
+
+    from exascale_climate.cli import main
+    from exascale_climate.evaluate.predict import predict
+
+    good = _mixed_inputs(trained_assets, tmp_path / "in")
+    res = CliRunner().invoke(main, ["predict", "--strict", "--checkpoint",
+                                                    str(trained_assets.run_dir), str(tmp_path / "in"),
+                                                    "--out", str(tmp_path / "out")])
+    assert res.exit_code == 2
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "data-2000-01-09-30-00-00.h5" in errors[0] and "Traceback" not in res.stderr
+    before = [p for p in good if p.name < "data-2000-01-09-30-00-00.h5"]
+    assert before and sorted(p.name for p in (tmp_path / "out").glob("*.mask.nc")) == sorted(
+        f"{p.stem}.mask.nc" for p in before)
+    predict(trained_assets.run_dir, before, tmp_path / "alone")
+    assert _events(tmp_path / "out" / "events.csv") == _events(tmp_path / "alone" / "events.csv")
+
+
+def test_predict_stops_on_sigint_with_masks_and_events_consistent(trained_assets, tmp_path):
+    """The real CLI in a subprocess on 60 inputs; SIGINT once the first mask file is complete."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import netCDF4
+
+    src = sorted(trained_assets.test_dir.glob("*.h5"))[0]
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i in range(60):
+        os.link(src, inputs / f"data-{i:03d}.h5")
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.Popen([sys.executable, "-m", "exascale_climate.cli", "predict", "--checkpoint",
+                             str(trained_assets.run_dir), str(inputs), "--out", str(out)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        while proc.poll() is None and not (out.exists() and list(out.glob("*.mask.nc"))):
+            time.sleep(0.002)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err.decode()
+    assert err.decode().strip().splitlines()[-1].startswith("error: interrupted by SIGINT")
+    assert not [p for p in out.iterdir() if ".tmp-" in p.name]
+    masks = sorted(out.glob("*.mask.nc"))
+    assert 1 <= len(masks) < 60
+    for p in masks:
+        with netCDF4.Dataset(p) as nc:
+            assert nc.variables["mask"].shape == (1, 48, 72)
+    done = {p.name[: -len(".mask.nc")] + ".h5" for p in masks}
+    assert {row["source"] for row in _events(out / "events.csv")} <= done
