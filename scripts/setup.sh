@@ -24,7 +24,7 @@ say() { printf '[setup] %s\n' "$*" >&2; }
 # ---- apt packages ------------------------------------------------------------------------------
 APT_PACKAGES=(openmpi-bin libopenmpi-dev build-essential)
 if [ "$WITH_SLURM" = 1 ]; then
-  APT_PACKAGES+=(slurmctld slurmd slurm-client munge libpmix-dev shellcheck)
+  APT_PACKAGES+=(slurmctld slurmd slurm-client munge libpmix-dev shellcheck strace)
 fi
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
