@@ -205,7 +205,7 @@ class ModelConfig:
                                     ("semisup.encoder_filters", self.semisup.encoder_filters, 1)):
             if not values:
                 raise ConfigError(f"model.{key}: must not be empty")
-            highest = 100 if "layers" in key or "blocks" in key else 65536
+            highest = 100 if "layers" in key or "blocks" in key else 65536 if "filters" in key else 1000
             if any(not lowest <= v <= highest for v in values):
                 raise ConfigError(f"model.{key}: {_show(values)} is not allowed; every item must be in "
                                   f"{lowest}..{highest}")
