@@ -150,19 +150,3 @@ def label_files(inputs, out_dir=None, cfg: LabellerConfig | None = None, skip_ba
             summary["labelled"] += 1
             advance()
     return summary
-
-
-def parse_chunks(text: str | None):
-    """CLI chunk spec: None/"none" (contiguous), "auto" (h5py's guess) or "HxWxC"."""
-    if not text or text == "none":
-        return None
-    if text == "auto":
-        return True
-    try:
-        chunks = tuple(int(p) for p in text.lower().split("x"))
-        if len(chunks) != 3 or min(chunks) < 1:
-            raise ValueError
-    except ValueError:
-        raise DataError("<options>", f"--chunks {text!r}: use none, auto or HxWxC, e.g. 96x144x16",
-                        field="chunks") from None
-    return chunks

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from exascale_climate.config import LabellerConfig
-from exascale_climate.data.convert import convert, label_files, parse_chunks
+from exascale_climate.data.convert import convert, label_files
+from exascale_climate.data.options import parse_chunk_option
 from exascale_climate.data.layouts import list_samples
 from exascale_climate.data.samples import read_sample
 from exascale_climate.data.writers import write_deepcam_sample, write_netcdf_sample
@@ -52,7 +53,7 @@ def test_convert_round_trip_options_and_resume(tmp_path, generator):
     assert again["written"] == 0 and again["existing"] == 3
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
     small = convert([raw / "s0.nc"], tmp_path / "f16", channels=["T500", "TMQ", "U850"], dtype="float16",
-                    compression="gzip:1", chunks=parse_chunks("48x72x3"))
+                    compression="gzip:1", chunks=parse_chunk_option("48x72x3"))
     assert small["written"] == 1
     with h5py.File(tmp_path / "f16" / "data-s0.h5") as f:
         assert f["climate/data"].dtype == np.float16 and f["climate/data"].chunks == (48, 72, 3)
