@@ -13,7 +13,6 @@ import xarray as xr
 from exascale_climate.data.grid import cell_areas_km2, default_coordinates
 from exascale_climate.data.importers import import_files, regrid
 from exascale_climate.errors import DataError
-from exascale_climate.variables import VARIABLE_NAMES
 
 LAT = np.arange(90.0, -90.1, -10.0)  # descending, as ERA5
 LON = np.arange(-180.0, 180.0, 20.0)  # -180..160, as many netCDF exports

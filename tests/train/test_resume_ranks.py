@@ -16,7 +16,7 @@ import pytest
 
 from conftest import blob_overrides
 from exascale_climate.train.checkpoints import list_checkpoints, load_arrays
-from exascale_climate.utils.launch import exaclimate, launch_command, rank_env, run_ranks
+from exascale_climate.utils.launch import exaclimate, launch_command, rank_env
 from exascale_climate.utils.log import read_json_lines
 
 TWO_HOSTS = "localhost:2,127.0.0.1:2"
