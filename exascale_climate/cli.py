@@ -62,11 +62,12 @@ def main(ctx, verbose, quiet):
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def info(as_json):
-    """Versions, Horovod's build (controllers, frameworks), cores and thread settings."""
+    """Versions, Horovod's build (frameworks, controllers), cores, threads and each rank's GPUs."""
     from exascale_climate.utils.sysinfo import collect_info, format_info
 
     data = collect_info()
-    click.echo(json.dumps(data, indent=2) if as_json else format_info(data))
+    if data is not None:  # under a launcher only rank 0 reports (for every rank)
+        click.echo(json.dumps(data, indent=2) if as_json else format_info(data))
 
 
 # --------------------------------------------------------------------------------------- config

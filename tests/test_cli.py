@@ -33,7 +33,16 @@ def test_info_json_names_horovod_build():
     assert info["versions"]["tensorflow"] == "2.18.1"
     assert info["horovod"]["available"] is True
     assert info["horovod"]["version"] == "0.28.1"
-    assert info["horovod"]["frameworks"]["tensorflow"] is True
+    # Frameworks from Horovod's build, checked against pip's record of the installed files (a framework counts
+    # when its compiled extension was installed); this venv's Horovod was built with TensorFlow only.
+    import importlib.metadata
+
+    installed = [str(f) for f in importlib.metadata.files("horovod")]
+    built = {fw for fw in ("tensorflow", "torch", "mxnet")
+             if any(f.startswith(f"horovod/{fw}/mpi_lib") and f.endswith(".so") for f in installed)}
+    assert {k for k, v in info["horovod"]["frameworks"].items() if v} == built == {"tensorflow"}
+    assert set(info["horovod"]["frameworks"]) == {"tensorflow", "torch", "mxnet"}
+    assert [(r["rank"], r["local_rank"], r["gpus"]) for r in info["ranks"]] == [(0, 0, [])]  # one process, CPU
     assert info["horovod"]["controllers"] == {"gloo": True, "mpi": True}
     assert info["cpu"]["count"] >= 1
     assert info["threads"]["TF_NUM_INTRAOP_THREADS"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from exascale_climate.utils.devices import select_devices
 from exascale_climate.utils.log import env_size, get_logger
 
 log = get_logger("runtime")
@@ -97,6 +98,7 @@ def init_world(use_horovod: bool | None = None, process_sets=None) -> World:
     else:
         hvd.init()
     _WORLD = World(hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size(), hvd.cross_rank(), hvd.cross_size(), hvd)
+    select_devices(_WORLD)  # one GPU per local rank, before TensorFlow creates its devices
     log.debug("horovod initialised: rank %d/%d local %d/%d", _WORLD.rank, _WORLD.size, _WORLD.local_rank, _WORLD.local_size)
     return _WORLD
 
