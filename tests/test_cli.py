@@ -1,5 +1,6 @@
 """The CLI root: help, version, info --json naming the Horovod build, one-line user errors."""
 import json
+import socket
 import subprocess
 import sys
 
@@ -27,9 +28,14 @@ def test_version():
 
 def test_info_json_names_horovod_build():
     # A real subprocess: info imports TensorFlow and Horovod as a user's shell would.
-    out = subprocess.run([sys.executable, "-m", "exascale_climate.cli", "info", "--json"],
-                         capture_output=True, text=True, check=True).stdout
-    info = json.loads(out)
+    # --require-gpu on this GPU-less machine: the report still prints, then one error line and exit 2.
+    proc = subprocess.run([sys.executable, "-m", "exascale_climate.cli", "info", "--json", "--require-gpu"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"error: 1 of 1 rank(s) have no GPU: rank 0 ({socket.gethostname()}, local rank 0); "
+        "TensorFlow sees 0 GPU(s) on rank 0's node"]
+    info = json.loads(proc.stdout)
     assert info["versions"]["tensorflow"] == "2.18.1"
     assert info["horovod"]["available"] is True
     assert info["horovod"]["version"] == "0.28.1"

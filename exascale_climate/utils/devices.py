@@ -7,6 +7,7 @@ GPU 0. Horovod's documented recipe is `tf.config.set_visible_devices(gpus[hvd.lo
 """
 from __future__ import annotations
 
+import os
 import socket
 
 from exascale_climate.utils.log import get_logger
@@ -51,8 +52,7 @@ def select_devices(world) -> dict:
 
     gpus = tf.config.list_physical_devices("GPU")
     index = gpu_for_local_rank(world.local_rank, world.local_size, len(gpus))
-    chosen = {"host": socket.gethostname(), "rank": world.rank, "local_rank": world.local_rank,
-              "local_size": world.local_size, "physical_gpus": len(gpus), "gpu_index": index, "gpus": []}
+    chosen = _base_report(world, len(gpus), index)
     if index is None:
         _SELECTED = chosen
         return chosen
@@ -76,7 +76,18 @@ def device_report(world) -> dict:
         return dict(_SELECTED)
     import tensorflow as tf
 
-    gpus = tf.config.list_physical_devices("GPU")
+    report = _base_report(world, len(tf.config.list_physical_devices("GPU")), None)
+    report["gpus"] = [_describe(g) for g in tf.config.get_visible_devices("GPU")]
+    return report
+
+
+def _base_report(world, physical_gpus: int, index: int | None) -> dict:
+    """CUDA_VISIBLE_DEVICES shows which physical GPU a scheduler bound to the task (TensorFlow renumbers)."""
     return {"host": socket.gethostname(), "rank": world.rank, "local_rank": world.local_rank,
-            "local_size": world.local_size, "physical_gpus": len(gpus), "gpu_index": None,
-            "gpus": [_describe(g) for g in tf.config.get_visible_devices("GPU")]}
+            "local_size": world.local_size, "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "physical_gpus": physical_gpus, "gpu_index": index, "gpus": []}
+
+
+def ranks_without_gpu(ranks: list[dict]) -> list[dict]:
+    """The rank reports (from `exaclimate info`) that use no GPU."""
+    return [r for r in ranks if not r["gpus"]]

@@ -122,6 +122,20 @@ def format_info(info: dict) -> str:
     lines.append(f"cpu: {info['cpu']['count']} cores, {info['cpu']['gpus']} GPUs")
     for r in info["ranks"]:
         gpus = "; ".join(f"{g['device']} {g['name']}" for g in r["gpus"]) or "no GPU (CPU)"
-        lines.append(f"rank {r['rank']} ({r['host']}, local rank {r['local_rank']}/{r['local_size']}): {gpus}")
+        bound = f", CUDA_VISIBLE_DEVICES={r['cuda_visible_devices']}" if r["cuda_visible_devices"] is not None else ""
+        lines.append(f"rank {r['rank']} ({r['host']}, local rank {r['local_rank']}/{r['local_size']}{bound}): {gpus}")
     lines.append("threads: " + ", ".join(f"{k}={v}" for k, v in info["threads"].items()))
     return "\n".join(lines)
+
+
+def require_gpus(info: dict) -> None:
+    """A GPU job's first check: an error naming the ranks that would silently train on the CPU."""
+    from exascale_climate.errors import ExaclimateError
+    from exascale_climate.utils.devices import ranks_without_gpu
+
+    missing = ranks_without_gpu(info["ranks"])
+    if missing:
+        named = ", ".join(f"rank {r['rank']} ({r['host']}, local rank {r['local_rank']})" for r in missing[:4])
+        more = f" and {len(missing) - 4} more" if len(missing) > 4 else ""
+        raise ExaclimateError(f"{len(missing)} of {len(info['ranks'])} rank(s) have no GPU: {named}{more}; "
+                              f"TensorFlow sees {info['cpu']['gpus']} GPU(s) on rank 0's node")
