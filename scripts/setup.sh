@@ -152,7 +152,8 @@ if ! hvd_ok; then
       if [ -n "${HOROVOD_NCCL_HOME:-}" ]; then
         build_env+=(HOROVOD_NCCL_HOME="$HOROVOD_NCCL_HOME")
       else
-        nccl="$("$VENV/bin/python" -c 'import importlib.util as u; print(list(u.find_spec("nvidia.nccl").submodule_search_locations)[0])' 2>/dev/null)" ||
+        find_nccl='import importlib.util as u; print(list(u.find_spec("nvidia.nccl").submodule_search_locations)[0])'
+        nccl="$("$VENV/bin/python" -c "$find_nccl" 2>/dev/null)" ||
           die "no NCCL: set HOROVOD_NCCL_HOME or install tensorflow[and-cuda] (nvidia-nccl-cu12)"
         link_dir="$CACHE/nccl-link"; mkdir -p "$link_dir"; ln -sf "$nccl/lib/libnccl.so.2" "$link_dir/libnccl.so"
         build_env+=(HOROVOD_NCCL_INCLUDE="$nccl/include" HOROVOD_NCCL_LIB="$link_dir"
@@ -171,6 +172,8 @@ if ! hvd_ok; then
   say "installing cached Horovod wheel from $WHEEL_DIR"
   run "${PIP[@]}" --force-reinstall --no-deps "$WHEEL_DIR"/horovod-*.whl
   run "${PIP[@]}" cloudpickle psutil pyyaml packaging  # Horovod's runtime requirements
-  hvd_ok || die "Horovod installed but not built with TensorFlow + Gloo + MPI$([ "$FLAVOUR" = gpu ] && echo ' + NCCL') (log: $LOG)"
+  wanted="TensorFlow + Gloo + MPI$([ "$FLAVOUR" = gpu ] && echo ' + NCCL')"
+  hvd_ok || die "Horovod installed but not built with $wanted (log: $LOG)"
 fi
-say "ready ($FLAVOUR): $("$VENV/bin/exaclimate" --version 2>/dev/null || echo 'exaclimate (not yet importable)'); log: $LOG"
+version="$("$VENV/bin/exaclimate" --version 2>/dev/null || echo 'exaclimate (not yet importable)')"
+say "ready ($FLAVOUR): $version; log: $LOG"

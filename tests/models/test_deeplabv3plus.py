@@ -47,7 +47,8 @@ def test_full_size_model_at_small_grid_matches_hand_count_and_keras_resnet50v2()
     assert backbone == reference.count_params() + 7 * 7 * (16 - 3) * 64 - (256 + 512 + 1024 + 2048)
 
     # ASPP and the paper's full-resolution decoder, by hand.
-    head = conv_bn(1, 2048, 256) + 3 * conv_bn(3, 2048, 256) + conv(1, 2048, 256) + conv_bn(1, 5 * 256, 256)  # pooling: no BN
+    # 1x1 and atrous branches with BN; the image-pooling branch a biased conv without BN; the fusing conv.
+    head = conv_bn(1, 2048, 256) + 3 * conv_bn(3, 2048, 256) + conv(1, 2048, 256) + conv_bn(1, 5 * 256, 256)
     head += conv(3, 256, 256)                                      # 3x3 stride-2 transposed conv (OS 8 -> 4)
     head += conv_bn(1, 256, 48)                                    # low-level features to 48 channels
     head += conv_bn(3, 256 + 48, 256) + conv_bn(3, 256, 256)       # two 3x3 convs of 256
