@@ -54,10 +54,10 @@ if [ "$FLAVOUR" = gpu ]; then
   CUDA_HOME="${HOROVOD_CUDA_HOME:-/usr/local/cuda}"
   HOROVOD_ENV+=(HOROVOD_GPU_OPERATIONS=NCCL HOROVOD_CUDA_HOME="$CUDA_HOME" HOROVOD_NCCL_LINK=SHARED
                 HOROVOD_BUILD_CUDA_CC_LIST="${HOROVOD_BUILD_CUDA_CC_LIST:-70,80,90}")
-  BUILD_NAME="cuda$TF_CUDA_MAJOR-nccl"
+  BUILD_NAME="cuda$TF_CUDA_MAJOR-nccl"; HOROVOD_NEEDS="TensorFlow + Gloo + MPI + NCCL"
 else
   TF_REQ="tensorflow-cpu==$TF_VERSION"; OTHER_TF="tensorflow"
-  BUILD_NAME="cpu"
+  BUILD_NAME="cpu"; HOROVOD_NEEDS="TensorFlow + Gloo + MPI"
 fi
 PY_TAG="$("$PYTHON" -c 'import sys; print(f"py{sys.version_info[0]}{sys.version_info[1]}")')"
 # A Horovod wheel only works with the TensorFlow (and CUDA) it was built against: all of it is in the key.
@@ -172,8 +172,7 @@ if ! hvd_ok; then
   say "installing cached Horovod wheel from $WHEEL_DIR"
   run "${PIP[@]}" --force-reinstall --no-deps "$WHEEL_DIR"/horovod-*.whl
   run "${PIP[@]}" cloudpickle psutil pyyaml packaging  # Horovod's runtime requirements
-  wanted="TensorFlow + Gloo + MPI$([ "$FLAVOUR" = gpu ] && echo ' + NCCL')"
-  hvd_ok || die "Horovod installed but not built with $wanted (log: $LOG)"
+  hvd_ok || die "Horovod installed but not built with $HOROVOD_NEEDS (log: $LOG)"
 fi
 version="$("$VENV/bin/exaclimate" --version 2>/dev/null || echo 'exaclimate (not yet importable)')"
 say "ready ($FLAVOUR): $version; log: $LOG"
