@@ -9,8 +9,10 @@ VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "exascale_climate" / "__
 
 # Runtime pins: TensorFlow 2.18.1 is the newest release Horovod 0.28.1 builds against (see README), and it
 # requires numpy < 2.1. Horovod itself is built from source by scripts/setup.sh, not installed from here.
+# TensorFlow comes in two flavours that install the same files, so it is an extra: `.[cpu]` or `.[gpu]`
+# (scripts/setup.sh picks one: GPU when nvidia-smi sees a GPU or EXACLIMATE_GPU=1).
+TENSORFLOW = {"cpu": ["tensorflow-cpu==2.18.1"], "gpu": ["tensorflow[and-cuda]==2.18.1"]}
 INSTALL_REQUIRES = [
-    "tensorflow-cpu==2.18.1",
     "keras==3.15.1",
     "numpy==2.0.2",
     "h5py==3.16.0",
@@ -46,7 +48,7 @@ setup(
     include_package_data=True,
     package_data={"exascale_climate": ["configs/*.yaml", "jobs/templates/*"]},
     install_requires=INSTALL_REQUIRES,
-    extras_require={"dev": DEV_REQUIRES},
+    extras_require={"dev": DEV_REQUIRES, **TENSORFLOW},
     entry_points={"console_scripts": ["exaclimate=exascale_climate.cli:main"]},
     license="BSD-3-Clause",
 )

@@ -71,12 +71,16 @@ def main(ctx, verbose, quiet):
 # ----------------------------------------------------------------------------------------- info
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
-def info(as_json):
-    """Versions, Horovod's build (controllers, frameworks), cores and thread settings."""
-    from exascale_climate.utils.sysinfo import collect_info, format_info
+@click.option("--require-gpu", is_flag=True, help="Fail (exit 2) when a rank has no GPU: a GPU job's first step.")
+def info(as_json, require_gpu):
+    """Versions, Horovod's build (frameworks, controllers), cores, threads and each rank's GPUs."""
+    from exascale_climate.utils.sysinfo import collect_info, format_info, require_gpus
 
     data = collect_info()
-    click.echo(json.dumps(data, indent=2) if as_json else format_info(data))
+    if data is not None:  # under a launcher only rank 0 reports (for every rank)
+        click.echo(json.dumps(data, indent=2) if as_json else format_info(data))
+        if require_gpu:
+            require_gpus(data)
 
 
 # --------------------------------------------------------------------------------------- config

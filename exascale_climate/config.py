@@ -126,7 +126,7 @@ class PipelineConfig:
     readers: int = bounded(2, min=1, max=256)  # parallel HDF5 readers per rank
     reader_mode: str = choice("thread", ("thread", "process"))  # thread measured faster (bench pipeline)
     crop: tuple[int, int] | None = None  # random crop (H, W); None = full grid
-    random_flip: bool = False  # longitude flip (data and labels together)
+    random_flip: bool = False  # longitude flip (data and labels together; negates the zonal winds)
     random_roll: bool = False  # random longitude roll (periodic in longitude)
     class_weighting: str = choice("inverse_sqrt", ("inverse", "inverse_sqrt", "none"))
     prefetch: int = bounded(-1, min=-1, max=1024)  # -1 = tf.data.AUTOTUNE

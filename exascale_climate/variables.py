@@ -6,18 +6,23 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Variable:
+    """One CAM5 field. `component` says which way the field points when it is a wind component:
+    "eastward" (zonal, u) or "northward" (meridional, v); "" for scalars. A mirror of an axis negates the
+    components along that axis, so a longitude flip negates exactly the eastward ones."""
+
     name: str
     units: str
     long_name: str
+    component: str = ""
 
 
 # Channel order of the ClimateNet / MLPerf DeepCAM files (see README "Formats").
 VARIABLES: tuple[Variable, ...] = (
     Variable("TMQ", "kg m-2", "Total (vertically integrated) precipitable water"),
-    Variable("U850", "m s-1", "Zonal wind at 850 mbar pressure surface"),
-    Variable("V850", "m s-1", "Meridional wind at 850 mbar pressure surface"),
-    Variable("UBOT", "m s-1", "Lowest level zonal wind"),
-    Variable("VBOT", "m s-1", "Lowest model level meridional wind"),
+    Variable("U850", "m s-1", "Zonal wind at 850 mbar pressure surface", component="eastward"),
+    Variable("V850", "m s-1", "Meridional wind at 850 mbar pressure surface", component="northward"),
+    Variable("UBOT", "m s-1", "Lowest level zonal wind", component="eastward"),
+    Variable("VBOT", "m s-1", "Lowest model level meridional wind", component="northward"),
     Variable("QREFHT", "kg kg-1", "Reference height humidity"),
     Variable("PS", "Pa", "Surface pressure"),
     Variable("PSL", "Pa", "Sea level pressure"),
@@ -40,6 +45,11 @@ LABEL_VARIABLE = "LABELS"
 
 # The paper's full grid: 768 x 1152 (about 0.23 x 0.31 degrees, ~25 km).
 PAPER_GRID = (768, 1152)
+
+
+def longitude_flip_signs(names: list[str] | tuple[str, ...]) -> list[int]:
+    """Per channel: -1 where a longitude flip negates the physical value (eastward wind), else +1."""
+    return [-1 if BY_NAME[n].component == "eastward" else 1 for n in names]
 
 
 def channel_indices(names: list[str] | tuple[str, ...] | None) -> list[int]:

@@ -1,5 +1,6 @@
 """The CLI root: help, version, info --json naming the Horovod build, one-line user errors."""
 import json
+import socket
 import subprocess
 import sys
 
@@ -27,13 +28,27 @@ def test_version():
 
 def test_info_json_names_horovod_build():
     # A real subprocess: info imports TensorFlow and Horovod as a user's shell would.
-    out = subprocess.run([sys.executable, "-m", "exascale_climate.cli", "info", "--json"],
-                         capture_output=True, text=True, check=True).stdout
-    info = json.loads(out)
+    # --require-gpu on this GPU-less machine: the report still prints, then one error line and exit 2.
+    proc = subprocess.run([sys.executable, "-m", "exascale_climate.cli", "info", "--json", "--require-gpu"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"error: 1 of 1 rank(s) have no GPU: rank 0 ({socket.gethostname()}, local rank 0); "
+        "TensorFlow sees 0 GPU(s) on rank 0's node"]
+    info = json.loads(proc.stdout)
     assert info["versions"]["tensorflow"] == "2.18.1"
     assert info["horovod"]["available"] is True
     assert info["horovod"]["version"] == "0.28.1"
-    assert info["horovod"]["frameworks"]["tensorflow"] is True
+    # Frameworks from Horovod's build, checked against pip's record of the installed files (a framework counts
+    # when its compiled extension was installed); this venv's Horovod was built with TensorFlow only.
+    import importlib.metadata
+
+    installed = [str(f) for f in importlib.metadata.files("horovod")]
+    built = {fw for fw in ("tensorflow", "torch", "mxnet")
+             if any(f.startswith(f"horovod/{fw}/mpi_lib") and f.endswith(".so") for f in installed)}
+    assert {k for k, v in info["horovod"]["frameworks"].items() if v} == built == {"tensorflow"}
+    assert set(info["horovod"]["frameworks"]) == {"tensorflow", "torch", "mxnet"}
+    assert [(r["rank"], r["local_rank"], r["gpus"]) for r in info["ranks"]] == [(0, 0, [])]  # one process, CPU
     assert info["horovod"]["controllers"] == {"gloo": True, "mpi": True}
     assert info["cpu"]["count"] >= 1
     assert info["threads"]["TF_NUM_INTRAOP_THREADS"]

@@ -66,13 +66,19 @@ def _conv_relu(f: LayerFactory, x, filters: int, kernel: int, name: str, dilatio
 
 
 def _aspp(f: LayerFactory, x, cfg: DeepLabConfig, name: str = "aspp"):
-    """1x1 branch, atrous 3x3 branches, image pooling branch; concatenated and fused by a 1x1 convolution."""
+    """1x1 branch, atrous 3x3 branches, image pooling branch; concatenated and fused by a 1x1 convolution.
+
+    The image-pooling branch has no batch norm (see below and docs/MODELS.md), whatever `batch_norm` says.
+    """
     h, w = int(x.shape[1]), int(x.shape[2])
     branches = [_conv_relu(f, x, cfg.aspp_filters, 1, f"{name}_1x1")]
     for rate in cfg.aspp_rates:
         branches.append(_conv_relu(f, x, cfg.aspp_filters, 3, f"{name}_r{rate}", dilation=rate))
     pooled = layers.GlobalAveragePooling2D(keepdims=True, dtype=f.policy, name=f"{name}_pool")(x)
-    pooled = _conv_relu(f, pooled, cfg.aspp_filters, 1, f"{name}_pool")
+    # No batch norm after the pooled 1x1 map: at batch 1 it normalises one value per channel, outputs beta
+    # whatever the input, and the branch never trains. A biased convolution + ReLU, as Detectron2's DeepLab.
+    pooled = f.conv(cfg.aspp_filters, 1, use_bias=True, name=f"{name}_pool_conv")(pooled)
+    pooled = layers.ReLU(dtype=f.policy, name=f"{name}_pool_relu")(pooled)
     branches.append(layers.UpSampling2D(size=(h, w), dtype=f.policy, name=f"{name}_pool_up")(pooled))
     x = f.concat(branches, name=f"{name}_cat")
     return _conv_relu(f, x, cfg.aspp_filters, 1, f"{name}_fuse")

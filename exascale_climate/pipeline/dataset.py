@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from exascale_climate.config import Config
 from exascale_climate.data.layouts import STATS_FILE
 from exascale_climate.data.split import SPLIT_DIRS, SPLITS, split_dir
@@ -20,7 +22,7 @@ from exascale_climate.pipeline.sharding import epoch_order, samples_per_rank, sh
 from exascale_climate.pipeline.staging import MANIFEST_NAME, node_dir
 from exascale_climate.utils.log import get_logger
 from exascale_climate.utils.runtime import World, init_world
-from exascale_climate.variables import VARIABLE_NAMES
+from exascale_climate.variables import VARIABLE_NAMES, longitude_flip_signs
 
 log = get_logger("pipeline")
 
@@ -142,10 +144,22 @@ def channels_of(cfg: Config) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------- augmentation
-def augment(x, y, seed, crop: tuple[int, int] | None, flip: bool, roll: bool):
+def longitude_flip_affine(channels, offset, scale) -> tuple[np.ndarray, np.ndarray]:
+    """(a, b) per channel so that a normalised value of the mirrored field is a * x + b.
+
+    A longitude mirror negates the eastward wind (`variables.longitude_flip_signs`). The pipeline flips after
+    normalising (the reader normalises in place), so the physical value is negated, not the normalised one:
+    x = (u - offset) * scale  ->  (-u - offset) * scale = -x - 2 * offset * scale.
+    """
+    sign = np.asarray(longitude_flip_signs(channels), np.float32)
+    return sign, ((sign - 1.0) * np.asarray(offset, np.float32) * np.asarray(scale, np.float32)).astype(np.float32)
+
+
+def augment(x, y, seed, crop: tuple[int, int] | None, flip: bool, roll: bool, flip_affine=None):
     """Longitude roll, longitude flip and random crop, applied to data and labels together.
 
-    Data and labels are stacked into one tensor before every transform, so they cannot drift apart.
+    Data and labels are stacked into one tensor before every transform, so they cannot drift apart. A flip
+    also maps each channel through `flip_affine` (see `longitude_flip_affine`): the zonal winds change sign.
     """
     import tensorflow as tf
 
@@ -156,11 +170,16 @@ def augment(x, y, seed, crop: tuple[int, int] | None, flip: bool, roll: bool):
         width = tf.shape(both)[1]
         shift = tf.random.stateless_uniform((), seeds[2], minval=0, maxval=width, dtype=tf.int32)
         both = tf.roll(both, shift=shift, axis=1)
-    if flip:
-        both = tf.image.stateless_random_flip_left_right(both, seed=seeds[1])
+    if flip:  # the same coin as tf.image.stateless_random_flip_left_right, kept to map the winds too
+        mirrored = tf.random.stateless_uniform((), seeds[1]) < 0.5
+        both = tf.cond(mirrored, lambda: tf.reverse(both, axis=[1]), lambda: both)
     if crop:
         both = tf.image.stateless_random_crop(both, (crop[0], crop[1], channels + 1), seed=seeds[0])
-    return both[..., :channels], tf.cast(tf.round(both[..., channels]), y.dtype)
+    x_out = both[..., :channels]
+    if flip and flip_affine is not None:
+        a, b = (tf.constant(v, x_out.dtype) for v in flip_affine)
+        x_out = tf.where(mirrored, x_out * a + b, x_out)
+    return x_out, tf.cast(tf.round(both[..., channels]), y.dtype)
 
 
 def pixel_weights(y, class_weights):
@@ -220,8 +239,9 @@ def build_dataset(cfg: Config, files: list[Path], stats, *, training: bool, worl
     if not ordered:
         return _empty_dataset(cfg, files, stats)
     grid = _grid_of([*ordered, *reserve])
-    normalizer = (None if pcfg.normalization == "none"
-                  else InPlaceNormalizer(*normalization_constants(pcfg.normalization, stats)))
+    offset, scale = normalization_constants(pcfg.normalization, stats)
+    normalizer = None if pcfg.normalization == "none" else InPlaceNormalizer(offset, scale)
+    flip_map = longitude_flip_affine(channels, offset, scale)
     ds = READERS[pcfg.reader_mode](ordered, channels, grid, pcfg.readers, pcfg.strict, reserve, normalizer, tally)
 
     weights = tf.constant(class_weights(stats.class_counts, pcfg.class_weighting), tf.float32)
@@ -238,7 +258,7 @@ def build_dataset(cfg: Config, files: list[Path], stats, *, training: bool, worl
     def prepare(index, x, y):
         if augmenting:
             x, y = augment(x, y, tf.stack([seed[0], seed[1] * 1_000_003 + index]), crop, pcfg.random_flip,
-                           pcfg.random_roll)
+                           pcfg.random_roll, flip_map)
         y = tf.cast(y, tf.int32)
         if detector:
             return detector_element(tf.cast(x, out_dtype), y, flags[index], detector_cell(cfg), periodic=not crop)

@@ -18,6 +18,7 @@ import socket
 from dataclasses import dataclass, field
 
 from exascale_climate.errors import ConfigError
+from exascale_climate.utils.devices import select_devices
 from exascale_climate.utils.log import get_logger
 
 log = get_logger("runtime")
@@ -212,6 +213,8 @@ def init_world(use_horovod: bool | None = None, process_sets=None, ranks_per_nod
                 hvd.init(process_sets=process_sets)
             else:
                 hvd.init()
+            # one GPU per local rank, before any TensorFlow op (node_membership's allgather is one) creates devices
+            select_devices(World(hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size()))
             nodes, hosts = node_membership(hvd)
             _WORLD = World(hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size(), hvd.cross_rank(),
                            hvd.cross_size(), hvd, node_of_rank=nodes, hosts=hosts, launcher="horovod")

@@ -218,3 +218,17 @@ def test_submitting_to_lsf_without_lsf_is_a_clear_error(tmp_path):
                                        "--run-dir", str(tmp_path / "run")])
     assert result.exit_code == 2 and "bsub: not found" in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_gpu_templates_check_that_every_rank_has_a_gpu_before_anything_else():
+    """The GPU jobs start with `exaclimate info --require-gpu` on all ranks (a rank without a GPU stops the job
+    instead of training on the CPU); the CPU templates do not."""
+    examples = render_examples()
+    for name in ("slurm-gpu.sbatch", "lsf-summit.lsf"):
+        script = examples[name]
+        check = script.index('run_ranks "${EXACLIMATE[@]}" info --require-gpu')
+        assert check < script.index(" stage --src") < script.index(" train --config")
+    assert "Horovod pins" not in examples["slurm-gpu.sbatch"]
+    assert "--gpu-bind=single:1" in examples["slurm-gpu.sbatch"]
+    for name in ("slurm-generic.sbatch", "lsf-generic.lsf"):
+        assert "--require-gpu" not in examples[name]

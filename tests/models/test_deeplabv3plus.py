@@ -47,7 +47,8 @@ def test_full_size_model_at_small_grid_matches_hand_count_and_keras_resnet50v2()
     assert backbone == reference.count_params() + 7 * 7 * (16 - 3) * 64 - (256 + 512 + 1024 + 2048)
 
     # ASPP and the paper's full-resolution decoder, by hand.
-    head = conv_bn(1, 2048, 256) + 3 * conv_bn(3, 2048, 256) + conv_bn(1, 2048, 256) + conv_bn(1, 5 * 256, 256)
+    # 1x1 and atrous branches with BN; the image-pooling branch a biased conv without BN; the fusing conv.
+    head = conv_bn(1, 2048, 256) + 3 * conv_bn(3, 2048, 256) + conv(1, 2048, 256) + conv_bn(1, 5 * 256, 256)
     head += conv(3, 256, 256)                                      # 3x3 stride-2 transposed conv (OS 8 -> 4)
     head += conv_bn(1, 256, 48)                                    # low-level features to 48 channels
     head += conv_bn(3, 256 + 48, 256) + conv_bn(3, 256, 256)       # two 3x3 convs of 256
@@ -68,3 +69,25 @@ def test_weight_decay_override():
     cfg = tiny_deeplab()
     cfg.weight_decay = 0.0
     assert build_model(cfg, (16, 16, 4)).losses == []
+
+
+@pytest.mark.parametrize("precision", ["float32", "mixed_float16"])
+def test_every_trainable_variable_gets_a_gradient_at_batch_1(precision):
+    """Batch 1 is the shipped deeplabv3plus.yaml batch. Batch norm over the image-pooling branch's 1x1 map
+    (one value per channel) outputs beta whatever its input, so that branch's kernel got exactly zero
+    gradient. Weight decay is off: it would give every kernel a non-zero gradient by itself."""
+    import tensorflow as tf
+
+    from tiny_models import toy_batch
+
+    cfg = tiny_deeplab()
+    cfg.weight_decay = 0.0
+    model = build_model(cfg, (32, 48, 4), precision=precision)
+    x, y = toy_batch(batch=1)
+    with tf.GradientTape() as tape:
+        logits = model(x, training=True)
+        loss = tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
+    variables = model.trainable_variables
+    grads = tape.gradient(loss, [v.value for v in variables])
+    dead = [v.path for v, g in zip(variables, grads) if g is None or not np.any(np.asarray(g, np.float32))]
+    assert dead == []

@@ -86,7 +86,8 @@ def test_augmentation_moves_data_and_labels_together(dataset):
     for x, y, _ in collect(cfg):
         assert x.shape == (1, 8, 12, 16) and y.shape == (1, 8, 12)
         np.testing.assert_array_equal(x[0, ..., 2], y[0])
-        columns = x[0, 0, :, 1].astype(int)  # longitude index: contiguous modulo the width, either direction
+        # longitude index (in U850, which a flip negates): contiguous modulo the width, either direction
+        columns = np.abs(x[0, 0, :, 1]).astype(int)
         steps = {int(d) for d in np.diff(columns) % width}
         assert steps in ({1}, {width - 1})
         starts.add(int(columns[0]))
@@ -185,3 +186,57 @@ def test_a_file_failing_mid_epoch_is_counted_and_the_epoch_says_how_many_samples
     assert epoch_summary(tally, 0, 0) == ("epoch 0 on rank 0: 6 samples read, 5 distinct: 1 unreadable file(s) "
                                           "replaced by a repeat of another sample of the shard")
     assert epoch_summary(new_tally(), 0, 0) is None
+
+
+@pytest.mark.parametrize("kind", ["zscore", "minmax", "none"])
+def test_longitude_flip_negates_the_zonal_winds_only_on_reordered_normalised_channels(tmp_path, kind):
+    """A mirrored cyclone's winds must be the mirror image: u -> -u at the mirrored point, v and scalars keep
+    their sign. Checked against a hand computation from the raw files (h5py) and hand-computed statistics,
+    with channels a reordered subset and winds of non-zero mean (negating the normalised value would be wrong)."""
+    import h5py
+
+    from exascale_climate.data.stats import compute_stats, write_stats
+    from exascale_climate.variables import VARIABLE_NAMES
+
+    h, w = 8, 12
+    rng = np.random.default_rng(3)
+    root = tmp_path / "src"
+    for index in range(8):
+        data = rng.normal(0.0, 1.0, (h, w, len(VARIABLE_NAMES))).astype(np.float32)
+        data[..., VARIABLE_NAMES.index("TMQ")] = 100.0 * index + np.arange(w)[None, :]  # file id + longitude
+        for name, mean in (("U850", 6.0), ("UBOT", -3.0), ("V850", 2.0), ("VBOT", -1.5)):
+            data[..., VARIABLE_NAMES.index(name)] += mean + 2.0 * np.arange(w)[None, :] / w
+        write_deepcam_sample(root / "train" / f"data-{index:04d}.h5", data, rng.integers(0, 3, (h, w)),
+                             list(VARIABLE_NAMES))
+    write_stats(root / "stats.h5", compute_stats(sorted((root / "train").glob("data-*.h5")), progress=False))
+
+    channels = ["UBOT", "TMQ", "VBOT", "U850", "V850"]
+    cfg = make_cfg(root, f"data.channels={channels}", f"pipeline.normalization={kind}",
+                   "pipeline.random_flip=true")
+    cols = [VARIABLE_NAMES.index(c) for c in channels]
+    raw = {}
+    for path in sorted((root / "train").glob("data-*.h5")):
+        with h5py.File(path, "r") as f:
+            raw[path.name] = f["climate/data"][()][..., cols].astype(np.float64)
+    stacked = np.stack(list(raw.values()))
+    if kind == "zscore":
+        offset, spread = stacked.mean(axis=(0, 1, 2)), stacked.std(axis=(0, 1, 2))
+    elif kind == "minmax":
+        offset, spread = stacked.min(axis=(0, 1, 2)), np.ptp(stacked, axis=(0, 1, 2))
+    else:
+        offset, spread = np.zeros(len(channels)), np.ones(len(channels))
+    sign = np.array([-1.0, 1.0, 1.0, -1.0, 1.0])  # UBOT and U850 only
+
+    orientations = []
+    for x, _, _ in collect(cfg):
+        tmq = x[0, 0, :, 1] / (1.0 / spread[1]) + offset[1]
+        index = int(round(tmq.min() / 100.0))
+        field = raw[f"data-{index:04d}.h5"]
+        mirrored = bool(tmq[0] > tmq[-1])
+        orientations.append(mirrored)
+        expected = (sign * field[:, ::-1] - offset) / spread if mirrored else (field - offset) / spread
+        np.testing.assert_allclose(x[0], expected, rtol=1e-4, atol=1e-4)
+        if mirrored and kind != "none":  # the naive flip (negate the normalised value) differs
+            naive = -(field[:, ::-1, 0] - offset[0]) / spread[0]
+            assert np.abs(naive - x[0, ..., 0]).max() > 0.1
+    assert set(orientations) == {True, False}
