@@ -32,15 +32,27 @@ def test_local_rank_outside_the_node_is_refused():
 
 PINNING_PROBE = """
 import json, sys
-from exascale_climate.utils.runtime import init_world
-world = init_world()
+import exascale_climate.utils.runtime as runtime
+
+late = None
+original = runtime.select_devices
+
+
+def probed(world):  # the observer: is TensorFlow still unconfigured when the pinning runs?
+    global late
+    import tensorflow as tf
+    try:  # raises RuntimeError once TensorFlow has initialised its devices (a GPU list of [] would not)
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()])
+        late = False
+    except RuntimeError:
+        late = True
+    return original(world)
+
+
+runtime.select_devices = probed
+world = runtime.init_world()
 import tensorflow as tf
-try:  # raises RuntimeError once TensorFlow has initialised its devices (a GPU list of [] would not)
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()])
-    late = False
-except RuntimeError:
-    late = True
 from exascale_climate.utils.devices import device_report
 out = dict(device_report(world), too_late=late, result=float(tf.reduce_sum(tf.ones(3))))
 open(sys.argv[1] + f"/rank-{world.rank}.json", "w").write(json.dumps(out))
