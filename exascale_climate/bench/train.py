@@ -116,7 +116,7 @@ def worker_main(argv: list[str]) -> int:
 
 # ------------------------------------------------------------------------------------------ driver
 def _launch(np: int, config: str | None, overrides: list[str], grid: str, batch: int, steps: int,
-            variants: list[str]) -> dict[str, dict]:
+            variants: list[str], controller: str = "gloo") -> dict[str, dict]:
     from exascale_climate.utils.launch import run_ranks
 
     argv = [sys.executable, "-m", "exascale_climate.bench.train", "--worker", "--grid", grid, "--batch", str(batch),
@@ -125,34 +125,49 @@ def _launch(np: int, config: str | None, overrides: list[str], grid: str, batch:
         argv += ["--config", config]
     for item in overrides:
         argv += ["--set", item]
-    result = run_ranks(np, argv, threads_per_rank=1, timeout=3600)
+    result = run_ranks(np, argv, controller=controller, threads_per_rank=1, timeout=3600)
     if result.returncode != 0:
         raise RuntimeError(f"bench train worker on {np} rank(s) failed:\n{result.stdout[-3000:]}")
     rows = [json.loads(line.split(RESULT_TAG, 1)[1]) for line in result.stdout.splitlines() if RESULT_TAG in line]
     return {r["variant"]: r for r in rows}
 
 
-def bench_scaling(models: list[str], grid: str, batch: int, steps: int, overrides: list[str]) -> list[dict]:
+def bench_scaling(models: list[str], grid: str, batch: int, steps: int, overrides: list[str],
+                  ranks: tuple[int, ...] = (1, 2), controller: str = "gloo") -> list[dict]:
+    """1 rank, 2 ranks with every variant, and the flat variant on any further rank counts in `ranks`.
+
+    Every record names `ranks`, `controller` and `seconds_per_step` so `exaclimate scale fit` can read them.
+    """
     records = []
     for name in models:
         config = name
         extra = {"model": config, "grid": grid, "batch_per_rank": batch, "threads_per_rank": 1,
-                 "overrides": overrides}
-        one = _launch(1, config, overrides, grid, batch, steps, ["flat"])["flat"]
-        two = _launch(2, config, overrides, grid, batch, steps, list(VARIANTS))
-        records.append(record(BENCH, f"{config} samples/s, 1 rank", one["samples_per_s"], "samples/s", **extra))
+                 "overrides": overrides, "controller": controller, "steps": steps}
+        one = _launch(1, config, overrides, grid, batch, steps, ["flat"], controller)["flat"]
+        two = _launch(2, config, overrides, grid, batch, steps, list(VARIANTS), controller)
+        one_x = {**extra, "ranks": 1, "variant": "flat", "seconds_per_step": one["seconds_per_step"]}
+        records.append(record(BENCH, f"{config} samples/s, 1 rank", one["samples_per_s"], "samples/s", **one_x))
         if one["flops_per_s"]:
-            records.append(record(BENCH, f"{config} achieved FLOP/s, 1 rank", one["flops_per_s"], "FLOP/s", **extra))
+            records.append(record(BENCH, f"{config} achieved FLOP/s, 1 rank", one["flops_per_s"], "FLOP/s", **one_x))
         flat = two["flat"]
+        two_x = {**extra, "ranks": 2, "variant": "flat", "seconds_per_step": flat["seconds_per_step"]}
         records.append(record(BENCH, f"{config} samples/s, 2 ranks (flat)", flat["samples_per_s"], "samples/s",
-                              baseline=one["samples_per_s"], baseline_name="1 rank", **extra))
+                              baseline=one["samples_per_s"], baseline_name="1 rank", **two_x))
         for variant in VARIANTS[1:]:
             records.append(record(BENCH, f"{config} samples/s, 2 ranks ({variant})", two[variant]["samples_per_s"],
-                                  "samples/s", baseline=flat["samples_per_s"], baseline_name="flat", **extra))
+                                  "samples/s", baseline=flat["samples_per_s"], baseline_name="flat",
+                                  **{**two_x, "variant": variant,
+                                     "seconds_per_step": two[variant]["seconds_per_step"]}))
         for variant in VARIANTS:  # 2 ranks x the same per-rank batch against twice one rank
             records.append(record(BENCH, f"{config} weak-scaling efficiency 1->2 ranks ({variant})",
                                   two[variant]["samples_per_s"] / (2 * one["samples_per_s"]), "fraction",
                                   baseline=0.9, baseline_name="goal", **extra))
+        for np in (n for n in ranks if n > 2):
+            more = _launch(np, config, overrides, grid, batch, steps, ["flat"], controller)["flat"]
+            records.append(record(BENCH, f"{config} samples/s, {np} ranks (flat)", more["samples_per_s"],
+                                  "samples/s", baseline=one["samples_per_s"], baseline_name="1 rank",
+                                  **{**extra, "ranks": np, "variant": "flat",
+                                     "seconds_per_step": more["seconds_per_step"]}))
     return records
 
 
@@ -239,9 +254,11 @@ def _plot(valid, trivial: float, out_png) -> None:
 
 def bench_train(models: list[str], grid: str = "96x144", batch: int = 1, steps: int = 5,
                 overrides: list[str] | None = None, convergence: bool = True, data_dir: str | None = None,
-                png: str | Path = "docs/figures/train_convergence.png") -> list[dict]:
+                png: str | Path = "docs/figures/train_convergence.png", ranks: tuple[int, ...] = (1, 2),
+                controller: str = "gloo") -> list[dict]:
     # float32 unless asked: on CPUs float16 convolutions are emulated and would only measure that.
-    records = bench_scaling(models, grid, batch, steps, ["train.precision=float32", *(overrides or [])])
+    records = bench_scaling(models, grid, batch, steps, ["train.precision=float32", *(overrides or [])],
+                            ranks=ranks, controller=controller)
     if convergence:
         records += bench_convergence(data_dir, png)
     return records

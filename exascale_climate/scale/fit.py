@@ -1,0 +1,276 @@
+"""`exaclimate scale fit`: this host's constants from `bench train` (and 1-thread `bench model`) records.
+
+- Compute: seconds per sample of one rank = overhead + FLOPs per sample / rate, least squares over the distinct
+  (model, grid) workloads of the 1-rank records (FLOPs from each record's config, models/flops.py).
+- Allreduce, per Horovod controller (Gloo, MPI): the multi-rank flat records' step time minus the predicted
+  compute (ranks beyond the cores time-share them) is the exposed communication; on this host the toolkit's
+  TrainStep reduces all gradients after the backward pass, so nothing overlaps and it equals
+  m x 2(p-1) alpha + 2(p-1)/p n beta + half a cycle, linear in (alpha, beta): non-negative least squares.
+The result is a system file per controller (`--system FILE` for `scale predict`), every number's source naming
+the records it was fitted from.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from exascale_climate.errors import ConfigError
+from exascale_climate.scale import costs
+from exascale_climate.scale.model import MIB, Settings, Workload, predict
+from exascale_climate.scale.systems import System, load_system, system_to_yaml
+from exascale_climate.utils.log import read_json_lines
+
+HOROVOD_FUSION_MB = 128.0  # Horovod 0.28 default
+
+
+@dataclasses.dataclass
+class Measurement:
+    """One timed configuration: what ran and its measured seconds per step."""
+
+    config: str
+    grid: str
+    overrides: tuple[str, ...]
+    batch: int
+    ranks: int
+    variant: str
+    controller: str
+    seconds: float
+    source: str
+
+    @property
+    def key(self) -> tuple:
+        return (self.config, self.grid, self.overrides)
+
+    def label(self) -> str:
+        return f"{self.config} {self.grid} {self.ranks} rank(s) {self.variant} ({self.controller})"
+
+
+def read_measurements(paths: list[str | Path]) -> list[Measurement]:
+    """Timed steps from bench train records (seconds_per_step) and 1-thread bench model train_step records."""
+    out = []
+    for path in paths:
+        if not Path(path).is_file():
+            raise ConfigError(f"{path}: no such records file")
+        try:
+            records = read_json_lines(path)
+        except (ValueError, json.JSONDecodeError) as e:
+            raise ConfigError(f"{path}: not JSON lines ({e})") from None
+        for i, r in enumerate(records):
+            where = f"{path}:{i + 1}"
+            if r.get("bench") == "train" and "seconds_per_step" in r and r.get("unit") == "samples/s":
+                try:
+                    out.append(Measurement(str(r["model"]), str(r["grid"]),
+                                           tuple(o for o in r.get("overrides", []) if not o.startswith("train.precision")),
+                                           int(r["batch_per_rank"]), int(r["ranks"]), str(r.get("variant", "flat")),
+                                           str(r.get("controller", "gloo")), float(r["seconds_per_step"]), where))
+                except (KeyError, TypeError, ValueError) as e:
+                    raise ConfigError(f"{where}: bench train record without {e}") from None
+            elif (r.get("bench") == "model" and r.get("unit") == "samples/s" and "train_step" in r.get("metric", "")
+                  and str((r.get("machine") or {}).get("threads")) == "1"):
+                out.append(Measurement(str(r["model"]), str(r["grid"]), (), int(r["batch"]), 1, "flat", "none",
+                                       float(r["seconds"]), where))
+    if not out:
+        raise ConfigError(f"{', '.join(map(str, paths))}: no usable bench train / 1-thread bench model records")
+    return out
+
+
+_WORKLOADS: dict[tuple, tuple[Workload, Settings]] = {}
+
+
+def workload_of(m: Measurement) -> tuple[Workload, Settings]:
+    """The measured run's workload (its config's model on its grid, FLOPs from models/flops.py) and settings."""
+    if m.key not in _WORKLOADS:
+        from exascale_climate.config import load_config, parse_grid
+        from exascale_climate.scale.workload import settings_from_config, workload_from_config
+
+        cfg = load_config(m.config, list(m.overrides))
+        work = workload_from_config(cfg, parse_grid(m.grid), batch=1)
+        _WORKLOADS[m.key] = (work, settings_from_config(cfg))
+    work, settings = _WORKLOADS[m.key]
+    return dataclasses.replace(work, batch=m.batch), settings
+
+
+def variant_settings(settings: Settings, variant: str) -> Settings:
+    """bench train's variants (bench/train.py _variant_config) as model settings."""
+    s = dataclasses.replace(settings, algorithm="ring", gradient_lag=0, fp16_compression=False)
+    if variant == "hierarchical":
+        s = dataclasses.replace(s, algorithm="hierarchical", inter_algorithm="ring")
+    elif variant == "lag":
+        s = dataclasses.replace(s, gradient_lag=1)
+    elif variant == "fp16":
+        s = dataclasses.replace(s, fp16_compression=True)
+    return s
+
+
+def cycle_ms(settings: Settings) -> float:
+    from exascale_climate.train.distributed import CPU_CYCLE_TIME_MS
+
+    return settings.cycle_time_ms if settings.cycle_time_ms is not None else CPU_CYCLE_TIME_MS
+
+
+def fit_compute(measurements: list[Measurement]) -> tuple[float, float, list[str]]:
+    """(overhead seconds per sample, FLOP/s per rank) from 1-rank runs; least squares over the workloads."""
+    ones = [m for m in measurements if m.ranks == 1]
+    if not ones:
+        raise ConfigError("scale fit: no 1-rank records to fit the compute time from")
+    rows = {}
+    for m in ones:
+        work, _ = workload_of(m)
+        rows.setdefault(work.flops_per_sample, []).append(m.seconds / m.batch)
+    flops = np.array(sorted(rows))
+    per_sample = np.array([np.median(rows[f]) for f in flops])
+    if len(flops) == 1:
+        return 0.0, float(flops[0] / per_sample[0]), [m.source for m in ones]
+    a = np.stack([np.ones_like(flops), flops], axis=1)
+    (overhead, inv_rate), *_ = np.linalg.lstsq(a, per_sample, rcond=None)
+    if inv_rate <= 0:
+        raise ConfigError("scale fit: the 1-rank records do not get slower with more FLOPs; cannot fit a rate")
+    if overhead < 0:  # force through zero rather than a negative cost
+        overhead, inv_rate = 0.0, float(np.sum(flops * per_sample) / np.sum(flops * flops))
+    return float(overhead), float(1.0 / inv_rate), [m.source for m in ones]
+
+
+def host_system(name: str, overhead: float, rate: float, alpha: float, beta: float, sources: dict[str, str],
+                cores: int) -> str:
+    """The system file of this host for one controller: each node is one rank with one thread."""
+    fitted = sources
+    return system_to_yaml(
+        name, f"This host ({os.cpu_count()} cores), ranks as nodes of one device with 1 thread each; fitted by "
+              "`exaclimate scale fit`.",
+        {"node.devices": (1, "bench train runs one rank per simulated node, 1 thread per rank"),
+         "node.shared_cores": (cores, "os.cpu_count() of the host the records were measured on: all ranks share them"),
+         "device.peak_flops_float32": (rate, "not measured: set to the fitted rate (only rates are used)"),
+         "device.sustained_fraction_float32": (1.0, "the fitted rate is already sustained"),
+         "compute.overhead_s": (overhead, fitted["compute"]),
+         "network.intra.latency_s": (alpha, fitted["comm"]),
+         "network.intra.bandwidth_Bps": (1.0 / beta, fitted["comm"]),
+         "network.inter.latency_s": (alpha, fitted["comm"]),
+         "network.inter.bandwidth_Bps": (1.0 / beta, fitted["comm"]),
+         "horovod.cycle_time_ms": (10.0, "exascale_climate.train.distributed.CPU_CYCLE_TIME_MS (CPU-only nodes); a "
+                                         "config's distributed.cycle_time_ms overrides it"),
+         "horovod.fusion_threshold_mb": (HOROVOD_FUSION_MB, "Horovod 0.28 default (v0.21.0 release notes)"),
+         "horovod.overlap": (0.0, "TrainStep reduces the gradients after the backward pass, and every core "
+                                  "computes: nothing overlaps on this host"),
+         "variability.step_time_cv": (0.0, "not fitted: medians of few steps")},
+        strings={"horovod.control_plane": "tree", "horovod.gradients": "grouped"},
+        rates={"any/float32": (rate, fitted["compute"])})
+
+
+def _comm_terms(m: Measurement, system: System) -> tuple[float, float, float, float]:
+    """(compute seconds, alpha coefficient, beta coefficient, constant) of a flat multi-rank measurement."""
+    work, settings = workload_of(m)
+    s = variant_settings(settings, m.variant)
+    row = predict(work, system, m.ranks, dataclasses.replace(s, cycle_time_ms=cycle_ms(settings)))
+    p, nbytes, msgs = m.ranks, row["gradient_bytes"], row["messages"]
+    ctrl = 2 * math.ceil(math.log2(p))
+    return row["compute_s"], msgs * (2 * (p - 1) + ctrl), 2 * (p - 1) / p * nbytes, cycle_ms(settings) / 2e3
+
+
+def fit(measurements: list[Measurement], cores: int | None = None) -> dict:
+    """Fitted constants and system YAML text per controller: {"compute": {...}, "controllers": {name: {...}}}."""
+    import tempfile
+
+    cores = cores or os.cpu_count() or 1
+    overhead, rate, compute_src = fit_compute(measurements)
+    src_c = f"fitted: least squares over {len(compute_src)} 1-rank record(s) ({', '.join(compute_src[:4])}...)"
+    result = {"compute": {"overhead_s": overhead, "rate_flops": rate, "records": compute_src}, "controllers": {}}
+    for controller in sorted({m.controller for m in measurements if m.ranks > 1}):
+        multi = [m for m in measurements if m.ranks > 1 and m.controller == controller and m.variant == "flat"]
+        if not multi:
+            continue
+        probe_text = host_system("probe", overhead, rate, 1e-6, 1e-9, {"compute": src_c, "comm": "probe"}, cores)
+        with tempfile.TemporaryDirectory() as tmp:
+            probe_path = Path(tmp) / "probe.yaml"
+            probe_path.write_text(probe_text)
+            probe = load_system(probe_path)
+        a, b = [], []
+        for m in multi:
+            compute, ca, cb, const = _comm_terms(m, probe)
+            a.append([ca, cb])
+            b.append(m.seconds - compute - const)
+        from scipy.optimize import nnls
+
+        (alpha, beta), _ = nnls(np.array(a), np.array(b))
+        alpha, beta = max(alpha, 1e-7), max(beta, 1e-12)
+        src = (f"fitted ({controller}): non-negative least squares over {len(multi)} flat multi-rank record(s) "
+               f"({', '.join(m.source for m in multi[:4])}...)")
+        text = host_system(f"host-{controller}", overhead, rate, alpha, beta, {"compute": src_c, "comm": src}, cores)
+        result["controllers"][controller] = {"alpha_s": alpha, "beta_s_per_byte": beta,
+                                             "bandwidth_Bps": 1.0 / beta, "records": [m.source for m in multi],
+                                             "system_yaml": text}
+    return result
+
+
+def predict_measurement(m: Measurement, system: System) -> float:
+    """Predicted seconds per step of a measured run on the fitted host system."""
+    work, settings = workload_of(m)
+    s = variant_settings(settings, m.variant)
+    return predict(work, system, m.ranks, dataclasses.replace(s, cycle_time_ms=cycle_ms(settings)))["step_s"]
+
+
+def check(measurements: list[Measurement], systems: dict[str, System], fitted_on: set[str]) -> list[dict]:
+    """Predicted vs measured step time of every measurement, marking the ones the constants were fitted on."""
+    rows = []
+    for m in measurements:
+        controller = m.controller if m.controller in systems else next(iter(systems))
+        predicted = predict_measurement(m, systems[controller])
+        rows.append({"run": m.label(), "source": m.source, "measured_s": m.seconds, "predicted_s": predicted,
+                     "error": predicted / m.seconds - 1, "fitted_on": m.source in fitted_on})
+    return rows
+
+
+def fit_and_check(paths: list[str | Path], out_dir: str | Path, fit_models: list[str] | None = None,
+                  fit_ranks: int = 2) -> dict:
+    """Fit on the records of `fit_models` (default: all) up to `fit_ranks` ranks (flat variant), write one
+    system file per controller to out_dir, and predict every record (held-out ones are the validation)."""
+    from exascale_climate.utils.io import atomic_write_text
+
+    every = read_measurements(paths)
+    train = [m for m in every if (not fit_models or m.config in fit_models) and m.ranks <= fit_ranks
+             and m.variant == "flat"]
+    if not train:
+        raise ConfigError(f"--fit-on {','.join(fit_models or [])}: no records of those models to fit on")
+    result = fit(train)
+    out_dir = Path(out_dir)
+    systems = {}
+    for controller, info in result["controllers"].items():
+        path = out_dir / f"host-{controller}.yaml"
+        atomic_write_text(path, info["system_yaml"])
+        systems[controller] = load_system(path)
+        info["system_file"] = str(path)
+    if not systems:
+        raise ConfigError("scale fit: no multi-rank flat records to fit the allreduce from")
+    result["check"] = check(every, systems, {m.source for m in train})
+    held = [abs(r["error"]) for r in result["check"] if not r["fitted_on"]]
+    result["held_out"] = {"count": len(held), "max_abs_error": max(held) if held else None,
+                          "within_15_percent": sum(e <= 0.15 for e in held)}
+    for info in result["controllers"].values():
+        info.pop("system_yaml")
+    atomic_write_text(out_dir / "fit.json", json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def format_check(result: dict) -> str:
+    c = result["compute"]
+    lines = [f"compute: {c['overhead_s'] * 1e3:.2f} ms + FLOPs / {c['rate_flops'] / 1e9:.1f} GFLOP/s per sample "
+             f"and rank ({len(c['records'])} 1-rank records)"]
+    for name, info in result["controllers"].items():
+        lines.append(f"allreduce ({name}): alpha {info['alpha_s'] * 1e6:.1f} us, bandwidth "
+                     f"{info['bandwidth_Bps'] / 1e9:.3f} GB/s -> {info['system_file']}")
+    lines += ["", f"{'run':<55} {'measured s':>11} {'predicted s':>12} {'error':>8}  fitted on"]
+    for r in result["check"]:
+        lines.append(f"{r['run']:<55} {r['measured_s']:>11.4f} {r['predicted_s']:>12.4f} {r['error']:>+8.1%}  "
+                     f"{'yes' if r['fitted_on'] else ''}")
+    h = result["held_out"]
+    if h["count"]:
+        lines.append(f"\nheld out: {h['within_15_percent']} of {h['count']} within 15% (max |error| "
+                     f"{h['max_abs_error']:.1%})")
+    return "\n".join(lines)
+
+
+__all__ = ["MIB", "fit", "fit_and_check", "format_check", "read_measurements", "costs"]
