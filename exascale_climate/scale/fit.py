@@ -225,7 +225,7 @@ def check(measurements: list[Measurement], systems: dict[str, System], fitted_on
 
 
 def fit_and_check(paths: list[str | Path], out_dir: str | Path, fit_models: list[str] | None = None,
-                  fit_ranks: int = 2) -> dict:
+                  fit_ranks: int = 2, cores: int | None = None) -> dict:
     """Fit on the records of `fit_models` (default: all) up to `fit_ranks` ranks (flat variant), write one
     system file per controller to out_dir, and predict every record (held-out ones are the validation)."""
     from exascale_climate.utils.io import atomic_write_text
@@ -235,7 +235,7 @@ def fit_and_check(paths: list[str | Path], out_dir: str | Path, fit_models: list
              and m.variant == "flat"]
     if not train:
         raise ConfigError(f"--fit-on {','.join(fit_models or [])}: no records of those models to fit on")
-    result = fit(train)
+    result = fit(train, cores)
     out_dir = Path(out_dir)
     systems = {}
     for controller, info in result["controllers"].items():
