@@ -97,13 +97,16 @@ def allreduce_seconds(nbytes: float, nodes: int, per_node: int, system: System, 
 def messages(workload: Workload, compute_s: float, fusion_bytes: float, cycle_s: float, grouped: bool = False) -> int:
     """Fused allreduce messages per step: at least one per fusion buffer's worth of bytes, and gradients that
     become ready in different cycles of the backward pass go in different messages (at most one per tensor).
-    `grouped`: all gradients are handed over at once after the backward pass, so only the buffer size counts."""
+    `grouped`: all gradients are handed over at once after the backward pass, so only the buffer size counts;
+    so does a cycle time of 0 (no negotiation cycle, e.g. PyTorch DDP's size buckets)."""
     if fusion_bytes <= 0:
         return max(1, workload.tensors)
     by_size = math.ceil(workload.gradient_bytes / fusion_bytes)
     if grouped:
         return max(1, by_size)
-    by_cycles = math.ceil(BACKWARD_SHARE * compute_s / cycle_s) if cycle_s > 0 else workload.tensors
+    if cycle_s <= 0:  # no negotiation cycle (PyTorch DDP buckets, MPI): only the buffer size splits messages
+        return max(1, by_size)
+    by_cycles = math.ceil(BACKWARD_SHARE * compute_s / cycle_s)
     return max(1, by_size, min(workload.tensors, by_cycles))
 
 
@@ -153,7 +156,7 @@ def predict(workload: Workload, system: System, nodes: int, settings: Settings |
         exposed = max(comm - window, comm / m) + cycle / 2
 
     cv = system["variability.step_time_cv"] if s.stragglers else 0.0
-    straggle = cv * costs.expected_max_normal(devices) * compute
+    straggle = cv * costs.expected_max_normal(p) * compute  # a step waits for the slowest rank of its group
 
     io_exposed = staging = 0.0
     node_bytes = g * workload.batch * workload.sample_bytes
