@@ -507,13 +507,15 @@ def scale_predict(system, nodes, grid, json_path, png_path, config_path, overrid
               help="Fit only on these configs' records (default: all); the others are predicted as a check.")
 @click.option("--fit-ranks", default=2, show_default=True, type=click.IntRange(min=1),
               help="Fit on runs with at most this many ranks (flat variant); the rest are predicted.")
-def scale_fit(records, out_dir, fit_on, fit_ranks):
+@click.option("--cores", type=click.IntRange(min=1), metavar="N",
+              help="Cores the measured ranks shared (default: this machine's).")
+def scale_fit(records, out_dir, fit_on, fit_ranks, cores):
     """Fit this host's per-sample compute time and Gloo / MPI allreduce alpha and beta from `bench train`
     (and 1-thread `bench model`) JSON records, then predict every record and print the error."""
     from exascale_climate.scale.fit import fit_and_check, format_check
 
     models = [m.strip() for m in fit_on.split(",") if m.strip()] if fit_on else None
-    click.echo(format_check(fit_and_check(list(records), out_dir, models, fit_ranks)))
+    click.echo(format_check(fit_and_check(list(records), out_dir, models, fit_ranks, cores)))
 
 
 @scale.command("paper")

@@ -125,3 +125,16 @@ def test_fusion_buffer_and_cycle_time_set_the_message_count(write_system, cycle_
     row = predict(WORK, system, 4, dataclasses.replace(FLAT_RING, cycle_time_ms=cycle_ms,
                                                        fusion_threshold_mb=fusion_mb))
     assert row["messages"] == expected
+
+
+def test_paper_runs_from_published_inputs():
+    """docs/PERFORMANCE.md: Summit within 5 points / 5%; what switching the mechanisms off does."""
+    summit32, summit16 = (paper.run_case(c) for c in (paper.CASES[1], paper.CASES[2]))
+    assert abs(summit32["predicted_efficiency"] - 0.907) < 0.05
+    assert abs(summit16["predicted_flops"] / 999.0e15 - 1) < 0.05
+    for case in (summit32, summit16):
+        ablations = case["ablations"]
+        assert ablations["flat ring instead of hierarchical"] < 0.1  # latency per rank kills it at 27,360
+        assert ablations["rank-0 coordinator control plane"] < 0.1
+        assert ablations["no gradient lag, no overlap"] < ablations["no gradient lag"] <= ablations["as given"]
+        assert ablations["no stragglers (step_time_cv = 0)"] == pytest.approx(1.0, abs=1e-3)
