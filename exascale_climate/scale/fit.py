@@ -65,7 +65,7 @@ def read_measurements(paths: list[str | Path]) -> list[Measurement]:
             if r.get("bench") == "train" and "seconds_per_step" in r and r.get("unit") == "samples/s":
                 try:
                     out.append(Measurement(str(r["model"]), str(r["grid"]),
-                                           tuple(o for o in r.get("overrides", []) if not o.startswith("train.precision")),
+                                           tuple(r.get("overrides", [])),
                                            int(r["batch_per_rank"]), int(r["ranks"]), str(r.get("variant", "flat")),
                                            str(r.get("controller", "gloo")), float(r["seconds_per_step"]), where))
                 except (KeyError, TypeError, ValueError) as e:

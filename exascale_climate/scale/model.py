@@ -135,7 +135,8 @@ def predict(workload: Workload, system: System, nodes: int, settings: Settings |
     cast = 0.0
     if s.fp16_compression and p > 1 and system["device.memory_bandwidth_Bps"]:
         cast = 2 * (4 + 2) * workload.parameters / system["device.memory_bandwidth_Bps"]  # fp32->fp16 and back
-    fusion = (s.fusion_threshold_mb if s.fusion_threshold_mb is not None else system["horovod.fusion_threshold_mb"]) * MIB
+    fusion_mb = s.fusion_threshold_mb if s.fusion_threshold_mb is not None else system["horovod.fusion_threshold_mb"]
+    fusion = fusion_mb * MIB
     cycle = (s.cycle_time_ms if s.cycle_time_ms is not None else system["horovod.cycle_time_ms"]) / 1e3
     grouped = system["horovod.gradients"] == "grouped"
     m = messages(workload, compute, fusion * (2 if s.fp16_compression else 1), cycle, grouped) if p > 1 else 0
@@ -191,7 +192,8 @@ def predict(workload: Workload, system: System, nodes: int, settings: Settings |
         "nodes": nodes, "devices": devices, "ranks_per_allreduce": p, "batch_per_device": workload.batch,
         "compute_s": compute, "allreduce_s": allreduce, "control_plane_s": control, "cast_s": cast,
         "communication_s": comm, "overlap_window_s": window, "communication_exposed_s": exposed,
-        "stragglers_s": straggle, "parameter_server_s": ps_round_trip, "io_exposed_s": io_exposed, "staging_s": staging, "step_s": step,
+        "stragglers_s": straggle, "parameter_server_s": ps_round_trip, "io_exposed_s": io_exposed,
+        "staging_s": staging, "step_s": step,
         "messages": m, "gradient_bytes": nbytes, "samples_per_s": samples_per_s,
         "flops_per_s": samples_per_s * workload.flops_per_sample, "efficiency": samples_per_s / (devices * single),
         "parameter_server_bound_samples_per_s": ps_bound, "rate_flops": rate, "rate_source": rate_source,

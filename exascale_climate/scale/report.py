@@ -21,7 +21,8 @@ def format_table(result: dict) -> str:
             f"{w['tensors']} tensors on {result['system']}; allreduce {s['algorithm']}"
             + (f" ({s['inter_algorithm']} across nodes)" if s["algorithm"] == "hierarchical" else "")
             + f", lag {s['gradient_lag']}, fp16 compression {'on' if s['fp16_compression'] else 'off'}"
-            + (f", {s['groups']} groups + {s['parameter_servers']} parameter servers" if s["parameter_servers"] else ""))
+            + (f", {s['groups']} groups + {s['parameter_servers']} parameter servers"
+               if s["parameter_servers"] else ""))
     rate = result["rows"][0]
     lines = [head, f"per-device rate {rate['rate_flops'] / 1e12:.4g} TFLOP/s ({rate['rate_source']})", ""]
     lines.append("  ".join(f"{label:>10}" for _, label, _ in COLUMNS))
