@@ -509,13 +509,16 @@ def scale_predict(system, nodes, grid, json_path, png_path, config_path, overrid
               help="Fit on runs with at most this many ranks (flat variant); the rest are predicted.")
 @click.option("--cores", type=click.IntRange(min=1), metavar="N",
               help="Cores the measured ranks shared (default: this machine's).")
-def scale_fit(records, out_dir, fit_on, fit_ranks, cores):
+@click.option("--timing", type=click.Choice(["wall", "cpu"]), default="wall", show_default=True,
+              help="wall: measured seconds per step; cpu: CPU seconds per step x max(1, ranks/cores), what the step "
+                   "takes with the cores to itself (for machines shared with other jobs).")
+def scale_fit(records, out_dir, fit_on, fit_ranks, cores, timing):
     """Fit this host's per-sample compute time and Gloo / MPI allreduce alpha and beta from `bench train`
     (and 1-thread `bench model`) JSON records, then predict every record and print the error."""
     from exascale_climate.scale.fit import fit_and_check, format_check
 
     models = [m.strip() for m in fit_on.split(",") if m.strip()] if fit_on else None
-    click.echo(format_check(fit_and_check(list(records), out_dir, models, fit_ranks, cores)))
+    click.echo(format_check(fit_and_check(list(records), out_dir, models, fit_ranks, cores, timing)))
 
 
 @scale.command("paper")

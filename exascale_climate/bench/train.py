@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -83,12 +84,16 @@ def time_variants(cfg: Config, grid: tuple[int, int], batch: int, steps: int, va
         broadcast_variables(world, list(model.variables) + list(optimizer.variables))
         for _ in range(2):  # tracing + warm-up
             step([(x, y, w)])["loss"].numpy()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(steps):
             step([(x, y, w)])["loss"].numpy()
         seconds = (time.perf_counter() - t0) / steps
+        # CPU seconds of this rank's process (compute thread, Horovod's thread, Gloo/MPI) per step: unlike the
+        # wall time it does not grow when other jobs share the cores (`scale fit` can use either).
+        cpu = (time.process_time() - c0) / steps
         samples_per_s = batch * world.size / seconds
         results.append({"variant": variant, "ranks": world.size, "seconds_per_step": seconds,
+                        "cpu_seconds_per_step": cpu, "load_average": os.getloadavg()[0],
                         "samples_per_s": samples_per_s, "flops_per_s": samples_per_s * flops if flops else None})
     return results
 
@@ -132,6 +137,12 @@ def _launch(np: int, config: str | None, overrides: list[str], grid: str, batch:
     return {r["variant"]: r for r in rows}
 
 
+def _timing(result: dict) -> dict:
+    """What `scale fit` reads from a timed variant: ranks, variant, wall and CPU seconds per step, load."""
+    return {k: result.get(k) for k in ("ranks", "variant", "seconds_per_step", "cpu_seconds_per_step",
+                                       "load_average")}
+
+
 def bench_scaling(models: list[str], grid: str, batch: int, steps: int, overrides: list[str],
                   ranks: tuple[int, ...] = (1, 2), controller: str = "gloo") -> list[dict]:
     """1 rank, 2 ranks with every variant, and the flat variant on any further rank counts in `ranks`.
@@ -145,19 +156,18 @@ def bench_scaling(models: list[str], grid: str, batch: int, steps: int, override
                  "overrides": overrides, "controller": controller, "steps": steps}
         one = _launch(1, config, overrides, grid, batch, steps, ["flat"], controller)["flat"]
         two = _launch(2, config, overrides, grid, batch, steps, list(VARIANTS), controller)
-        one_x = {**extra, "ranks": 1, "variant": "flat", "seconds_per_step": one["seconds_per_step"]}
+        one_x = {**extra, **_timing(one)}
         records.append(record(BENCH, f"{config} samples/s, 1 rank", one["samples_per_s"], "samples/s", **one_x))
         if one["flops_per_s"]:
             records.append(record(BENCH, f"{config} achieved FLOP/s, 1 rank", one["flops_per_s"], "FLOP/s", **one_x))
         flat = two["flat"]
-        two_x = {**extra, "ranks": 2, "variant": "flat", "seconds_per_step": flat["seconds_per_step"]}
+        two_x = {**extra, **_timing(flat)}
         records.append(record(BENCH, f"{config} samples/s, 2 ranks (flat)", flat["samples_per_s"], "samples/s",
                               baseline=one["samples_per_s"], baseline_name="1 rank", **two_x))
         for variant in VARIANTS[1:]:
             records.append(record(BENCH, f"{config} samples/s, 2 ranks ({variant})", two[variant]["samples_per_s"],
                                   "samples/s", baseline=flat["samples_per_s"], baseline_name="flat",
-                                  **{**two_x, "variant": variant,
-                                     "seconds_per_step": two[variant]["seconds_per_step"]}))
+                                  **{**extra, **_timing(two[variant])}))
         for variant in VARIANTS:  # 2 ranks x the same per-rank batch against twice one rank
             records.append(record(BENCH, f"{config} weak-scaling efficiency 1->2 ranks ({variant})",
                                   two[variant]["samples_per_s"] / (2 * one["samples_per_s"]), "fraction",
@@ -166,8 +176,7 @@ def bench_scaling(models: list[str], grid: str, batch: int, steps: int, override
             more = _launch(np, config, overrides, grid, batch, steps, ["flat"], controller)["flat"]
             records.append(record(BENCH, f"{config} samples/s, {np} ranks (flat)", more["samples_per_s"],
                                   "samples/s", baseline=one["samples_per_s"], baseline_name="1 rank",
-                                  **{**extra, "ranks": np, "variant": "flat",
-                                     "seconds_per_step": more["seconds_per_step"]}))
+                                  **{**extra, **_timing(more)}))
     return records
 
 

@@ -50,8 +50,19 @@ class Measurement:
         return f"{self.config} {self.grid} {self.ranks} rank(s) {self.variant} ({self.controller})"
 
 
-def read_measurements(paths: list[str | Path]) -> list[Measurement]:
-    """Timed steps from bench train records (seconds_per_step) and 1-thread bench model train_step records."""
+TIMINGS = ("wall", "cpu")
+
+
+def read_measurements(paths: list[str | Path], timing: str = "wall", cores: int | None = None) -> list[Measurement]:
+    """Timed steps from bench train records and (wall only) 1-thread bench model train_step records.
+
+    timing "wall": seconds_per_step as measured. "cpu": the rank's CPU seconds per step x max(1, ranks / cores):
+    the step time the ranks would see with the cores to themselves, which other jobs on a shared machine do not
+    inflate (they do inflate the wall time, by whatever share of the cores they take at that moment).
+    """
+    if timing not in TIMINGS:
+        raise ConfigError(f"--timing {timing!r}: choose wall or cpu")
+    cores = cores or os.cpu_count() or 1
     out = []
     for path in paths:
         if not Path(path).is_file():
@@ -63,15 +74,19 @@ def read_measurements(paths: list[str | Path]) -> list[Measurement]:
         for i, r in enumerate(records):
             where = f"{path}:{i + 1}"
             if r.get("bench") == "train" and "seconds_per_step" in r and r.get("unit") == "samples/s":
+                if timing == "cpu" and r.get("cpu_seconds_per_step") is None:
+                    continue
                 try:
-                    out.append(Measurement(str(r["model"]), str(r["grid"]),
-                                           tuple(r.get("overrides", [])),
-                                           int(r["batch_per_rank"]), int(r["ranks"]), str(r.get("variant", "flat")),
-                                           str(r.get("controller", "gloo")), float(r["seconds_per_step"]), where))
+                    ranks = int(r["ranks"])
+                    seconds = (float(r["seconds_per_step"]) if timing == "wall"
+                               else float(r["cpu_seconds_per_step"]) * max(1.0, ranks / cores))
+                    out.append(Measurement(str(r["model"]), str(r["grid"]), tuple(r.get("overrides", [])),
+                                           int(r["batch_per_rank"]), ranks, str(r.get("variant", "flat")),
+                                           str(r.get("controller", "gloo")), seconds, where))
                 except (KeyError, TypeError, ValueError) as e:
                     raise ConfigError(f"{where}: bench train record without {e}") from None
-            elif (r.get("bench") == "model" and r.get("unit") == "samples/s" and "train_step" in r.get("metric", "")
-                  and str((r.get("machine") or {}).get("threads")) == "1"):
+            elif (timing == "wall" and r.get("bench") == "model" and r.get("unit") == "samples/s"
+                  and "train_step" in r.get("metric", "") and str((r.get("machine") or {}).get("threads")) == "1"):
                 out.append(Measurement(str(r["model"]), str(r["grid"]), (), int(r["batch"]), 1, "flat", "none",
                                        float(r["seconds"]), where))
     if not out:
@@ -225,12 +240,12 @@ def check(measurements: list[Measurement], systems: dict[str, System], fitted_on
 
 
 def fit_and_check(paths: list[str | Path], out_dir: str | Path, fit_models: list[str] | None = None,
-                  fit_ranks: int = 2, cores: int | None = None) -> dict:
+                  fit_ranks: int = 2, cores: int | None = None, timing: str = "wall") -> dict:
     """Fit on the records of `fit_models` (default: all) up to `fit_ranks` ranks (flat variant), write one
     system file per controller to out_dir, and predict every record (held-out ones are the validation)."""
     from exascale_climate.utils.io import atomic_write_text
 
-    every = read_measurements(paths)
+    every = read_measurements(paths, timing, cores)
     train = [m for m in every if (not fit_models or m.config in fit_models) and m.ranks <= fit_ranks
              and m.variant == "flat"]
     if not train:
@@ -247,6 +262,7 @@ def fit_and_check(paths: list[str | Path], out_dir: str | Path, fit_models: list
         raise ConfigError("scale fit: no multi-rank flat records to fit the allreduce from")
     result["check"] = check(every, systems, {m.source for m in train})
     held = [abs(r["error"]) for r in result["check"] if not r["fitted_on"]]
+    result["timing"] = timing
     result["held_out"] = {"count": len(held), "max_abs_error": max(held) if held else None,
                           "within_15_percent": sum(e <= 0.15 for e in held)}
     for info in result["controllers"].values():
@@ -257,7 +273,7 @@ def fit_and_check(paths: list[str | Path], out_dir: str | Path, fit_models: list
 
 def format_check(result: dict) -> str:
     c = result["compute"]
-    lines = [f"compute: {c['overhead_s'] * 1e3:.2f} ms + FLOPs / {c['rate_flops'] / 1e9:.1f} GFLOP/s per sample "
+    lines = [f"timing: {result['timing']} seconds per step", f"compute: {c['overhead_s'] * 1e3:.2f} ms + FLOPs / {c['rate_flops'] / 1e9:.1f} GFLOP/s per sample "
              f"and rank ({len(c['records'])} 1-rank records)"]
     for name, info in result["controllers"].items():
         lines.append(f"allreduce ({name}): alpha {info['alpha_s'] * 1e6:.1f} us, bandwidth "

@@ -43,7 +43,8 @@ def records_file(tmp_path_factory):
                              "value": ranks / seconds(flops, nbytes, ranks), "model": "demo",
                              "grid": f"{grid[0]}x{grid[1]}", "batch_per_rank": 1, "overrides": overrides,
                              "ranks": ranks, "variant": "flat", "controller": "gloo",
-                             "seconds_per_step": seconds(flops, nbytes, ranks)})
+                             "seconds_per_step": seconds(flops, nbytes, ranks),
+                             "cpu_seconds_per_step": seconds(flops, nbytes, ranks) / max(1, ranks / CORES)})
     path = tmp_path_factory.mktemp("records") / "bench-train.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
@@ -71,3 +72,18 @@ def test_records_without_timings_are_a_clear_error(tmp_path):
 
     with pytest.raises(ConfigError, match="no usable bench train"):
         read_measurements([path])
+
+
+def test_cpu_timing_ignores_wall_time_inflated_by_other_jobs(records_file, tmp_path):
+    """Other jobs on the machine stretch the wall time by a varying factor; the CPU seconds stay put."""
+    rows = [json.loads(line) for line in records_file.read_text().splitlines()]
+    for i, r in enumerate(rows):
+        r["seconds_per_step"] *= 1.5 + (i % 5) * 0.7  # a load that changes from run to run
+    noisy = tmp_path / "noisy.jsonl"
+    noisy.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = fit_and_check([noisy], tmp_path / "fit", fit_ranks=2, cores=CORES, timing="cpu")
+    assert result["compute"]["rate_flops"] == pytest.approx(RATE, rel=1e-3)
+    assert result["controllers"]["gloo"]["alpha_s"] == pytest.approx(ALPHA, rel=1e-3)
+    assert all(abs(r["error"]) < 1e-3 for r in result["check"])
+    wall = fit_and_check([noisy], tmp_path / "wall", fit_ranks=2, cores=CORES, timing="wall")
+    assert max(abs(r["error"]) for r in wall["check"]) > 0.15  # the same records read as wall time do not fit
