@@ -2,10 +2,12 @@
 
 - Compute: seconds per sample of one rank = overhead + FLOPs per sample / rate, least squares over the distinct
   (model, grid) workloads of the 1-rank records (FLOPs from each record's config, models/flops.py).
-- Allreduce, per Horovod controller (Gloo, MPI): the multi-rank flat records' step time minus the predicted
-  compute (ranks beyond the cores time-share them) is the exposed communication; on this host the toolkit's
-  TrainStep reduces all gradients after the backward pass, so nothing overlaps and it equals
-  m x 2(p-1) alpha + 2(p-1)/p n beta + half a cycle, linear in (alpha, beta): non-negative least squares.
+- Allreduce, per Horovod controller (Gloo, MPI): the multi-rank flat and hierarchical records' step time minus
+  the predicted compute (ranks beyond the cores time-share them) is the communication; on this host the
+  toolkit's TrainStep reduces all gradients after the backward pass, so nothing overlaps and it equals
+  m x (2(p-1) + 2 ceil(log2 p)) alpha + 2(p-1)/p n beta + tensors x tensor cost + wakes x cycle cost + half a
+  cycle (Horovod negotiates and copies every tensor, and its background thread wakes every cycle on cores that
+  are all computing; the hierarchical reducer sends one concatenated tensor): non-negative least squares.
 The result is a system file per controller (`--system FILE` for `scale predict`), every number's source naming
 the records it was fitted from.
 """
@@ -151,7 +153,7 @@ def fit_compute(measurements: list[Measurement]) -> tuple[float, float, list[str
 
 
 def host_system(name: str, overhead: float, rate: float, alpha: float, beta: float, sources: dict[str, str],
-                cores: int) -> str:
+                cores: int, tensor_cost: float = 0.0, cycle_cost: float = 0.0) -> str:
     """The system file of this host for one controller: each node is one rank with one thread."""
     fitted = sources
     return system_to_yaml(
@@ -169,6 +171,8 @@ def host_system(name: str, overhead: float, rate: float, alpha: float, beta: flo
          "horovod.cycle_time_ms": (10.0, "exascale_climate.train.distributed.CPU_CYCLE_TIME_MS (CPU-only nodes); a "
                                          "config's distributed.cycle_time_ms overrides it"),
          "horovod.fusion_threshold_mb": (HOROVOD_FUSION_MB, "Horovod 0.28 default (v0.21.0 release notes)"),
+         "horovod.tensor_cost_s": (tensor_cost, fitted["comm"]),
+         "horovod.cycle_cost_s": (cycle_cost, fitted["comm"]),
          "horovod.overlap": (0.0, "TrainStep reduces the gradients after the backward pass, and every core "
                                   "computes: nothing overlaps on this host"),
          "variability.step_time_cv": (0.0, "not fitted: medians of few steps")},
@@ -176,14 +180,18 @@ def host_system(name: str, overhead: float, rate: float, alpha: float, beta: flo
         rates={"any/float32": (rate, fitted["compute"])})
 
 
-def _comm_terms(m: Measurement, system: System) -> tuple[float, float, float, float]:
-    """(compute seconds, alpha coefficient, beta coefficient, constant) of a flat multi-rank measurement."""
+def _comm_terms(m: Measurement, system: System) -> tuple[float, list[float], float]:
+    """(compute seconds, coefficients of [alpha, beta, tensor cost, cycle cost], constant) of a multi-rank run."""
     work, settings = workload_of(m)
     s = variant_settings(settings, m.variant)
-    row = predict(work, system, m.ranks, dataclasses.replace(s, cycle_time_ms=cycle_ms(settings)))
+    if m.variant == "hierarchical":  # TrainStep's hierarchical reducer concatenates the gradients into one buffer
+        work = dataclasses.replace(work, tensors=1)
+    cycle = cycle_ms(settings) / 1e3
+    row = predict(work, system, m.ranks, dataclasses.replace(s, cycle_time_ms=cycle * 1e3))
     p, nbytes, msgs = m.ranks, row["gradient_bytes"], row["messages"]
     ctrl = 2 * math.ceil(math.log2(p))
-    return row["compute_s"], msgs * (2 * (p - 1) + ctrl), 2 * (p - 1) / p * nbytes, cycle_ms(settings) / 2e3
+    wakes = math.ceil(row["compute_s"] / cycle) if cycle > 0 else 0
+    return row["compute_s"], [msgs * (2 * (p - 1) + ctrl), 2 * (p - 1) / p * nbytes, work.tensors, wakes], cycle / 2
 
 
 def fit(measurements: list[Measurement], cores: int | None = None) -> dict:
@@ -195,7 +203,8 @@ def fit(measurements: list[Measurement], cores: int | None = None) -> dict:
     src_c = f"fitted: least squares over {len(compute_src)} 1-rank record(s) ({', '.join(compute_src[:4])}...)"
     result = {"compute": {"overhead_s": overhead, "rate_flops": rate, "records": compute_src}, "controllers": {}}
     for controller in sorted({m.controller for m in measurements if m.ranks > 1}):
-        multi = [m for m in measurements if m.ranks > 1 and m.controller == controller and m.variant == "flat"]
+        multi = [m for m in measurements if m.ranks > 1 and m.controller == controller
+                 and m.variant in ("flat", "hierarchical")]
         if not multi:
             continue
         probe_text = host_system("probe", overhead, rate, 1e-6, 1e-9, {"compute": src_c, "comm": "probe"}, cores)
@@ -205,17 +214,19 @@ def fit(measurements: list[Measurement], cores: int | None = None) -> dict:
             probe = load_system(probe_path)
         a, b = [], []
         for m in multi:
-            compute, ca, cb, const = _comm_terms(m, probe)
-            a.append([ca, cb])
+            compute, coefficients, const = _comm_terms(m, probe)
+            a.append(coefficients)
             b.append(m.seconds - compute - const)
         from scipy.optimize import nnls
 
-        (alpha, beta), _ = nnls(np.array(a), np.array(b))
+        (alpha, beta, tensor_cost, cycle_cost), _ = nnls(np.array(a), np.array(b))
         alpha, beta = max(alpha, 1e-7), max(beta, 1e-12)
-        src = (f"fitted ({controller}): non-negative least squares over {len(multi)} flat multi-rank record(s) "
+        src = (f"fitted ({controller}): non-negative least squares over {len(multi)} multi-rank record(s) "
                f"({', '.join(m.source for m in multi[:4])}...)")
-        text = host_system(f"host-{controller}", overhead, rate, alpha, beta, {"compute": src_c, "comm": src}, cores)
+        text = host_system(f"host-{controller}", overhead, rate, alpha, beta, {"compute": src_c, "comm": src}, cores,
+                           tensor_cost, cycle_cost)
         result["controllers"][controller] = {"alpha_s": alpha, "beta_s_per_byte": beta,
+                                             "tensor_cost_s": tensor_cost, "cycle_cost_s": cycle_cost,
                                              "bandwidth_Bps": 1.0 / beta, "records": [m.source for m in multi],
                                              "system_yaml": text}
     return result
@@ -225,6 +236,8 @@ def predict_measurement(m: Measurement, system: System) -> float:
     """Predicted seconds per step of a measured run on the fitted host system."""
     work, settings = workload_of(m)
     s = variant_settings(settings, m.variant)
+    if m.variant == "hierarchical":
+        work = dataclasses.replace(work, tensors=1)
     return predict(work, system, m.ranks, dataclasses.replace(s, cycle_time_ms=cycle_ms(settings)))["step_s"]
 
 
@@ -247,7 +260,7 @@ def fit_and_check(paths: list[str | Path], out_dir: str | Path, fit_models: list
 
     every = read_measurements(paths, timing, cores)
     train = [m for m in every if (not fit_models or m.config in fit_models) and m.ranks <= fit_ranks
-             and m.variant == "flat"]
+             and m.variant in ("flat", "hierarchical")]
     if not train:
         raise ConfigError(f"--fit-on {','.join(fit_models or [])}: no records of those models to fit on")
     result = fit(train, cores)
@@ -259,7 +272,7 @@ def fit_and_check(paths: list[str | Path], out_dir: str | Path, fit_models: list
         systems[controller] = load_system(path)
         info["system_file"] = str(path)
     if not systems:
-        raise ConfigError("scale fit: no multi-rank flat records to fit the allreduce from")
+        raise ConfigError("scale fit: no multi-rank flat/hierarchical records to fit the allreduce from")
     result["check"] = check(every, systems, {m.source for m in train})
     held = [abs(r["error"]) for r in result["check"] if not r["fitted_on"]]
     result["timing"] = timing
@@ -277,7 +290,8 @@ def format_check(result: dict) -> str:
              f"and rank ({len(c['records'])} 1-rank records)"]
     for name, info in result["controllers"].items():
         lines.append(f"allreduce ({name}): alpha {info['alpha_s'] * 1e6:.1f} us, bandwidth "
-                     f"{info['bandwidth_Bps'] / 1e9:.3f} GB/s -> {info['system_file']}")
+                     f"{info['bandwidth_Bps'] / 1e9:.3f} GB/s, {info['tensor_cost_s'] * 1e6:.1f} us per tensor, "
+                     f"{info['cycle_cost_s'] * 1e6:.1f} us per Horovod cycle -> {info['system_file']}")
     lines += ["", f"{'run':<55} {'measured s':>11} {'predicted s':>12} {'error':>8}  fitted on"]
     for r in result["check"]:
         lines.append(f"{r['run']:<55} {r['measured_s']:>11.4f} {r['predicted_s']:>12.4f} {r['error']:>+8.1%}  "

@@ -143,7 +143,11 @@ def predict(workload: Workload, system: System, nodes: int, settings: Settings |
     allreduce = m * allreduce_seconds(nbytes / m, group_nodes, g, system, s) if m else 0.0
     ctrl_alpha = system.inter[0] if group_nodes > 1 else system.intra[0]
     control = m * costs.control_plane(p, ctrl_alpha, s.control_plane or system["horovod.control_plane"])
+    if p > 1:  # every tensor is negotiated and copied in and out of the fusion buffer
+        control += workload.tensors * system["horovod.tensor_cost_s"]
     comm = allreduce + control + cast
+    # Horovod's background thread wakes every cycle; where no core is spare (CPU nodes) each wake costs compute.
+    polling = math.ceil(compute / cycle) * system["horovod.cycle_cost_s"] if p > 1 and cycle > 0 else 0.0
 
     window = 0.0
     if s.overlap:
@@ -174,7 +178,7 @@ def predict(workload: Workload, system: System, nodes: int, settings: Settings |
             fs = min(fs, nodes * system["io.fs_node_read_Bps"])
         staging = workload.dataset_samples * workload.sample_bytes / fs  # every file read once, then exchanged
 
-    step = compute + exposed + straggle + io_exposed
+    step = compute + polling + exposed + straggle + io_exposed
     samples_per_s = devices * workload.batch / step
     ps_bound, ps_round_trip = None, 0.0
     if s.parameter_servers:
@@ -191,7 +195,7 @@ def predict(workload: Workload, system: System, nodes: int, settings: Settings |
     return {
         "nodes": nodes, "devices": devices, "ranks_per_allreduce": p, "batch_per_device": workload.batch,
         "compute_s": compute, "allreduce_s": allreduce, "control_plane_s": control, "cast_s": cast,
-        "communication_s": comm, "overlap_window_s": window, "communication_exposed_s": exposed,
+        "communication_s": comm, "horovod_polling_s": polling, "overlap_window_s": window, "communication_exposed_s": exposed,
         "stragglers_s": straggle, "parameter_server_s": ps_round_trip, "io_exposed_s": io_exposed,
         "staging_s": staging, "step_s": step,
         "messages": m, "gradient_bytes": nbytes, "samples_per_s": samples_per_s,

@@ -33,6 +33,8 @@ NUMBERS = (
     ("horovod.cycle_time_ms", True, True, None),
     ("horovod.fusion_threshold_mb", True, True, None),
     ("horovod.overlap", False, True, 1.0),  # share of the overlap window communication can really use
+    ("horovod.tensor_cost_s", False, True, 0.0),  # per tensor and step: negotiation, fusion-buffer copies
+    ("horovod.cycle_cost_s", False, True, 0.0),  # per wake of the background thread, taken from compute
     ("variability.step_time_cv", False, True, 0.0),
     ("io.local_read_Bps", False, False, None),  # per node, node-local storage (staged data)
     ("io.fs_read_Bps", False, False, None),  # aggregate, shared parallel file system

@@ -38,11 +38,11 @@ def records_file(tmp_path_factory):
     for overrides in ([], WIDE):
         for grid in ((48, 72), (96, 144)):
             flops, nbytes = model_numbers(overrides, grid)
-            for ranks in (1, 2, 4):
+            for ranks, variant in ((1, "flat"), (2, "flat"), (2, "hierarchical"), (4, "flat")):
                 rows.append({"bench": "train", "metric": f"demo samples/s, {ranks} ranks", "unit": "samples/s",
                              "value": ranks / seconds(flops, nbytes, ranks), "model": "demo",
                              "grid": f"{grid[0]}x{grid[1]}", "batch_per_rank": 1, "overrides": overrides,
-                             "ranks": ranks, "variant": "flat", "controller": "gloo",
+                             "ranks": ranks, "variant": variant, "controller": "gloo",
                              "seconds_per_step": seconds(flops, nbytes, ranks),
                              "cpu_seconds_per_step": seconds(flops, nbytes, ranks) / max(1, ranks / CORES)})
     path = tmp_path_factory.mktemp("records") / "bench-train.jsonl"
