@@ -503,8 +503,9 @@ def scale_predict(system, nodes, grid, json_path, png_path, config_path, overrid
 @click.argument("records", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--out", "out_dir", required=True, metavar="DIR",
               help="Writes host-gloo.yaml / host-mpi.yaml (use with predict --system) and fit.json here.")
-@click.option("--fit-on", metavar="CONFIG,...",
-              help="Fit only on these configs' records (default: all); the others are predicted as a check.")
+@click.option("--fit-on", metavar="CONFIG[@HxW],...",
+              help="Fit only on these configs' records (CONFIG@HxW: only that grid; default: all); the others "
+                   "are predicted as a check.")
 @click.option("--fit-ranks", default=2, show_default=True, type=click.IntRange(min=1),
               help="Fit on runs with at most this many ranks (flat variant); the rest are predicted.")
 @click.option("--cores", type=click.IntRange(min=1), metavar="N",

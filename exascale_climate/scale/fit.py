@@ -2,12 +2,13 @@
 
 - Compute: seconds per sample of one rank = overhead + FLOPs per sample / rate, least squares over the distinct
   (model, grid) workloads of the 1-rank records (FLOPs from each record's config, models/flops.py).
-- Allreduce, per Horovod controller (Gloo, MPI): the multi-rank flat and hierarchical records' step time minus
-  the predicted compute (ranks beyond the cores time-share them) is the communication; on this host the
+- Allreduce, per Horovod controller (Gloo, MPI): the multi-rank flat, hierarchical and fp16 records' step time
+  minus the predicted compute (ranks beyond the cores time-share them) is the communication; on this host the
   toolkit's TrainStep reduces all gradients after the backward pass, so nothing overlaps and it equals
-  m x (2(p-1) + 2 ceil(log2 p)) alpha + 2(p-1)/p n beta + tensors x tensor cost + wakes x cycle cost + half a
-  cycle (Horovod negotiates and copies every tensor, and its background thread wakes every cycle on cores that
-  are all computing; the hierarchical reducer sends one concatenated tensor): non-negative least squares.
+  m x (2(p-1) + 2 ceil(log2 p)) alpha + 2(p-1)/p n beta + tensors x tensor cost + wakes x cycle cost
+  + cast bytes / memory bandwidth (fp16 compression) + half a cycle. Horovod negotiates and copies every tensor
+  (the hierarchical reducer sends one concatenated tensor) and its background thread wakes every cycle on cores
+  that are all computing. Non-negative least squares; gradient lag is left out, to be predicted.
 The result is a system file per controller (`--system FILE` for `scale predict`), every number's source naming
 the records it was fitted from.
 """
@@ -28,6 +29,7 @@ from exascale_climate.scale.systems import System, load_system, system_to_yaml
 from exascale_climate.utils.log import read_json_lines
 
 HOROVOD_FUSION_MB = 128.0  # Horovod 0.28 default
+FIT_VARIANTS = ("flat", "hierarchical", "fp16")  # lag is left to predict: on this host it should change nothing
 
 
 @dataclasses.dataclass
@@ -153,9 +155,13 @@ def fit_compute(measurements: list[Measurement]) -> tuple[float, float, list[str
 
 
 def host_system(name: str, overhead: float, rate: float, alpha: float, beta: float, sources: dict[str, str],
-                cores: int, tensor_cost: float = 0.0, cycle_cost: float = 0.0) -> str:
+                cores: int, tensor_cost: float = 0.0, cycle_cost: float = 0.0,
+                memory_bandwidth: float | None = None) -> str:
     """The system file of this host for one controller: each node is one rank with one thread."""
     fitted = sources
+    extra = {}
+    if memory_bandwidth:
+        extra["device.memory_bandwidth_Bps"] = (memory_bandwidth, fitted["comm"] + " (fp16 compression's casts)")
     return system_to_yaml(
         name, f"This host ({os.cpu_count()} cores), ranks as nodes of one device with 1 thread each; fitted by "
               "`exaclimate scale fit`.",
@@ -175,7 +181,7 @@ def host_system(name: str, overhead: float, rate: float, alpha: float, beta: flo
          "horovod.cycle_cost_s": (cycle_cost, fitted["comm"]),
          "horovod.overlap": (0.0, "TrainStep reduces the gradients after the backward pass, and every core "
                                   "computes: nothing overlaps on this host"),
-         "variability.step_time_cv": (0.0, "not fitted: medians of few steps")},
+         "variability.step_time_cv": (0.0, "not fitted: medians of few steps"), **extra},
         strings={"horovod.control_plane": "tree", "horovod.gradients": "grouped"},
         rates={"any/float32": (rate, fitted["compute"])})
 
@@ -191,7 +197,9 @@ def _comm_terms(m: Measurement, system: System) -> tuple[float, list[float], flo
     p, nbytes, msgs = m.ranks, row["gradient_bytes"], row["messages"]
     ctrl = 2 * math.ceil(math.log2(p))
     wakes = math.ceil(row["compute_s"] / cycle) if cycle > 0 else 0
-    return row["compute_s"], [msgs * (2 * (p - 1) + ctrl), 2 * (p - 1) / p * nbytes, work.tensors, wakes], cycle / 2
+    cast_bytes = 2 * (4 + 2) * work.parameters if s.fp16_compression else 0  # float32 -> float16 and back
+    return (row["compute_s"], [msgs * (2 * (p - 1) + ctrl), 2 * (p - 1) / p * nbytes, work.tensors, wakes, cast_bytes],
+            cycle / 2)
 
 
 def fit(measurements: list[Measurement], cores: int | None = None) -> dict:
@@ -203,8 +211,7 @@ def fit(measurements: list[Measurement], cores: int | None = None) -> dict:
     src_c = f"fitted: least squares over {len(compute_src)} 1-rank record(s) ({', '.join(compute_src[:4])}...)"
     result = {"compute": {"overhead_s": overhead, "rate_flops": rate, "records": compute_src}, "controllers": {}}
     for controller in sorted({m.controller for m in measurements if m.ranks > 1}):
-        multi = [m for m in measurements if m.ranks > 1 and m.controller == controller
-                 and m.variant in ("flat", "hierarchical")]
+        multi = [m for m in measurements if m.ranks > 1 and m.controller == controller and m.variant in FIT_VARIANTS]
         if not multi:
             continue
         probe_text = host_system("probe", overhead, rate, 1e-6, 1e-9, {"compute": src_c, "comm": "probe"}, cores)
@@ -219,14 +226,16 @@ def fit(measurements: list[Measurement], cores: int | None = None) -> dict:
             b.append(m.seconds - compute - const)
         from scipy.optimize import nnls
 
-        (alpha, beta, tensor_cost, cycle_cost), _ = nnls(np.array(a), np.array(b))
+        (alpha, beta, tensor_cost, cycle_cost, per_cast_byte), _ = nnls(np.array(a), np.array(b))
         alpha, beta = max(alpha, 1e-7), max(beta, 1e-12)
+        memory_bandwidth = 1.0 / per_cast_byte if per_cast_byte > 0 else None  # only with fp16 records
         src = (f"fitted ({controller}): non-negative least squares over {len(multi)} multi-rank record(s) "
                f"({', '.join(m.source for m in multi[:4])}...)")
         text = host_system(f"host-{controller}", overhead, rate, alpha, beta, {"compute": src_c, "comm": src}, cores,
-                           tensor_cost, cycle_cost)
+                           tensor_cost, cycle_cost, memory_bandwidth)
         result["controllers"][controller] = {"alpha_s": alpha, "beta_s_per_byte": beta,
                                              "tensor_cost_s": tensor_cost, "cycle_cost_s": cycle_cost,
+                                             "cast_bandwidth_Bps": memory_bandwidth,
                                              "bandwidth_Bps": 1.0 / beta, "records": [m.source for m in multi],
                                              "system_yaml": text}
     return result
@@ -259,8 +268,10 @@ def fit_and_check(paths: list[str | Path], out_dir: str | Path, fit_models: list
     from exascale_climate.utils.io import atomic_write_text
 
     every = read_measurements(paths, timing, cores)
-    train = [m for m in every if (not fit_models or m.config in fit_models) and m.ranks <= fit_ranks
-             and m.variant in ("flat", "hierarchical")]
+    def chosen(m: Measurement) -> bool:  # "tiramisu" = every grid of it, "tiramisu@96x144" = that grid only
+        return not fit_models or m.config in fit_models or f"{m.config}@{m.grid}" in fit_models
+
+    train = [m for m in every if chosen(m) and m.ranks <= fit_ranks and m.variant in FIT_VARIANTS]
     if not train:
         raise ConfigError(f"--fit-on {','.join(fit_models or [])}: no records of those models to fit on")
     result = fit(train, cores)
@@ -286,7 +297,8 @@ def fit_and_check(paths: list[str | Path], out_dir: str | Path, fit_models: list
 
 def format_check(result: dict) -> str:
     c = result["compute"]
-    lines = [f"timing: {result['timing']} seconds per step", f"compute: {c['overhead_s'] * 1e3:.2f} ms + FLOPs / {c['rate_flops'] / 1e9:.1f} GFLOP/s per sample "
+    lines = [f"timing: {result['timing']} seconds per step",
+             f"compute: {c['overhead_s'] * 1e3:.2f} ms + FLOPs / {c['rate_flops'] / 1e9:.1f} GFLOP/s per sample "
              f"and rank ({len(c['records'])} 1-rank records)"]
     for name, info in result["controllers"].items():
         lines.append(f"allreduce ({name}): alpha {info['alpha_s'] * 1e6:.1f} us, bandwidth "

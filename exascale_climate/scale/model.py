@@ -195,7 +195,8 @@ def predict(workload: Workload, system: System, nodes: int, settings: Settings |
     return {
         "nodes": nodes, "devices": devices, "ranks_per_allreduce": p, "batch_per_device": workload.batch,
         "compute_s": compute, "allreduce_s": allreduce, "control_plane_s": control, "cast_s": cast,
-        "communication_s": comm, "horovod_polling_s": polling, "overlap_window_s": window, "communication_exposed_s": exposed,
+        "communication_s": comm, "horovod_polling_s": polling, "overlap_window_s": window,
+        "communication_exposed_s": exposed,
         "stragglers_s": straggle, "parameter_server_s": ps_round_trip, "io_exposed_s": io_exposed,
         "staging_s": staging, "step_s": step,
         "messages": m, "gradient_bytes": nbytes, "samples_per_s": samples_per_s,
