@@ -9,7 +9,8 @@ from exascale_climate.utils.io import atomic_path, atomic_write_text
 
 COLUMNS = (("nodes", "nodes", "{:d}"), ("devices", "devices", "{:d}"), ("step_s", "step s", "{:.4f}"),
            ("compute_s", "compute", "{:.4f}"), ("communication_s", "allreduce", "{:.4f}"),
-           ("communication_exposed_s", "exposed", "{:.4f}"), ("stragglers_s", "stragglers", "{:.4f}"),
+           ("communication_exposed_s", "exposed", "{:.4f}"), ("horovod_polling_s", "polling", "{:.4f}"),
+           ("stragglers_s", "stragglers", "{:.4f}"),
            ("io_exposed_s", "I/O", "{:.4f}"), ("samples_per_s", "samples/s", "{:.4g}"),
            ("flops_per_s", "PFLOP/s", None), ("efficiency", "efficiency", "{:.3f}"))
 
@@ -62,6 +63,7 @@ def plot(result: dict, path: str | Path, measured: dict[int, float] | None = Non
     b.semilogx(nodes, [r["efficiency"] for r in rows], "o-")
     b.set(xlabel="nodes", ylabel="parallel efficiency", ylim=(0, 1.05), title="efficiency vs one device")
     parts = (("compute_s", "compute"), ("communication_exposed_s", "exposed allreduce"),
+             ("horovod_polling_s", "Horovod cycle wakes"),
              ("stragglers_s", "stragglers"), ("io_exposed_s", "exposed input I/O"),
              ("parameter_server_s", "parameter servers"))
     bottom = [0.0] * len(rows)
