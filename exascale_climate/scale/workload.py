@@ -55,12 +55,13 @@ def predict_from_config(cfg: Config, system_name: str | None = None, nodes: list
     from exascale_climate.scale.systems import load_system
 
     system = load_system(system_name or cfg.scale.system)
-    work = workload_from_config(cfg, grid or cfg.scale.grid)
-    work = dataclasses.replace(work, dataset_samples=cfg.scale.dataset_samples)
+    settings = settings_from_config(cfg)
     counts = sorted(set(nodes or cfg.scale.nodes))
-    if counts and counts[0] < 1:
-        raise ConfigError(f"--nodes: {counts[0]} is not a node count; use positive integers")
+    if not counts or counts[0] < 1:
+        raise ConfigError(f"--nodes: {counts[:1]} is not a node count; use positive integers")
     limit = system["max_nodes"]
-    if limit and counts and counts[-1] > limit:
+    if limit and counts[-1] > limit:
         raise ConfigError(f"--nodes: {counts[-1]} is more than {system.name}'s {int(limit)} nodes (max_nodes)")
-    return sweep(work, system, counts, settings_from_config(cfg))
+    work = workload_from_config(cfg, grid or cfg.scale.grid)  # checks done first: this builds the model
+    work = dataclasses.replace(work, dataset_samples=cfg.scale.dataset_samples)
+    return sweep(work, system, counts, settings)
