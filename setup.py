@@ -46,7 +46,7 @@ setup(
     python_requires=">=3.10,<3.13",
     packages=find_packages(include=["exascale_climate", "exascale_climate.*"]),
     include_package_data=True,
-    package_data={"exascale_climate": ["configs/*.yaml", "jobs/templates/*"]},
+    package_data={"exascale_climate": ["configs/*.yaml", "jobs/templates/*", "scale/systems/*.yaml"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={"dev": DEV_REQUIRES, **TENSORFLOW},
     entry_points={"console_scripts": ["exaclimate=exascale_climate.cli:main"]},

@@ -580,14 +580,100 @@ def bench_model_command(models, grids, batch, repeat, precision, json_path, conf
               help="Where the convergence plot goes.")
 @click.option("--json", "json_path", metavar="OUT", help="Append the records as JSON lines to OUT.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Config override for the timed runs.")
-def bench_train_command(models, grid, batch, steps, convergence, data_dir, png, json_path, overrides):
+@click.option("--ranks", default="1,2", show_default=True, metavar="N,N,...",
+              help="Rank counts (1, 2 and 4 as 2 nodes x 2 always; others run the flat variant only).")
+@click.option("--controller", type=click.Choice(["gloo", "mpi"]), default="gloo", show_default=True,
+              help="Horovod controller of the timed runs (horovodrun --gloo or --mpi).")
+def bench_train_command(models, grid, batch, steps, convergence, data_dir, png, json_path, overrides, ranks,
+                        controller):
     """Training step on real ranks: samples/s, FLOP/s, weak scaling 1->2 ranks and 1->4 ranks as 2 nodes x 2,
     allreduce variants, convergence."""
     from exascale_climate.bench.train import bench_train
 
+    rank_counts = tuple(sorted({1, 2, *(int(r) for r in ranks.split(",") if r.strip())}))
     records = bench_train(list(models) or ["demo", "tiramisu", "deeplabv3plus"], grid, batch, steps,
-                          list(overrides), convergence=convergence, data_dir=data_dir, png=png)
+                          list(overrides), convergence=convergence, data_dir=data_dir, png=png,
+                          ranks=rank_counts, controller=controller)
     _report(records, json_path)
+
+
+# ---------------------------------------------------------------------------------------- scale
+@main.group(cls=ExaclimateGroup)
+def scale():
+    """Performance model: step time, throughput and efficiency at N nodes (docs/PERFORMANCE.md)."""
+
+
+def _node_list(text):
+    from exascale_climate.errors import ConfigError
+
+    try:
+        return [int(n) for n in text.split(",") if n.strip()] if text else None
+    except ValueError:
+        raise ConfigError(f"--nodes {text!r}: expected comma-separated node counts, e.g. 1,6,96,4560") from None
+
+
+@scale.command("predict")
+@click.option("--system", metavar="NAME|FILE",
+              help="summit, piz-daint, perlmutter, cori-knl, dgx-h100, or a system YAML [scale.system].")
+@click.option("--nodes", metavar="N,N,...", help="Node counts, e.g. 1,6,96,4560 [scale.nodes].")
+@click.option("--grid", metavar="HxW", help="Input grid [scale.grid: 768x1152].")
+@click.option("--json", "json_path", metavar="OUT", help="Write the inputs and every row as JSON to OUT.")
+@click.option("--png", "png_path", metavar="OUT", help="Plot throughput, efficiency and the step breakdown.")
+@config_options
+def scale_predict(system, nodes, grid, json_path, png_path, config_path, overrides):
+    """Per-step compute / allreduce / lag / stragglers / I/O, samples/s, FLOP/s and efficiency per node count.
+
+    The model and batch come from the config (model.*, train.batch_size, train.precision), the communication
+    settings from distributed.* (allreduce, gradient_lag, fp16_compression, fusion, cycle time) and scale.*.
+    """
+    from exascale_climate.config import parse_grid
+    from exascale_climate.scale.report import format_table, plot, write_json
+    from exascale_climate.scale.workload import predict_from_config
+
+    cfg = load_cli_config(config_path, overrides)
+    result = predict_from_config(cfg, system, _node_list(nodes), parse_grid(grid) if grid else None)
+    click.echo(format_table(result))
+    if json_path:
+        write_json(result, json_path)
+    if png_path:
+        plot(result, png_path)
+
+
+@scale.command("fit")
+@click.argument("records", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--out", "out_dir", required=True, metavar="DIR",
+              help="Writes host-gloo.yaml / host-mpi.yaml (use with predict --system) and fit.json here.")
+@click.option("--fit-on", metavar="CONFIG[@HxW],...",
+              help="Fit only on these configs' records (CONFIG@HxW: only that grid; default: all); the others "
+                   "are predicted as a check.")
+@click.option("--fit-ranks", default=2, show_default=True, type=click.IntRange(min=1),
+              help="Fit on runs with at most this many ranks (flat variant); the rest are predicted.")
+@click.option("--cores", type=click.IntRange(min=1), metavar="N",
+              help="Cores the measured ranks shared (default: this machine's).")
+@click.option("--timing", type=click.Choice(["wall", "cpu"]), default="wall", show_default=True,
+              help="wall: measured seconds per step; cpu: CPU seconds per step x max(1, ranks/cores), what the step "
+                   "takes with the cores to itself (for machines shared with other jobs).")
+def scale_fit(records, out_dir, fit_on, fit_ranks, cores, timing):
+    """Fit this host's per-sample compute time and Gloo / MPI allreduce alpha and beta from `bench train`
+    (and 1-thread `bench model`) JSON records, then predict every record and print the error."""
+    from exascale_climate.scale.fit import fit_and_check, format_check
+
+    models = [m.strip() for m in fit_on.split(",") if m.strip()] if fit_on else None
+    click.echo(format_check(fit_and_check(list(records), out_dir, models, fit_ranks, cores, timing)))
+
+
+@scale.command("paper")
+@click.option("--json", "json_path", metavar="OUT", help="Write the cases and ablations as JSON to OUT.")
+def scale_paper(json_path):
+    """The SC18 runs from published inputs, with each mechanism switched off in turn."""
+    from exascale_climate.scale.paper import CASES, format_cases, run_case
+
+    rows = [run_case(c) for c in CASES]
+    click.echo(format_cases(rows))
+    if json_path:
+        from exascale_climate.utils.io import atomic_write_text
+
+        atomic_write_text(json_path, json.dumps(rows, indent=1) + "\n")
 
 
 # --------------------------------------------------------------------------------------- submit

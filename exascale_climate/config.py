@@ -318,6 +318,25 @@ class JobConfig:
     srun_mpi: str = "pmix"  # SLURM `srun --mpi=` plugin; empty = the cluster's default
 
 
+# -------------------------------------------------------------------------------------------- scale
+@dataclass
+class ScaleConfig:
+    """The performance model (`exaclimate scale predict`, docs/PERFORMANCE.md); the rest comes from distributed."""
+
+    system: str = "summit"  # bundled system name or a system YAML file
+    nodes: list[int] = field(default_factory=lambda: [1, 6, 24, 96, 384, 1536, 4560])
+    grid: tuple[int, int] = grid_field((768, 1152))
+    algorithm: str = choice("", ("", "ring", "tree", "hierarchical"))  # "" = from distributed.allreduce
+    inter_algorithm: str = choice("tree", ("ring", "tree"))  # across nodes in the hierarchical allreduce
+    control_plane: str = choice("", ("", "tree", "coordinator"))  # "" = the system's
+    groups: int = bounded(1, min=1, max=1_000_000)  # hybrid scheme (SC17): synchronous groups ...
+    parameter_servers: int = bounded(0, min=0, max=1_000_000)  # ... and parameter-server nodes
+    staging: bool = True  # node-local staged input vs the shared file system every step
+    stragglers: bool = True  # the slowest rank sets the pace (system's variability.step_time_cv)
+    rate_flops: float | None = bounded(None, min=0.0, max=1e21)  # sustained FLOP/s per device; None = the system's rates / assumption
+    dataset_samples: int = bounded(0, min=0, max=10**12)  # for the one-off staging time; 0 = not reported
+
+
 @dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
@@ -329,6 +348,7 @@ class Config:
     job: JobConfig = field(default_factory=JobConfig)
     track: TrackConfig = field(default_factory=TrackConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
 
     def validate(self) -> "Config":
         """Cross-field checks that a single field's metadata cannot express."""

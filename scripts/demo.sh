@@ -85,6 +85,10 @@ step "quick benchmarks at the demo grid (JSON lines in $DEMO_DIR/bench, read by 
 exaclimate bench model --model tiramisu --grid 96x144 --config demo --json "$DEMO_DIR/bench/model.jsonl"
 exaclimate bench pipeline --grid 96x144 --samples 16 --json "$DEMO_DIR/bench/pipeline.jsonl"
 
+step "performance model: the paper's Tiramisu on Summit nodes, on paper (docs/PERFORMANCE.md)"
+exaclimate scale predict --config tiramisu --system summit --nodes 1,6,96,1536,4560 \
+  --json "$DEMO_DIR/bench/scale-summit.json" --png "$DEMO_DIR/plots/scale-summit.png"
+
 step "notebooks: explore the data, inspect the model, performance, boxes (executed into $DEMO_DIR/notebooks)"
 python scripts/run_notebooks.py --out "$DEMO_DIR/notebooks" notebooks/*.ipynb
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -84,13 +85,17 @@ def time_variants(cfg: Config, grid: tuple[int, int], batch: int, steps: int, va
         broadcast_variables(world, list(model.variables) + list(optimizer.variables))
         for _ in range(2):  # tracing + warm-up
             step([(x, y, w)])["loss"].numpy()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(steps):
             step([(x, y, w)])["loss"].numpy()
         seconds = (time.perf_counter() - t0) / steps
+        # CPU seconds of this rank's process (compute thread, Horovod's thread, Gloo/MPI) per step: unlike the
+        # wall time it does not grow when other jobs share the cores (`scale fit` can use either).
+        cpu = (time.process_time() - c0) / steps
         samples_per_s = batch * world.size / seconds
         results.append({"variant": variant, "ranks": world.size, "nodes": world.nodes,
                         "ranks_per_node": [len(g) for g in world.node_groups], "seconds_per_step": seconds,
+                        "cpu_seconds_per_step": cpu, "load_average": os.getloadavg()[0],
                         "samples_per_s": samples_per_s, "flops_per_s": samples_per_s * flops if flops else None})
     return results
 
@@ -122,7 +127,7 @@ FOUR_RANK_VARIANTS = ("flat", "hierarchical", "lag")
 
 
 def _launch(np: int, config: str | None, overrides: list[str], grid: str, batch: int, steps: int,
-            variants: list[str], hosts: str | None = None) -> dict[str, dict]:
+            variants: list[str], controller: str = "gloo", hosts: str | None = None) -> dict[str, dict]:
     from exascale_climate.utils.launch import run_ranks
 
     argv = [sys.executable, "-m", "exascale_climate.bench.train", "--worker", "--grid", grid, "--batch", str(batch),
@@ -131,31 +136,47 @@ def _launch(np: int, config: str | None, overrides: list[str], grid: str, batch:
         argv += ["--config", config]
     for item in overrides:
         argv += ["--set", item]
-    result = run_ranks(np, argv, threads_per_rank=1, timeout=3600, hosts=hosts)
+    result = run_ranks(np, argv, controller=controller, threads_per_rank=1, timeout=3600, hosts=hosts)
     if result.returncode != 0:
         raise RuntimeError(f"bench train worker on {np} rank(s) failed:\n{result.stdout[-3000:]}")
     rows = [json.loads(line.split(RESULT_TAG, 1)[1]) for line in result.stdout.splitlines() if RESULT_TAG in line]
     return {r["variant"]: r for r in rows}
 
 
-def bench_scaling(models: list[str], grid: str, batch: int, steps: int, overrides: list[str]) -> list[dict]:
+def _timing(result: dict) -> dict:
+    """What `scale fit` reads from a timed variant: ranks, variant, wall and CPU seconds per step, load."""
+    return {k: result.get(k) for k in ("ranks", "variant", "seconds_per_step", "cpu_seconds_per_step",
+                                       "load_average")}
+
+
+def bench_scaling(models: list[str], grid: str, batch: int, steps: int, overrides: list[str],
+                  ranks: tuple[int, ...] = (1, 2), controller: str = "gloo") -> list[dict]:
+    """1 rank, 2 ranks with every variant, 4 ranks as 2 nodes x 2 (flat, hierarchical, lag), and the flat
+    variant on any further rank counts in `ranks`.
+
+    Every record names `ranks`, `controller` and `seconds_per_step` so `exaclimate scale fit` can read them.
+    """
     records = []
     for name in models:
         config = name
         extra = {"model": config, "grid": grid, "batch_per_rank": batch, "threads_per_rank": 1,
-                 "overrides": overrides}
-        one = _launch(1, config, overrides, grid, batch, steps, ["flat"])["flat"]
-        two = _launch(2, config, overrides, grid, batch, steps, list(VARIANTS))
-        four = _launch(4, config, overrides, grid, batch, steps, list(FOUR_RANK_VARIANTS), hosts=TWO_HOSTS)
-        records.append(record(BENCH, f"{config} samples/s, 1 rank", one["samples_per_s"], "samples/s", **extra))
+                 "overrides": overrides, "controller": controller, "steps": steps}
+        one = _launch(1, config, overrides, grid, batch, steps, ["flat"], controller)["flat"]
+        two = _launch(2, config, overrides, grid, batch, steps, list(VARIANTS), controller)
+        four = _launch(4, config, overrides, grid, batch, steps, list(FOUR_RANK_VARIANTS), controller,
+                       hosts=TWO_HOSTS)
+        one_x = {**extra, **_timing(one)}
+        records.append(record(BENCH, f"{config} samples/s, 1 rank", one["samples_per_s"], "samples/s", **one_x))
         if one["flops_per_s"]:
-            records.append(record(BENCH, f"{config} achieved FLOP/s, 1 rank", one["flops_per_s"], "FLOP/s", **extra))
+            records.append(record(BENCH, f"{config} achieved FLOP/s, 1 rank", one["flops_per_s"], "FLOP/s", **one_x))
         flat = two["flat"]
+        two_x = {**extra, **_timing(flat)}
         records.append(record(BENCH, f"{config} samples/s, 2 ranks (flat)", flat["samples_per_s"], "samples/s",
-                              baseline=one["samples_per_s"], baseline_name="1 rank", **extra))
+                              baseline=one["samples_per_s"], baseline_name="1 rank", **two_x))
         for variant in VARIANTS[1:]:
             records.append(record(BENCH, f"{config} samples/s, 2 ranks ({variant})", two[variant]["samples_per_s"],
-                                  "samples/s", baseline=flat["samples_per_s"], baseline_name="flat", **extra))
+                                  "samples/s", baseline=flat["samples_per_s"], baseline_name="flat",
+                                  **{**extra, **_timing(two[variant])}))
         for variant in VARIANTS:  # 2 ranks x the same per-rank batch against twice one rank
             records.append(record(BENCH, f"{config} weak-scaling efficiency 1->2 ranks ({variant})",
                                   two[variant]["samples_per_s"] / (2 * one["samples_per_s"]), "fraction",
@@ -164,13 +185,18 @@ def bench_scaling(models: list[str], grid: str, batch: int, steps: int, override
         for variant in FOUR_RANK_VARIANTS:  # 2 nodes x 2 ranks, as Horovod reports them
             row = four[variant]
             where = {"nodes": row["nodes"], "ranks_per_node": row["ranks_per_node"], "hosts": TWO_HOSTS}
-            if variant != "flat":
-                records.append(record(BENCH, f"{config} samples/s, 4 ranks as 2 nodes x 2 ({variant})",
-                                      row["samples_per_s"], "samples/s", baseline=four["flat"]["samples_per_s"],
-                                      baseline_name="flat", **where, **extra))
+            base, base_name = (one, "1 rank") if variant == "flat" else (four["flat"], "flat")
+            records.append(record(BENCH, f"{config} samples/s, 4 ranks as 2 nodes x 2 ({variant})",
+                                  row["samples_per_s"], "samples/s", baseline=base["samples_per_s"],
+                                  baseline_name=base_name, **where, **{**extra, **_timing(row)}))
             records.append(record(BENCH, f"{config} weak-scaling efficiency 1->4 ranks, 2 nodes x 2 ({variant})",
                                   row["samples_per_s"] / (4 * one["samples_per_s"]), "fraction", baseline=0.9,
-                                  baseline_name="goal", **where, **extra))
+                                  baseline_name="goal", **where, **{**extra, **_timing(row)}))
+        for np in (n for n in ranks if n not in (1, 2, 4)):  # 4 ranks: the 2-node run above
+            more = _launch(np, config, overrides, grid, batch, steps, ["flat"], controller)["flat"]
+            records.append(record(BENCH, f"{config} samples/s, {np} ranks (flat)", more["samples_per_s"],
+                                  "samples/s", baseline=one["samples_per_s"], baseline_name="1 rank",
+                                  **{**extra, **_timing(more)}))
     return records
 
 
@@ -244,9 +270,11 @@ def _plot(valid, trivial: float, out_png) -> None:
 
 def bench_train(models: list[str], grid: str = "96x144", batch: int = 1, steps: int = 5,
                 overrides: list[str] | None = None, convergence: bool = True, data_dir: str | None = None,
-                png: str | Path = "docs/figures/train_convergence.png") -> list[dict]:
+                png: str | Path = "docs/figures/train_convergence.png", ranks: tuple[int, ...] = (1, 2),
+                controller: str = "gloo") -> list[dict]:
     # float32 unless asked: on CPUs float16 convolutions are emulated and would only measure that.
-    records = bench_scaling(models, grid, batch, steps, ["train.precision=float32", *(overrides or [])])
+    records = bench_scaling(models, grid, batch, steps, ["train.precision=float32", *(overrides or [])],
+                            ranks=ranks, controller=controller)
     if convergence:
         records += bench_convergence(data_dir, png)
     return records
