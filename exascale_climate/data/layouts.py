@@ -134,10 +134,12 @@ def member(path, group, name: str, kind: str):
         return None
     try:
         obj = group[name]
-    except (KeyError, OSError, RuntimeError, ValueError):
-        target = (f"soft link to {link.path}" if isinstance(link, h5py.SoftLink) else
-                  f"external link to {link.filename}:{link.path}" if isinstance(link, h5py.ExternalLink) else "link")
-        raise DataError(path, f"dangling {target}", field=where) from None
+    except (KeyError, OSError, RuntimeError, ValueError) as e:
+        if isinstance(link, h5py.SoftLink):
+            raise DataError(path, f"dangling soft link to {link.path}", field=where) from None
+        if isinstance(link, h5py.ExternalLink):
+            raise DataError(path, f"dangling external link to {link.filename}:{link.path}", field=where) from None
+        raise DataError(path, f"corrupt HDF5 object ({type(e).__name__}: {e})", field=where) from e
     if not isinstance(obj, h5py.Group if kind == "group" else h5py.Dataset):
         other = "group" if isinstance(obj, h5py.Group) else "dataset" if isinstance(obj, h5py.Dataset) else "type"
         raise DataError(path, f"is a {other}, expected a {kind}", field=where)
