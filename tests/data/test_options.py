@@ -5,7 +5,7 @@ import pytest
 from click.testing import CliRunner
 
 from exascale_climate.cli import main
-from exascale_climate.data.formats import write_deepcam_sample, write_netcdf_sample
+from exascale_climate.data.writers import write_deepcam_sample, write_netcdf_sample
 from exascale_climate.data.grid import default_coordinates
 from exascale_climate.variables import VARIABLE_NAMES
 
@@ -74,7 +74,7 @@ def test_out_that_is_a_file_or_below_a_file(nc_input, tmp_path):
 
 
 def test_gordon_bell_input_shape_is_channels_first(tmp_path):
-    from exascale_climate.data.formats import write_gordonbell_sample
+    from exascale_climate.data.writers import write_gordonbell_sample
     from exascale_climate.data.options import input_shape
 
     data = np.zeros((96, 144, 16), np.float32)

@@ -13,7 +13,7 @@ import numpy as np
 import psutil
 import pytest
 
-from exascale_climate.data.formats import write_deepcam_sample, write_netcdf_sample
+from exascale_climate.data.writers import write_deepcam_sample, write_netcdf_sample
 from exascale_climate.data.grid import default_coordinates
 from exascale_climate.variables import VARIABLE_NAMES
 
