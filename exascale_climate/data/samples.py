@@ -29,6 +29,7 @@ from exascale_climate.data.validate import (
     check_fields,
     check_finite,
     check_labels,
+    check_ranges,
     dtype_problem,
     unit_conversion,
 )
@@ -202,6 +203,7 @@ def _read_netcdf(path: Path, channels, with_labels, time_index: int) -> Sample:
             if convert is not None:  # e.g. PSL in hPa, temperatures in degC, PRECT in mm/day
                 values = np.asarray(values, np.float64) * convert[0] + convert[1]
             data[..., i] = values
+        check_ranges(path, data, names)  # after the units conversion: hPa labelled Pa, TMQ 3e38, PS < 0
         labels = _nc_labels(path, nc, time_index, grid) if with_labels else None
         attrs = {k: nc.getncattr(k) for k in nc.ncattrs()}
         if regional:

@@ -5,6 +5,7 @@ finding it on read, with the file and variable named, costs a second.
 """
 from __future__ import annotations
 
+import os
 import re
 from functools import lru_cache
 from math import prod
@@ -197,14 +198,12 @@ GZIP_MAX_RATIO = 1100  # deflate cannot compress better than ~1032:1; lzf and sh
 def check_declared_size(path, ds, name: str, file_size: int) -> None:
     """A dataset's declared size against what the file can hold, before anything is allocated: unfiltered data
     must lie in the file, compressed data cannot beat deflate's ratio, and nothing may exceed the memory."""
-    import psutil
-
     nbytes = ds.dtype.itemsize * prod(ds.shape)
     plist = ds.id.get_create_plist()
     if plist.get_external_count():
         return  # external raw storage: its own files hold the bytes; h5py reports missing ones on read
     filtered = plist.get_nfilters() > 0
     limit = file_size * GZIP_MAX_RATIO if filtered else file_size
-    if nbytes > limit or nbytes > psutil.virtual_memory().total:
+    if nbytes > limit or nbytes > os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"):
         raise DataError(path, f"declares {nbytes:,} bytes {ds.shape} but the file has {file_size:,} bytes "
                         "(truncated or corrupt)", field=name)
