@@ -261,12 +261,18 @@ INSPECT_CASES = {
     "wrong units": "[PSL]: values",
     "impossible TMQ": "[TMQ]: values 30..3e+38",
     "negative PS": "[PS]: values -",
+    "transposed fields": "[T500]: shape (1, 16, 12) does not match (lat, lon) (12, 16) (transposed?)",
 }
 
 
 @pytest.mark.parametrize("case", sorted(INSPECT_CASES))
 def test_inspect_lists_problems_and_exits_non_zero(tmp_path, case):
-    if case in ("wrong units", "broken latitude"):
+    if case == "transposed fields":
+        path = netcdf(tmp_path / "s.nc")
+        with netCDF4.Dataset(path, "a") as nc:
+            nc.renameVariable("T500", "T500_old")
+            nc.createVariable("T500", "f4", ("time", "lon", "lat"))[0] = np.full(GRID[::-1], 250.0)
+    elif case in ("wrong units", "broken latitude"):
         path = netcdf(tmp_path / "s.nc", lat=np.linspace(0, 950, GRID[0]) if case == "broken latitude" else None)
         if case == "wrong units":
             with netCDF4.Dataset(path, "a") as nc:
