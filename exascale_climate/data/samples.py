@@ -24,6 +24,7 @@ from exascale_climate.data.layouts import (
     open_netcdf,
 )
 from exascale_climate.data.validate import (
+    GZIP_MAX_RATIO,
     check_channels,
     check_coordinates,
     check_fields,
@@ -119,6 +120,10 @@ def _nc_field(path, nc, name: str, time_index: int, grid: tuple[int, int] | None
         raise DataError(path, problem, field=name)
     if 0 in var.shape:
         raise DataError(path, f"zero-size variable {var.shape} (no time records?)", field=name)
+    step = int(np.prod(var.shape[-2:])) * np.dtype(var.dtype).itemsize  # what one read allocates
+    if step > os.path.getsize(path) * GZIP_MAX_RATIO:
+        raise DataError(path, f"declares {step:,} bytes per step {var.shape} but the file has "
+                        f"{os.path.getsize(path):,} bytes (truncated or corrupt)", field=name)
     try:
         if len(dims) == 3 and dims[0] == "time":
             if time_index >= var.shape[0]:

@@ -175,6 +175,7 @@ NETCDF_CASES = {
     "units not convertible": (dict(units={"PSL": "m s-1"}), "[PSL]: units 'm s-1' cannot be converted to 'Pa'"),
     "units unknown": (dict(units={"TS": "bananas"}), "[TS]: units 'bananas' cannot be converted"),
     "strings in a variable": (dict(dtype=str), "string dtype"),
+    "64 TiB declared": (dict(dtype="huge"), "[TMQ]: declares"),
 }
 
 
@@ -186,6 +187,13 @@ def test_malformed_netcdf_is_one_error_naming_the_file(tmp_path, case):
         with netCDF4.Dataset(path, "a") as nc:
             nc.renameVariable("TMQ", "TMQ_old")
             nc.createVariable("TMQ", str, ("time", "lat", "lon"))[0, 0, 0] = "thirty"
+    elif kwargs.get("dtype") == "huge":
+        path = netcdf(tmp_path / "s.nc")
+        with netCDF4.Dataset(path, "a") as nc:
+            nc.createDimension("y", 2**22)
+            nc.createDimension("x", 2**21)
+            nc.renameVariable("TMQ", "TMQ_old")
+            nc.createVariable("TMQ", "f4", ("time", "y", "x"), chunksizes=(1, 1024, 1024), zlib=True)
     else:
         path = netcdf(tmp_path / "s.nc", **kwargs)
     with pytest.raises(DataError) as e:
@@ -241,7 +249,8 @@ def test_valid_unusual_files_are_still_accepted(tmp_path):
         for v in VARIABLE_NAMES:
             if v != "PS":
                 nc[v].set_auto_maskandscale(False)
-                nc[v].scale_factor, nc[v].add_offset = np.float32(1.0), np.float32(fields[0, 0, VARIABLE_NAMES.index(v)])
+                typical = np.float32(fields[0, 0, VARIABLE_NAMES.index(v)])
+                nc[v].scale_factor, nc[v].add_offset = np.float32(1.0), typical
                 nc[v][0] = np.zeros(GRID, np.int16)
     paths.append(packed)
     for path in paths:
