@@ -315,3 +315,23 @@ def test_stats_names_a_dangling_symlink(tmp_path):
         dataset_stats(directory, None, None)
     r = CliRunner().invoke(main, ["data", "stats", str(directory), "--out", str(tmp_path / "s.h5")])
     assert r.exit_code == 2 and "dangling symbolic link" in r.output and "Traceback" not in r.output
+
+
+def test_a_real_process_prints_one_line_and_exits_2(tmp_path):
+    """The installed entry point, as a user runs it: `data convert` and `data stats` on a 64 TiB-declared file."""
+    import subprocess
+    import sys
+
+    directory = tmp_path / "in"
+    directory.mkdir()
+    path = deepcam(directory / "data-0.h5")
+    with h5py.File(path, "a") as f:
+        _huge(f)
+    env = {**os.environ, "PYTHONPATH": str(__import__("pathlib").Path(__file__).resolve().parents[2])}
+    for args in (["data", "convert", str(path), "--out", str(tmp_path / "o")],
+                 ["data", "stats", str(directory), "--out", str(tmp_path / "s.h5")]):
+        out = subprocess.run([sys.executable, "-m", "exascale_climate.cli", *args], capture_output=True, text=True,
+                             env=env, timeout=300)
+        assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+        assert out.stderr.strip().count("\n") == 0 and f"{path} [climate/data]: declares" in out.stderr, out.stderr
+    assert not (tmp_path / "s.h5").exists()
