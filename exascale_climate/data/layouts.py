@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import fnmatch
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
+from exascale_climate.data.validate import check_declared_size, check_variable_names, dtype_problem
 from exascale_climate.errors import DataError
 from exascale_climate.utils.io import is_temp_name
 from exascale_climate.variables import NUM_CHANNELS, VARIABLE_NAMES
@@ -111,9 +113,99 @@ def open_hdf5(path: Path):
     return _open(path, "HDF5", h5py.File)
 
 
+@contextmanager
+def hdf5_errors(path):
+    """HDF5's own errors on corrupt metadata or data (RuntimeError, OSError, KeyError, ...) as one DataError
+    naming the file."""
+    try:
+        yield
+    except (RuntimeError, OSError, KeyError, ValueError, TypeError) as e:
+        raise DataError(path, f"corrupt HDF5 file ({type(e).__name__}: {e})") from e
+
+
+def member(path, group, name: str, kind: str):
+    """`group[name]` if it is a `kind` ("group" or "dataset"), None if absent; a dangling soft or external link
+    or an object of the other kind is an error naming it."""
+    import h5py
+
+    where = f"{group.name.strip('/')}/{name}".lstrip("/")
+    link = group.get(name, getlink=True)
+    if link is None:
+        return None
+    try:
+        obj = group[name]
+    except (KeyError, OSError, RuntimeError, ValueError) as e:
+        if isinstance(link, h5py.SoftLink):
+            raise DataError(path, f"dangling soft link to {link.path}", field=where) from None
+        if isinstance(link, h5py.ExternalLink):
+            raise DataError(path, f"dangling external link to {link.filename}:{link.path}", field=where) from None
+        raise DataError(path, f"corrupt HDF5 object ({type(e).__name__}: {e})", field=where) from e
+    if not isinstance(obj, h5py.Group if kind == "group" else h5py.Dataset):
+        other = "group" if isinstance(obj, h5py.Group) else "dataset" if isinstance(obj, h5py.Dataset) else "type"
+        raise DataError(path, f"is a {other}, expected a {kind}", field=where)
+    return obj
+
+
+def check_array(path, ds, name: str, rank: int, file_size: int, shape=None) -> None:
+    """A dataset of real numbers, of `rank` (and `shape`), not empty, and not larger than the file can hold."""
+    if ds.shape is None or len(ds.shape) != rank:
+        got = "a null dataspace" if ds.shape is None else "a scalar" if ds.shape == () else f"shape {ds.shape}"
+        raise DataError(path, f"expected {rank} dimensions, got {got}", field=name)
+    if problem := dtype_problem(ds.dtype):
+        raise DataError(path, problem, field=name)
+    if 0 in ds.shape:
+        raise DataError(path, f"zero-size array {ds.shape}", field=name)
+    if shape is not None and tuple(ds.shape) != tuple(shape):
+        raise DataError(path, f"shape {ds.shape} does not match the data grid {tuple(shape)}", field=name)
+    check_declared_size(path, ds, name, file_size)
+
+
+def check_hdf5(path, f, layout: Layout, file_size: int) -> list[str]:
+    """The whole structure of an open DeepCAM / Gordon Bell sample, from metadata only (nothing is read but
+    attributes): kinds, ranks, dtypes, shapes against the grid, sizes against the file, channel names.
+    Returns the channel names."""
+    where = HDF5_LAYOUTS[layout]
+    climate = member(path, f, "climate", "group")
+    ds = member(path, climate, "data", "dataset") if climate is not None else None
+    if ds is None:
+        raise DataError(path, "no fields in the file", field=FIELDS_DATASET)
+    check_array(path, ds, FIELDS_DATASET, 3, file_size)
+    names = hdf5_variables(path, f, layout)
+    grid = where.grid(ds.shape)
+    labels = member(path, climate, where.labels.split("/")[-1], "dataset")
+    if labels is not None:
+        check_array(path, labels, where.labels, 2, file_size, grid)
+    for coord, n in (("lat", grid[0]), ("lon", grid[1])):
+        values = member(path, climate, coord, "dataset")
+        if values is not None:
+            check_array(path, values, f"climate/{coord}", 1, file_size, (n,))
+    stats = member(path, climate, "stats", "dataset") if where.channels_first else None
+    if stats is not None:
+        check_array(path, stats, "climate/stats", 2, file_size, (len(names), 4))
+    return names
+
+
+def check_netcdf3_length(path: Path) -> None:
+    """A netCDF-3 (classic or 64-bit offset) file must hold every record its header declares: the netCDF library
+    reads missing records as zeros. scipy's reader maps each variable onto the file by the header's offsets and
+    record count (no data read), and fails when the file is too short."""
+    import scipy.io
+
+    with open(path, "rb") as f:
+        if f.read(4) not in (b"CDF\x01", b"CDF\x02"):
+            return  # netCDF-4 (HDF5: its own errors) or CDF-5 (scipy cannot parse it)
+    try:
+        with scipy.io.netcdf_file(path, "r", mmap=True):
+            pass
+    except (ValueError, IndexError, TypeError) as e:
+        raise DataError(path, f"truncated netCDF-3 file: the header declares more data than its "
+                        f"{os.path.getsize(path):,} bytes hold ({e})") from None
+
+
 def open_netcdf(path: Path):
     import netCDF4
 
+    check_netcdf3_length(path)
     return _open(path, "netCDF", netCDF4.Dataset)
 
 
@@ -125,14 +217,14 @@ def detect_layout(path: str | Path) -> Layout:
         return "netcdf"
     if sig != HDF5_SIGNATURE:
         raise DataError(path, "neither HDF5 nor netCDF (unknown signature; truncated or not a data file?)")
-    with open_hdf5(path) as f:
-        climate = f.get("climate")
-        if climate is not None and "data" in climate:
+    with open_hdf5(path) as f, hdf5_errors(path):
+        climate = member(path, f, "climate", "group")
+        if climate is not None and member(path, climate, "data", "dataset") is not None:
             if "labels_0" in climate:
                 return "deepcam"
             if "labels" in climate or "stats" in climate:
                 return "gordonbell"
-            shape = climate["data"].shape
+            shape = climate["data"].shape or ()
             if len(shape) == 3 and shape[0] <= NUM_CHANNELS < shape[-1]:
                 return "gordonbell"
             return "deepcam"
@@ -166,7 +258,7 @@ def stored_variables(path, attrs, n_channels: int) -> list[str]:
             raise DataError(path, f"{n_channels} channels but no `variables` attribute naming them",
                             field=FIELDS_DATASET)
         return list(VARIABLE_NAMES)
-    names = [_decode(n) for n in np.atleast_1d(names)]
+    names = check_variable_names(path, names, FIELDS_DATASET)
     if len(names) != n_channels:
         raise DataError(path, f"`variables` names {len(names)} channels, the data has {n_channels}",
                         field=FIELDS_DATASET)
@@ -191,8 +283,16 @@ def list_samples(directory: str | Path) -> list[Path]:
     directory = Path(directory)
     if not directory.is_dir():
         raise DataError(directory, "no such directory")
-    return sorted(p for p in directory.iterdir()
-                  if p.is_file() and fnmatch.fnmatch(p.name, SAMPLE_GLOB) and not is_temp_name(p))
+    found = sorted(p for p in directory.iterdir() if fnmatch.fnmatch(p.name, SAMPLE_GLOB) and not is_temp_name(p))
+    check_dangling(found)
+    return [p for p in found if p.is_file()]
+
+
+def check_dangling(paths) -> None:
+    """A symbolic link whose target is gone is an error naming it, not a sample silently left out."""
+    for p in paths:
+        if p.is_symlink() and not p.exists():
+            raise DataError(p, f"dangling symbolic link (its target {os.readlink(p)} does not exist)")
 
 
 def expand_inputs(inputs) -> list[Path]:
@@ -203,8 +303,10 @@ def expand_inputs(inputs) -> list[Path]:
         if not item.is_dir():
             files.append(item)
             continue
-        found = sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in DATA_SUFFIXES
+        found = sorted(p for p in item.iterdir() if p.suffix.lower() in DATA_SUFFIXES
                        and p.name != STATS_FILE and not is_temp_name(p))
+        check_dangling(found)
+        found = [p for p in found if p.is_file()]
         if not found:
             raise DataError(item, f"no data files ({', '.join(DATA_SUFFIXES)}) in the directory")
         files.extend(found)

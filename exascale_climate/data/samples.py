@@ -16,13 +16,24 @@ from exascale_climate.data.layouts import (
     HDF5_LAYOUTS,
     Layout,
     Sample,
+    check_hdf5,
     climate_attrs,
     detect_layout,
-    hdf5_variables,
+    hdf5_errors,
     open_hdf5,
     open_netcdf,
 )
-from exascale_climate.data.validate import check_channels, check_fields, check_finite, check_labels
+from exascale_climate.data.validate import (
+    GZIP_MAX_RATIO,
+    check_channels,
+    check_coordinates,
+    check_fields,
+    check_finite,
+    check_labels,
+    check_ranges,
+    dtype_problem,
+    unit_conversion,
+)
 from exascale_climate.errors import DataError
 from exascale_climate.utils.buffers import aligned_copy, aligned_empty
 from exascale_climate.variables import BY_NAME, LABEL_VARIABLE, VARIABLE_NAMES
@@ -45,38 +56,46 @@ def _read_fields_checked(path, ds, layout: Layout, index: list[int], stored: lis
 
 
 def _read_hdf5(path: Path, layout: Layout, channels, with_labels, empty, transform) -> Sample:
+    with open_hdf5(path) as f, hdf5_errors(path):
+        return _read_open_hdf5(path, f, layout, channels, with_labels, empty, transform)
+
+
+def _read_open_hdf5(path: Path, f, layout: Layout, channels, with_labels, empty, transform) -> Sample:
+    """The first read of a file checks its structure (check_hdf5) and coordinates; later reads of the unchanged
+    file (rawread.read_known) skip that. Value ranges are checked where data enter (netCDF reads) and by
+    `data inspect`: HDF5 samples are written by `data convert` from checked input (and tests and benchmarks
+    write random fields to them)."""
     stat = os.stat(path)
     identity, size = rawread.identity(stat), stat.st_size
     where = HDF5_LAYOUTS[layout]
-    with open_hdf5(path) as f:
-        climate = f["climate"]
-        ds = climate["data"]
-        if ds.ndim != 3:
-            raise DataError(path, f"expected 3 dimensions, got shape {ds.shape}", field=FIELDS_DATASET)
-        stored = hdf5_variables(path, f, layout)
-        index = check_channels(path, stored, channels)
-        data = None
+    stored = check_hdf5(path, f, layout, size)
+    climate = f["climate"]
+    ds = climate["data"]
+    index = check_channels(path, stored, channels)
+    data = None
+    fields = None
+    if not where.channels_first and index == list(range(len(stored))):
+        fields = rawread.location(ds, size)
+    if fields is not None:
+        data = rawread.read_fields_in_one_pass(path, fields, FIELDS_DATASET, empty, transform)
+    if data is None:
         fields = None
-        if not where.channels_first and index == list(range(len(stored))):
-            fields = rawread.location(ds, size)
-        if fields is not None:
-            data = rawread.read_fields_in_one_pass(path, fields, FIELDS_DATASET, empty, transform)
-        if data is None:
-            fields = None
-            data = _read_fields_checked(path, ds, layout, index, stored, size, empty, transform)
-        has_labels = where.labels in f
-        label_where = rawread.location(f[where.labels], size) if has_labels else None
-        labels = None
-        if with_labels:
-            if not has_labels:
-                raise DataError(path, "no labels in the file", field=where.labels)
-            raw_labels = rawread.read_h5_dataset(path, f[where.labels], where.labels, size, empty)
-            labels = check_labels(path, where.labels, raw_labels, data.shape[:2])
-        attrs = climate_attrs(climate)
-        if where.channels_first and "stats" in climate:
-            attrs["stats"] = rawread.read_h5_dataset(path, climate["stats"], "climate/stats", size)
-        lat = climate["lat"][()] if "lat" in climate else None
-        lon = climate["lon"][()] if "lon" in climate else None
+        data = _read_fields_checked(path, ds, layout, index, stored, size, empty, transform)
+    has_labels = where.labels in f
+    label_where = rawread.location(f[where.labels], size) if has_labels else None
+    labels = None
+    if with_labels:
+        if not has_labels:
+            raise DataError(path, "no labels in the file", field=where.labels)
+        raw_labels = rawread.read_h5_dataset(path, f[where.labels], where.labels, size, empty)
+        labels = check_labels(path, where.labels, raw_labels, data.shape[:2])
+    attrs = climate_attrs(climate)
+    if where.channels_first and "stats" in climate:
+        attrs["stats"] = rawread.read_h5_dataset(path, climate["stats"], "climate/stats", size)
+    lat = climate["lat"][()] if "lat" in climate else None
+    lon = climate["lon"][()] if "lon" in climate else None
+    if not check_coordinates(path, lat, lon, data.shape[:2]):
+        attrs["regional"] = True
     time = attrs.pop("time", None) or None
     if fields is not None:
         labels_known = (where.labels, label_where) if label_where else None
@@ -87,9 +106,24 @@ def _read_hdf5(path: Path, layout: Layout, channels, with_labels, empty, transfo
 
 
 # ---------------------------------------------------------------------------------------- read netCDF
+def _nc_dtype_problem(var) -> str | None:
+    try:
+        return dtype_problem(np.dtype(var.dtype))
+    except TypeError:
+        return f"unsupported netCDF type {var.dtype!r}; expected real numbers"
+
+
 def _nc_field(path, nc, name: str, time_index: int, grid: tuple[int, int] | None) -> np.ndarray:
     var = nc.variables[name]
     dims = var.dimensions
+    if problem := _nc_dtype_problem(var):
+        raise DataError(path, problem, field=name)
+    if 0 in var.shape:
+        raise DataError(path, f"zero-size variable {var.shape} (no time records?)", field=name)
+    step = int(np.prod(var.shape[-2:])) * np.dtype(var.dtype).itemsize  # what one read allocates
+    if step > os.path.getsize(path) * GZIP_MAX_RATIO:
+        raise DataError(path, f"declares {step:,} bytes per step {var.shape} but the file has "
+                        f"{os.path.getsize(path):,} bytes (truncated or corrupt)", field=name)
     try:
         if len(dims) == 3 and dims[0] == "time":
             if time_index >= var.shape[0]:
@@ -109,12 +143,18 @@ def _nc_field(path, nc, name: str, time_index: int, grid: tuple[int, int] | None
     return values
 
 
-def _time_string(nc, time_index: int) -> str | None:
+def _time_string(path, nc, time_index: int) -> str | None:
+    """The step's date; time metadata that does not decode is an error naming the file (a wrong date would
+    mislabel every event found in it)."""
+    if "time" in nc.dimensions and len(nc.dimensions["time"]) == 0:
+        raise DataError(path, "zero time records", field="time")
     if "time" not in nc.variables:
         return None
     tvar = nc.variables["time"]
     try:
         value = tvar[time_index] if tvar.ndim else tvar[()]
+        if np.ma.is_masked(value) or not np.isfinite(float(value)):
+            raise ValueError(f"time value {value}")
         units = getattr(tvar, "units", None)
         if units:
             import cftime
@@ -122,8 +162,20 @@ def _time_string(nc, time_index: int) -> str | None:
             date = cftime.num2date(value, units, calendar=getattr(tvar, "calendar", "standard"))
             return date.isoformat()
         return str(value)
-    except Exception:  # an undecodable time axis is metadata, not a reason to reject the fields
+    except DataError:
+        raise
+    except Exception as e:
+        raise DataError(path, f"time not decodable (units {getattr(tvar, 'units', None)!r}, calendar "
+                        f"{getattr(tvar, 'calendar', 'standard')!r}: {e})", field="time") from None
+
+
+def _nc_coordinate(path, nc, name: str) -> np.ndarray | None:
+    if name not in nc.variables:
         return None
+    var = nc.variables[name]
+    if problem := _nc_dtype_problem(var):
+        raise DataError(path, problem, field=name)
+    return np.ma.filled(np.ma.asarray(var[:], np.float64), np.nan)
 
 
 def _nc_labels(path, nc, time_index: int, grid) -> np.ndarray:
@@ -140,25 +192,31 @@ def _read_netcdf(path: Path, channels, with_labels, time_index: int) -> Sample:
         missing = [n for n in names if n not in nc.variables]
         if missing:
             raise DataError(path, f"missing variable(s) {missing}", field=missing[0])
-        lat = np.asarray(nc.variables["lat"][:]) if "lat" in nc.variables else None
-        lon = np.asarray(nc.variables["lon"][:]) if "lon" in nc.variables else None
+        time = _time_string(path, nc, time_index)
+        lat, lon = (_nc_coordinate(path, nc, c) for c in ("lat", "lon"))
         grid = (len(lat), len(lon)) if lat is not None and lon is not None else None
         first = _nc_field(path, nc, names[0], time_index, grid)
         if first.ndim != 2:
             raise DataError(path, f"expected a 2-D field per time step, got {first.shape}", field=names[0])
         grid = first.shape
+        regional = not check_coordinates(path, lat, lon, grid)
         data = np.empty(grid + (len(names),), np.float32)
         for i, name in enumerate(names):
             values = first if i == 0 else _nc_field(path, nc, name, time_index, grid)
             check_finite(path, name, values)
+            convert = unit_conversion(path, name, getattr(nc.variables[name], "units", None))
+            if convert is not None:  # e.g. PSL in hPa, temperatures in degC, PRECT in mm/day
+                values = np.asarray(values, np.float64) * convert[0] + convert[1]
             data[..., i] = values
+        check_ranges(path, data, names)  # after the units conversion: hPa labelled Pa, TMQ 3e38, PS < 0
         labels = _nc_labels(path, nc, time_index, grid) if with_labels else None
         attrs = {k: nc.getncattr(k) for k in nc.ncattrs()}
+        if regional:
+            attrs["regional"] = True
         if "time" in nc.variables:  # the time axis's calendar matters to anyone writing dates back out
             for key in ("units", "calendar"):
                 if hasattr(nc.variables["time"], key):
                     attrs.setdefault(f"time_{key}" if key == "units" else key, getattr(nc.variables["time"], key))
-        time = _time_string(nc, time_index)
     return Sample(data, labels, names, str(path), time, lat, lon, attrs)
 
 
@@ -199,7 +257,8 @@ def read_labels(path: str | Path, time_index: int = 0) -> np.ndarray:
             return _nc_labels(path, nc, time_index, None)
     where = HDF5_LAYOUTS[layout]
     size = os.stat(path).st_size
-    with open_hdf5(path) as f:
+    with open_hdf5(path) as f, hdf5_errors(path):
+        check_hdf5(path, f, layout, size)
         if where.labels not in f:
             raise DataError(path, "no labels in the file", field=where.labels)
         grid = where.grid(f[FIELDS_DATASET].shape)

@@ -5,10 +5,15 @@ finding it on read, with the file and variable named, costs a second.
 """
 from __future__ import annotations
 
+import os
+import re
+from functools import lru_cache
+from math import prod
+
 import numpy as np
 
 from exascale_climate.errors import DataError
-from exascale_climate.variables import NUM_CLASSES
+from exascale_climate.variables import BY_NAME, NUM_CLASSES, VARIABLE_NAMES
 
 
 def check_finite(path, name: str, values: np.ndarray) -> None:
@@ -64,3 +69,141 @@ def check_channels(path, stored: list[str], channels: list[str] | None) -> list[
     if missing:
         raise DataError(path, f"missing variable(s) {missing}; the file has {stored}", field=missing[0])
     return [stored.index(c) for c in channels]
+
+
+# ------------------------------------------------------------------------------------------- names
+def check_variable_names(path, names, field: str = "climate/data") -> list[str]:
+    """Channel names must be known, distinct strings; bytes that are not UTF-8 or numbers as names are
+    reported, not decoded into garbage."""
+    decoded = []
+    for n in np.atleast_1d(np.asarray(names, dtype=object)).ravel():
+        if isinstance(n, (bytes, np.bytes_)):
+            try:
+                n = bytes(n).decode()
+            except UnicodeDecodeError:
+                raise DataError(path, f"`variables` attribute holds bytes that are not UTF-8: {bytes(n)[:40]!r}",
+                                field=field) from None
+        if not isinstance(n, str):
+            raise DataError(path, f"`variables` attribute holds {type(n).__name__} {n!r}, expected names",
+                            field=field)
+        decoded.append(n)
+    unknown = [n for n in decoded if n not in BY_NAME]
+    if unknown:
+        raise DataError(path, f"unknown channel name(s) {unknown} in `variables`; allowed: {list(VARIABLE_NAMES)}",
+                        field=field)
+    dupes = sorted({n for n in decoded if decoded.count(n) > 1})
+    if dupes:
+        raise DataError(path, f"duplicate channel name(s) {dupes} in `variables`", field=field)
+    return decoded
+
+
+# ------------------------------------------------------------------------------------------- dtypes
+def dtype_problem(dtype) -> str | None:
+    """Why an array of `dtype` cannot hold fields or labels (None: a real number type, any byte order)."""
+    dtype = np.dtype(dtype) if not isinstance(dtype, np.dtype) else dtype
+    kind = {"b": "boolean", "c": "complex", "S": "string", "U": "string", "O": "string or object",
+            "V": "compound or opaque", "M": "date", "m": "time delta"}.get(dtype.kind)
+    return None if dtype.kind in "iuf" else f"{kind or dtype.kind} dtype {dtype}; expected real numbers"
+
+
+# ------------------------------------------------------------------------------------------- units
+def _cf_exponents(text: str) -> str:
+    """CF/UDUNITS writes exponents as plain integers after a unit ("m s-1", "kg m-2"); pint wants "**"."""
+    return re.sub(r"(?<=[A-Za-z)])(-?\d+)", r"**\1", text)
+
+
+@lru_cache(maxsize=1)
+def _units_registry():
+    import pint
+
+    return pint.UnitRegistry(preprocessors=[_cf_exponents])
+
+
+@lru_cache(maxsize=256)
+def _linear_conversion(units: str, target: str) -> tuple[float, float]:
+    """(scale, offset) with value_target = value * scale + offset (offset units such as degC included)."""
+    ureg = _units_registry()
+    zero = ureg.Quantity(0.0, units).to(target).magnitude
+    one = ureg.Quantity(1.0, units).to(target).magnitude
+    return float(one - zero), float(zero)
+
+
+def unit_conversion(path, name: str, units) -> tuple[float, float] | None:
+    """How to bring `name` stored in `units` to its canonical units (variables.py); None: already there (or no
+    units given). Units that do not parse or measure something else are an error naming the file."""
+    target = BY_NAME[name].units
+    units = "" if units is None else str(units).strip()
+    if units in ("", target):
+        return None
+    try:
+        scale, offset = _linear_conversion(units, target)
+    except Exception as e:  # pint: UndefinedUnitError, DimensionalityError, parser errors
+        raise DataError(path, f"units {units!r} cannot be converted to {target!r} ({type(e).__name__})",
+                        field=name) from None
+    if not (np.isfinite(scale) and np.isfinite(offset)) or scale == 0:
+        raise DataError(path, f"units {units!r} cannot be converted to {target!r}", field=name)
+    return None if (scale, offset) == (1.0, 0.0) else (scale, offset)
+
+
+# ------------------------------------------------------------------------------------------- ranges
+def check_ranges(path, data: np.ndarray, names: list[str]) -> None:
+    """(H, W, C) fields within each variable's plausible range (variables.py): catches wrong units and garbage."""
+    if not data.size:
+        return
+    flat = data.reshape(-1, data.shape[-1])
+    lows, highs = flat.min(0), flat.max(0)
+    for name, lo, hi in zip(names, lows, highs):
+        var = BY_NAME.get(name)
+        if var is None:
+            continue
+        vlo, vhi = var.valid_range
+        if lo < vlo or hi > vhi:
+            raise DataError(path, f"values {float(lo):.4g}..{float(hi):.4g} {var.units} outside the plausible "
+                            f"range {vlo:g}..{vhi:g} (wrong units or corrupt data?)", field=name)
+
+
+# ------------------------------------------------------------------------------------------- coordinates
+def check_coordinates(path, lat, lon, grid: tuple[int, int]) -> bool:
+    """Latitude finite, strictly monotonic, within +-90 and one per row; longitude finite, strictly monotonic
+    (across the dateline too) and one per column. Returns whether the longitudes span the globe (else the grid
+    is regional: no periodic wrap)."""
+    from exascale_climate.data.grid import spans_globe
+
+    for name, values, n in (("lat", lat, grid[0]), ("lon", lon, grid[1])):
+        if values is None:
+            continue
+        values = np.asarray(values)
+        if values.ndim != 1 or values.shape[0] != n:
+            raise DataError(path, f"{values.shape} values for {n} grid {'rows' if name == 'lat' else 'columns'}",
+                            field=name)
+        if problem := dtype_problem(values.dtype):
+            raise DataError(path, problem, field=name)
+        if not np.isfinite(values).all():
+            raise DataError(path, "non-finite coordinate values", field=name)
+        steps = np.diff(np.asarray(values, np.float64))
+        if name == "lon":
+            steps = (steps + 180.0) % 360.0 - 180.0 if steps.size and np.abs(steps).max() > 180 else steps
+        if steps.size and not ((steps > 0).all() or (steps < 0).all()):
+            raise DataError(path, "not strictly monotonic", field=name)
+        if name == "lat" and np.abs(values).max() > 90.0:
+            raise DataError(path, f"values {float(values.min()):g}..{float(values.max()):g} outside -90..90",
+                            field=name)
+    return True if lon is None else spans_globe(np.asarray(lon, np.float64))
+
+
+# ------------------------------------------------------------------------------------------- sizes
+GZIP_MAX_RATIO = 1100  # deflate cannot compress better than ~1032:1; lzf and shuffle do worse
+
+
+def check_declared_size(path, ds, name: str, file_size: int) -> None:
+    """A dataset's declared size against what the file can hold, before anything is allocated: unfiltered data
+    must lie in the file, compressed data cannot beat deflate's ratio, and nothing may exceed the memory."""
+    nbytes = ds.dtype.itemsize * prod(ds.shape)
+    plist = ds.id.get_create_plist()
+    if plist.get_external_count():
+        return  # external raw storage: its own files hold the bytes; h5py reports missing ones on read
+    filtered = plist.get_nfilters() > 0
+    limit = file_size * GZIP_MAX_RATIO if filtered else file_size
+    if nbytes > limit or nbytes > os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"):
+        raise DataError(path, f"declares {nbytes:,} bytes {ds.shape} but the file has {file_size:,} bytes "
+                        "(truncated or corrupt)", field=name)

@@ -5,15 +5,21 @@ import pytest
 from click.testing import CliRunner
 
 from exascale_climate.cli import main
-from exascale_climate.data.formats import write_deepcam_sample, write_netcdf_sample
+from exascale_climate.data.writers import write_deepcam_sample, write_netcdf_sample
 from exascale_climate.data.grid import default_coordinates
 from exascale_climate.variables import VARIABLE_NAMES
+
+
+# Plausible weather (issue 23: values outside a variable's physical range are rejected on read), hand-picked in
+# VARIABLE_NAMES order.
+MEAN = np.array([25, 0, 0, 0, 0, 0.01, 97000, 101000, 220, 255, 1e-7, 288, 287, 100, 11800, 60], np.float32)
+SPREAD = np.array([3, 5, 5, 5, 5, 0.001, 500, 500, 3, 5, 1e-8, 5, 5, 50, 100, 2], np.float32)
 
 
 @pytest.fixture
 def nc_input(tmp_path):
     h, w = 96, 144
-    data = np.random.default_rng(0).normal(size=(h, w, 16)).astype(np.float32)
+    data = (np.random.default_rng(0).normal(size=(h, w, 16)) * SPREAD + MEAN).astype(np.float32)
     lat, lon = default_coordinates(h, w)
     return write_netcdf_sample(tmp_path / "in.nc", data, np.zeros((h, w), np.uint8), list(VARIABLE_NAMES),
                                lat=lat, lon=lon, time_hours=0.0)
@@ -74,7 +80,7 @@ def test_out_that_is_a_file_or_below_a_file(nc_input, tmp_path):
 
 
 def test_gordon_bell_input_shape_is_channels_first(tmp_path):
-    from exascale_climate.data.formats import write_gordonbell_sample
+    from exascale_climate.data.writers import write_gordonbell_sample
     from exascale_climate.data.options import input_shape
 
     data = np.zeros((96, 144, 16), np.float32)

@@ -14,9 +14,15 @@ from exascale_climate.variables import VARIABLE_NAMES
 H, W = 12, 18
 
 
+# Plausible weather (issue 23: values outside a variable's physical range are rejected on read), hand-picked in
+# VARIABLE_NAMES order.
+MEAN = np.array([25, 0, 0, 0, 0, 0.01, 97000, 101000, 220, 255, 1e-7, 288, 287, 100, 11800, 60], np.float32)
+SPREAD = np.array([3, 5, 5, 5, 5, 0.001, 500, 500, 3, 5, 1e-8, 5, 5, 50, 100, 2], np.float32)
+
+
 def _fields(seed=0):
     rng = np.random.default_rng(seed)
-    data = rng.normal(size=(H, W, 16)).astype(np.float32) * 10 + np.arange(16, dtype=np.float32)
+    data = (rng.normal(size=(H, W, 16)) * SPREAD + MEAN).astype(np.float32)
     labels = rng.integers(0, 3, size=(H, W)).astype(np.uint8)
     return data, labels
 
@@ -45,6 +51,7 @@ def test_deepcam_round_trip_with_channels_and_metadata(tmp_path):
 
 def test_deepcam_float16_compressed_chunked(tmp_path):
     data, labels = _fields()
+    data[..., 6:8] /= 100.0  # PS, PSL in hPa here: float16 ends at 65504
     path = write_deepcam_sample(tmp_path / "data-2.h5", data, labels, list(VARIABLE_NAMES), dtype="float16",
                                 compression="gzip:2", chunks=(6, 9, 16))
     with h5py.File(path) as f:
@@ -110,11 +117,11 @@ def test_netcdf_published_layout_many_steps_2d_labels(tmp_path):
         for i, name in enumerate(VARIABLE_NAMES):
             v = nc.createVariable(name, "f4", ("time", "lat", "lon"))
             v[0] = data[..., i]
-            v[1] = data[..., i] + 1
+            v[1] = data[..., i] + SPREAD[i]
         nc.createVariable("LABELS", "i4", ("lat", "lon"))[:] = labels  # netCDF-3 has no int64
     assert detect_layout(path) == "netcdf"
     s = read_sample(path, time_index=1)
-    np.testing.assert_allclose(s.data, data + 1)
+    np.testing.assert_allclose(s.data, data + SPREAD)
     np.testing.assert_array_equal(s.labels, labels)
     from exascale_climate.data.layouts import netcdf_time_steps
 
@@ -250,6 +257,7 @@ def test_a_non_finite_value_in_a_later_block_is_named_by_variable_with_a_transfo
 
 def test_float16_fields_with_a_transform_come_back_as_float32(tmp_path):
     data, labels = _fields(10)
+    data[..., 6:8] /= 100.0  # PS, PSL in hPa here: float16 ends at 65504
     path = write_deepcam_sample(tmp_path / "data-h.h5", data, labels, list(VARIABLE_NAMES), dtype="float16")
     sample = read_sample(path, transform=lambda fields: fields.__isub__(1))
     assert sample.data.dtype == np.float32

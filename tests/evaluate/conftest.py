@@ -7,11 +7,17 @@ from exascale_climate.data.grid import default_coordinates
 from exascale_climate.variables import VARIABLE_NAMES
 
 
+# Plausible weather (issue 23: values outside a variable's physical range are rejected on read), hand-picked in
+# VARIABLE_NAMES order; PSL and TMQ get their means below.
+MEAN = np.array([0, 0, 0, 0, 0, 0.01, 97000, 0, 220, 255, 1e-7, 288, 287, 100, 11800, 60], np.float32)
+SPREAD = np.array([1, 1, 1, 1, 1, 0.001, 1, 1, 1, 1, 1e-8, 1, 1, 1, 1, 1], np.float32)
+
+
 def make_fields(grid=(48, 72), seed=0):
     """Fields (H, W, 16) and labels (H, W): a TC square (low PSL, strong wind) and an AR band (high TMQ)."""
     rng = np.random.default_rng(seed)
     h, w = grid
-    data = rng.normal(0.0, 1.0, (h, w, len(VARIABLE_NAMES))).astype(np.float32)
+    data = (rng.normal(0.0, 1.0, (h, w, len(VARIABLE_NAMES))) * SPREAD + MEAN).astype(np.float32)
     data[..., VARIABLE_NAMES.index("PSL")] += 101000.0
     data[..., VARIABLE_NAMES.index("TMQ")] += 20.0
     labels = np.zeros((h, w), np.uint8)

@@ -167,8 +167,8 @@ def test_track_cli_writes_cf_trajectories_csv_and_map(tmp_path):
 
 def test_track_cli_names_a_file_without_labels(tmp_path):
     lat, lon = default_coordinates(*GRID)
-    write_netcdf_sample(tmp_path / "bare.nc", np.zeros(GRID + (1,), np.float32), None, ["PSL"], lat=lat, lon=lon,
-                        time_hours=0.0)
+    psl = np.full(GRID + (1,), 101000.0, np.float32)  # plausible Pa: implausible values are refused on read
+    write_netcdf_sample(tmp_path / "bare.nc", psl, None, ["PSL"], lat=lat, lon=lon, time_hours=0.0)
     proc = run_cli("track", tmp_path / "bare.nc", "--out", tmp_path / "out")
     assert proc.returncode == 2
     assert "bare.nc" in proc.stderr and "LABELS" in proc.stderr and "Traceback" not in proc.stderr

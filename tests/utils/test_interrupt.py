@@ -13,7 +13,7 @@ import numpy as np
 import psutil
 import pytest
 
-from exascale_climate.data.formats import write_deepcam_sample, write_netcdf_sample
+from exascale_climate.data.writers import write_deepcam_sample, write_netcdf_sample
 from exascale_climate.data.grid import default_coordinates
 from exascale_climate.variables import VARIABLE_NAMES
 
@@ -21,11 +21,17 @@ REPO = Path(__file__).resolve().parents[2]
 GRID = (192, 288)  # big enough that a gzip:9 sample takes a visible moment to write on a busy machine
 
 
+# Plausible weather (issue 23: values outside a variable's physical range are rejected on read), hand-picked in
+# VARIABLE_NAMES order; PSL and TMQ get their means below.
+MEAN = np.array([0, 0, 0, 0, 0, 0.01, 97000, 0, 220, 255, 1e-7, 288, 287, 100, 11800, 60], np.float32)
+SPREAD = np.array([1, 1, 1, 1, 1, 0.001, 1, 1, 1, 1, 1e-8, 1, 1, 1, 1, 1], np.float32)
+
+
 def make_inputs(directory: Path, count: int, kind: str = "netcdf") -> list[Path]:
     """One random sample written for real, hard-linked under `count` names (distinct outputs, little disk)."""
     rng = np.random.default_rng(0)
     h, w = GRID
-    data = rng.normal(0.0, 1.0, (h, w, len(VARIABLE_NAMES))).astype(np.float32)
+    data = (rng.normal(0.0, 1.0, (h, w, len(VARIABLE_NAMES))) * SPREAD + MEAN).astype(np.float32)
     data[..., VARIABLE_NAMES.index("PSL")] += 101000.0
     data[..., VARIABLE_NAMES.index("TMQ")] += 20.0
     labels = rng.integers(0, 3, (h, w)).astype(np.uint8)
