@@ -24,6 +24,8 @@ INSTALL_REQUIRES = [
     "PyYAML==6.0.3",
     "psutil==7.2.2",
     "xxhash==4.1.0",
+    "scikit-learn==1.9.1",  # the 2017 patch study's baselines (exascale_climate.classify)
+    "optuna==5.0.0",  # its hyper-parameter search (TPE), for every method
 ]
 DEV_REQUIRES = [
     "pytest==9.2.0",
