@@ -77,6 +77,15 @@ step "quick benchmarks at the demo grid (JSON lines in $DEMO_DIR/bench, read by 
 exaclimate bench model --model tiramisu --grid 96x144 --config demo --json "$DEMO_DIR/bench/model.jsonl"
 exaclimate bench pipeline --grid 96x144 --samples 16 --json "$DEMO_DIR/bench/pipeline.jsonl"
 
+step "the 2017 patch study at the demo grid: TC / AR / front patches, a KNN and a ConvNet for fronts"
+exaclimate patches extract "$DEMO_DIR/raw" --out "$DEMO_DIR/patches" --size tc=8x8 --size ar=24x36 --size wf=8x16 \
+  --count tc=100,100 --count ar=100,100 --count wf=100,100
+for method in knn convnet; do
+  exaclimate classify train --pattern wf --method $method --patches "$DEMO_DIR/patches" \
+    --run-dir "$DEMO_DIR/classify/wf-$method" --set classify.trials=2 --set classify.epochs=3
+done
+exaclimate classify report --runs "$DEMO_DIR/classify" --out "$DEMO_DIR/classify/PATCH_STUDY.md" | head -12
+
 step "notebooks: explore the data, inspect the model, performance (executed into $DEMO_DIR/notebooks)"
 python scripts/run_notebooks.py --out "$DEMO_DIR/notebooks" notebooks/*.ipynb
 
