@@ -28,8 +28,8 @@ from scipy import ndimage
 from exascale_climate.data.grid import KM_PER_DEG, Grid, great_circle_km, label_objects
 
 REQUIRED = ("TREFHT", "PSL")
-PER_100KM = 100.0
-R_DRY, GRAVITY, LAPSE_RATE = 287.04, 9.80616, 0.0065  # J kg-1 K-1, m s-2, K m-1  # gradients are reported per 100 km, as in the front literature
+PER_100KM = 100.0  # gradients are reported per 100 km, as in the front literature
+R_DRY, GRAVITY, LAPSE_RATE = 287.04, 9.80616, 0.0065  # J kg-1 K-1, m s-2, K m-1
 
 
 # ---------------------------------------------------------------------------------------- generation
@@ -83,10 +83,11 @@ def draw_fronts(fields: dict[str, np.ndarray], grid: Grid, lows, hours: float, s
         tx, ty = tangent[nearest, 0], tangent[nearest, 1]
         px = np.take_along_axis(ex, nearest[..., None], axis=2)[..., 0]
         py = np.take_along_axis(ey, nearest[..., None], axis=2)[..., 0]
-        # signed distance, positive on the warm side (east of an equatorward line in the north; mirrored south)
+        # signed distance, positive on the warm side (east of the line in both hemispheres)
         n = hemi * (px * -ty + py * tx)
         s = nearest / (len(line) - 1)
-        along = (np.sin(0.5 * np.pi * np.clip(s / 0.1, 0, 1)) * np.sin(0.5 * np.pi * np.clip((1 - s) / 0.15, 0, 1))) ** 2
+        along = (np.sin(0.5 * np.pi * np.clip(s / 0.1, 0, 1))
+                 * np.sin(0.5 * np.pi * np.clip((1 - s) / 0.15, 0, 1))) ** 2  # tapered ends
         confined = np.exp(-((n / (5.0 * width)) ** 2))
         dt = env * along * 0.5 * front.dt_k * np.tanh(n / width) * confined
         trough = -env * along * front.trough_pa * np.exp(-((n / (1.5 * width)) ** 2))
