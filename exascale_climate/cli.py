@@ -755,5 +755,123 @@ def jobs_cancel(job_id, scheduler):
     click.echo(f"cancelled {job_id}")
 
 
+
+# ------------------------------------------------------------------------------ patches / classify (2017 study)
+@main.group(cls=ExaclimateGroup)
+def patches():
+    """Patches for the 2017 supervised study (TC, AR, weather front)."""
+
+
+def _parse_counts(items):
+    from exascale_climate.errors import ConfigError
+
+    out = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        try:
+            pos, neg = (int(v) for v in value.split(","))
+        except ValueError:
+            raise ConfigError(f"--count: {item!r} is not PATTERN=POSITIVES,NEGATIVES") from None
+        out[key] = (pos, neg)
+    return out
+
+
+@patches.command("extract")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--out", "out_dir", required=True, metavar="DIR", help="Writes DIR/<pattern>.h5.")
+@click.option("--pattern", "patterns", default="tc,ar,wf", show_default=True, metavar="tc,ar,wf")
+@click.option("--count", "counts", multiple=True, metavar="PATTERN=POS,NEG",
+              help="Examples over train + test (default: the study's, e.g. tc=10000,10000).")
+@click.option("--size", "sizes", multiple=True, metavar="PATTERN=HxW",
+              help="Patch size (default: the study's, for the paper's 768x1152 grid).")
+@click.option("--train-fraction", default=0.8, show_default=True, type=float,
+              help="The earliest fraction of the time steps gives the training patches.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@config_options
+def patches_extract(inputs, out_dir, patterns, counts, sizes, train_fraction, seed, config_path, overrides):
+    """Crop centred event patches and event-free patches from labelled samples, split by time."""
+    from exascale_climate.classify.patches import extract, parse_sizes
+    from exascale_climate.classify.study import PATTERNS
+    from exascale_climate.errors import ConfigError
+
+    keys = _channel_list(patterns) or []
+    bad = [k for k in keys if k not in PATTERNS] + [k for k in _parse_counts(counts) if k not in PATTERNS]
+    if bad:
+        raise ConfigError(f"--pattern/--count: unknown pattern {bad[0]!r}; allowed: {list(PATTERNS)}")
+    overrides = tuple(f"data.{o}" if o.startswith("labeller.") else o for o in overrides)
+    cfg = load_cli_config(config_path, overrides)
+    summary = extract(list(inputs), out_dir, keys, _parse_counts(counts), parse_sizes(sizes), train_fraction, seed,
+                      cfg.data.labeller)
+    for key, splits in summary.items():
+        click.echo(f"{key}: " + ", ".join(f"{s} {p} + / {n} -" for s, (p, n) in splits.items()))
+
+
+@main.group(cls=ExaclimateGroup)
+def classify():
+    """Patch classifiers of the 2017 study: ConvNets and four scikit-learn baselines."""
+
+
+def _patch_file(path, pattern):
+    from pathlib import Path
+
+    p = Path(path)
+    return p / f"{pattern}.h5" if p.is_dir() else p
+
+
+@classify.command("train")
+@click.option("--pattern", required=True, type=click.Choice(["tc", "ar", "wf"]))
+@click.option("--method", required=True, type=click.Choice(["convnet", "logreg", "knn", "svm", "rf"]))
+@click.option("--patches", "patch_path", required=True, type=click.Path(exists=True), metavar="DIR|FILE",
+              help="The output of `patches extract` (DIR/<pattern>.h5) or one patch file.")
+@click.option("--run-dir", metavar="DIR", help="Default: runs/classify/<pattern>-<method>.")
+@click.option("--evaluate/--no-evaluate", "then_evaluate", default=True, show_default=True,
+              help="Also score the test split.")
+@config_options
+def classify_train(pattern, method, patch_path, run_dir, then_evaluate, config_path, overrides):
+    """Tune (classify.trials Optuna trials), fit and save one method; under horovodrun the ConvNet is data-parallel."""
+    from exascale_climate.classify.methods import evaluate, train
+
+    cfg = load_cli_config(config_path, overrides)
+    run_dir = run_dir or f"runs/classify/{pattern}-{method}"
+    result = train(_patch_file(patch_path, pattern), method, run_dir, cfg, pattern)
+    if then_evaluate and (result["ranks"] == 1 or _is_root()):
+        result = evaluate(run_dir)
+    if result["ranks"] == 1 or _is_root():
+        click.echo(f"{pattern}/{method}: train {result['train_accuracy']:.2%}"
+                   + (f", test {result['test_accuracy']:.2%}" if "test_accuracy" in result else "")
+                   + f" ({run_dir})")
+
+
+def _is_root():
+    from exascale_climate.utils.runtime import init_world
+
+    return init_world().is_root
+
+
+@classify.command("evaluate")
+@click.option("--run-dir", required=True, type=click.Path(exists=True, file_okay=False), metavar="DIR")
+@click.option("--patches", "patch_path", type=click.Path(exists=True), metavar="DIR|FILE",
+              help="Default: the patch file the run was trained on.")
+def classify_evaluate(run_dir, patch_path):
+    """Test accuracy of a trained run (writes predictions.npz and updates result.json)."""
+    from exascale_climate.classify.methods import evaluate, read_result
+
+    pattern = read_result(run_dir)["pattern"]
+    r = evaluate(run_dir, _patch_file(patch_path, pattern) if patch_path else None)
+    click.echo(f"{r['pattern']}/{r['method']}: train {r['train_accuracy']:.2%}, test {r['test_accuracy']:.2%}")
+
+
+@classify.command("report")
+@click.option("--runs", "runs_dir", default="runs/classify", show_default=True, type=click.Path(file_okay=False),
+              help="Directory holding the runs (their result.json files).")
+@click.option("--out", default="docs/PATCH_STUDY.md", show_default=True, metavar="MD",
+              help="Markdown file to write ('' to only print).")
+def classify_report(runs_dir, out):
+    """The talk's accuracy table beside ours (train / test % per method and pattern)."""
+    from exascale_climate.classify.report import write_report
+
+    click.echo(write_report(runs_dir, out or None), nl=False)
+
+
 if __name__ == "__main__":
     main()

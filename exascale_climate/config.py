@@ -49,6 +49,7 @@ class SynthConfig:
     cyclones_per_step: float = bounded(4.0, min=0.0, max=1000.0)
     rivers_per_step: float = bounded(10.0, min=0.0, max=1000.0)
     hours_per_step: float = bounded(3.0, min=0.25, max=8784.0)
+    fronts: bool = True  # cold fronts trailing the extratropical lows (data/fronts.py)
 
 
 @dataclass
@@ -71,8 +72,13 @@ class LabellerConfig:
     ar_max_width_km: float = bounded(1000.0, min=0.0, max=40075.0)
     ar_min_aspect: float = bounded(3.0, min=1.0, max=1e4)
     ar_min_abs_lat: float = bounded(30.0, min=0.0, max=90.0)  # a river reaches at least this latitude
-    # the object's long axis and its mean vapour transport differ by at most this (Guan & Waliser 2015)
-    ar_max_orientation_deg: float = bounded(45.0, min=0.0, max=90.0)
+    # Weather fronts (a patch class only, data/fronts.py): thermal front parameter on TREFHT (Hewson 1998)
+    wf_smooth_km: float = bounded(150.0, min=0.0, max=5000.0)  # smoothing scale of TREFHT and PSL
+    wf_tfp_min: float = bounded(0.3, min=0.0, max=1000.0)  # K per (100 km)^2
+    wf_gradient_min: float = bounded(2.0, min=0.0, max=1000.0)  # |grad TREFHT|, K per 100 km
+    wf_min_length_km: float = bounded(600.0, min=0.0, max=40075.0)
+    wf_min_abs_lat: float = bounded(20.0, min=0.0, max=90.0)
+    wf_max_abs_lat: float = bounded(75.0, min=0.0, max=90.0)
 
 
 @dataclass
@@ -338,6 +344,19 @@ class ScaleConfig:
 
 
 @dataclass
+class ClassifyConfig:
+    """The 2017 patch study (`exaclimate patches extract`, `exaclimate classify`)."""
+
+    trials: int = bounded(12, min=1, max=10000)  # hyper-parameter trials per method (optuna TPE): the fixed budget
+    tune_fraction: float = bounded(0.2, min=0.05, max=0.5)  # last part (in time) of train used to score trials
+    max_tune_examples: int = bounded(4000, min=50, max=10**7)  # trials of the baselines see at most this many examples
+    epochs: int = bounded(8, min=1, max=10000)  # ConvNet epochs, final fit
+    tune_epochs: int = bounded(3, min=1, max=10000)  # ConvNet epochs per trial
+    batch_size: int = bounded(64, min=1, max=65536)  # per rank
+    seed: int = bounded(0, min=0, max=2**31 - 1)
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
@@ -349,6 +368,7 @@ class Config:
     track: TrackConfig = field(default_factory=TrackConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     scale: ScaleConfig = field(default_factory=ScaleConfig)
+    classify: ClassifyConfig = field(default_factory=ClassifyConfig)
 
     def validate(self) -> "Config":
         """Cross-field checks that a single field's metadata cannot express."""

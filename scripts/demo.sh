@@ -89,6 +89,15 @@ step "performance model: the paper's Tiramisu on Summit nodes, on paper (docs/PE
 exaclimate scale predict --config tiramisu --system summit --nodes 1,6,96,1536,4560 \
   --json "$DEMO_DIR/bench/scale-summit.json" --png "$DEMO_DIR/plots/scale-summit.png"
 
+step "the 2017 patch study at the demo grid: TC / AR / front patches, a KNN and a ConvNet for fronts"
+exaclimate patches extract "$DEMO_DIR/raw" --out "$DEMO_DIR/patches" --size tc=8x8 --size ar=24x36 --size wf=8x16 \
+  --count tc=100,100 --count ar=100,100 --count wf=100,100
+for method in knn convnet; do
+  exaclimate classify train --pattern wf --method $method --patches "$DEMO_DIR/patches" \
+    --run-dir "$DEMO_DIR/classify/wf-$method" --set classify.trials=2 --set classify.epochs=3
+done
+exaclimate classify report --runs "$DEMO_DIR/classify" --out "$DEMO_DIR/classify/PATCH_STUDY.md" | head -12
+
 step "notebooks: explore the data, inspect the model, performance, boxes (executed into $DEMO_DIR/notebooks)"
 python scripts/run_notebooks.py --out "$DEMO_DIR/notebooks" notebooks/*.ipynb
 

@@ -230,3 +230,11 @@ def label_fields(fields: Mapping[str, np.ndarray], lat: np.ndarray, lon: np.ndar
     cyclones = find_cyclones(fields, grid, cfg)
     labels[cyclone_mask(cyclones, fields, grid, cfg)] = TC_CLASS
     return labels
+
+
+def label_fronts(fields: Mapping[str, np.ndarray], lat: np.ndarray, lon: np.ndarray,
+                 cfg: LabellerConfig | None = None) -> np.ndarray:
+    """(H, W) bool weather-front mask (thermal front parameter, data/fronts.py): a patch class, not a label."""
+    from exascale_climate.data.fronts import front_mask
+
+    return front_mask(fields, Grid(lat, lon), cfg or LabellerConfig())[0]

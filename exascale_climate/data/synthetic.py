@@ -11,7 +11,8 @@ maps read like a climate model's and the networks learn real structure:
   QREFHT from relative humidity and saturation, PRECT from low-level moisture convergence;
 - event tracks: warm-core tropical cyclones (Holland pressure/wind profile, cyclonic in each hemisphere, moisture
   and rain bands), atmospheric rivers (long narrow TMQ plumes from the subtropics poleward with a low-level jet
-  along them and a parent extratropical low) and cold-core extratropical lows (which a TC detector must reject).
+  along them and a parent extratropical low) and cold-core extratropical lows (which a TC detector must reject)
+  trailing cold fronts (data/fronts.py; a patch class for the 2017 study, not a segmentation class).
 
 The LABELS of every file come from `labeller.label_fields` run on the finished fields, never from the tracks.
 Everything is a function of (seed, time index), so any number of worker processes writes identical files.
@@ -424,7 +425,12 @@ class Generator:
                "PSL": psl, "T200": t200, "T500": t500, "PRECT": prect, "TS": ts, "TREFHT": trefht,
                "Z1000": z1000, "Z200": z200, "ZBOT": zbot}
         h, w = g.shape
-        return {k: np.ascontiguousarray(np.broadcast_to(v, (h, w)), dtype=np.float32) for k, v in out.items()}
+        out = {k: np.ascontiguousarray(np.broadcast_to(v, (h, w)), dtype=np.float32) for k, v in out.items()}
+        if self.cfg.fronts:  # cold fronts trailing the lows: a patch class only (data/fronts.py)
+            from exascale_climate.data.fronts import draw_fronts
+
+            draw_fronts(out, g, self.catalogue.lows, hours, self.cfg.seed)
+        return out
 
     def _draw_river(self, river: RiverTrack, curve, env, tmq, u850, v850, ubot, vbot, warm_low, prect_extra):
         """Add one plume: TMQ, a jet along its axis, a warm sector, and rain where it meets land."""

@@ -59,6 +59,7 @@ def errors(nb) -> list[str]:
     ("02_inspect_model.ipynb", 3),
     ("03_performance_scaling.ipynb", 2),  # + the predicted scaling curves (scale/)
     ("04_semisup_boxes.ipynb", 3),
+    ("05_patch_study.ipynb", 2),  # examples + at least one figure of misclassified patches
 ])
 def test_notebook_runs_and_draws(name, min_figures, kernel_env, tmp_path):
     nb = execute(name, tmp_path)
