@@ -72,6 +72,8 @@ class LabellerConfig:
     ar_max_width_km: float = bounded(1000.0, min=0.0, max=40075.0)
     ar_min_aspect: float = bounded(3.0, min=1.0, max=1e4)
     ar_min_abs_lat: float = bounded(30.0, min=0.0, max=90.0)  # a river reaches at least this latitude
+    # the object's long axis and its mean vapour transport differ by at most this (Guan & Waliser 2015)
+    ar_max_orientation_deg: float = bounded(45.0, min=0.0, max=90.0)
     # Weather fronts (a patch class only, data/fronts.py): thermal front parameter on TREFHT (Hewson 1998)
     wf_smooth_km: float = bounded(150.0, min=0.0, max=5000.0)  # smoothing scale of TREFHT and PSL
     wf_tfp_min: float = bounded(0.3, min=0.0, max=1000.0)  # K per (100 km)^2
