@@ -258,16 +258,12 @@ class PatchSet:
 
 def load_patches(path: str | Path, split: str, pattern: str | None = None, with_masks: bool = False) -> PatchSet:
     """Read one split, checking that it is a patch file of the expected pattern, variables and size."""
-    import h5py
+    from exascale_climate.data.layouts import open_hdf5
 
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "no such patch file")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise DataError(path, f"not an HDF5 patch file ({e})") from None
-    with f:
+    with open_hdf5(path) as f:
         if f.attrs.get("format") != FORMAT:
             raise DataError(path, f"not a patch file of `exaclimate patches extract` (format {FORMAT})", "format")
         key = str(f.attrs["pattern"])

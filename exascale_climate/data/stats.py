@@ -150,16 +150,12 @@ def write_stats(path: str | Path, stats: Stats) -> Path:
 
 def read_stats(path: str | Path) -> Stats:
     """Read our `stats.h5` or a published DeepCAM one (no variable names -> the published 16-channel order)."""
-    import h5py
+    from exascale_climate.data.layouts import open_hdf5
 
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "no such statistics file")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise DataError(path, f"not a readable HDF5 file (truncated or corrupt?): {e}") from None
-    with f:
+    with open_hdf5(path) as f:
         climate = f.get("climate")
         if climate is None:
             raise DataError(path, "no `climate` group; not a stats file", field="climate")
