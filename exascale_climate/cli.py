@@ -455,6 +455,7 @@ def train_command(config_path, overrides, run_dir, resume, ranks_per_node, loss_
     Writes config.yaml, metrics.jsonl, tensorboard/, checkpoints/ (last K + best) and events.log to DIR.
     """
     from exascale_climate.train.loop import train
+    from exascale_climate.train.preempt import Preempted
 
     if ranks_per_node is not None:
         overrides = (*overrides, f"distributed.ranks_per_node={ranks_per_node}")
@@ -463,7 +464,12 @@ def train_command(config_path, overrides, run_dir, resume, ranks_per_node, loss_
     cfg = load_cli_config(config_path, overrides)
     from exascale_climate.utils.runtime import current_rank
 
-    result = train(cfg, run_dir or cfg.job.run_dir, resume=resume)
+    try:
+        result = train(cfg, run_dir or cfg.job.run_dir, resume=resume)
+    except Preempted as e:  # not an error: checkpoint written, the job template requeues on this status
+        if current_rank() == 0:
+            click.echo(f"preempted: {e}", err=True)
+        sys.exit(e.exit_code)
     if current_rank() == 0:
         click.echo(json.dumps({k: v for k, v in result.items() if not isinstance(v, (list, dict))}))
 

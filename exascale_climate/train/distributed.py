@@ -181,14 +181,15 @@ def unwrap(variables) -> list:
 
 
 def allreduce_numpy(world: World, array, op: str = "sum", name: str = "exaclimate_np") -> np.ndarray:
-    """Sum (or average) a small host array over all ranks, e.g. confusion matrices."""
+    """Sum (or average, max) a small host array over all ranks, e.g. confusion matrices."""
     array = np.asarray(array)
     if not world.distributed:
         return array
     import tensorflow as tf
 
     hvd = world.hvd
-    out = hvd.allreduce(tf.constant(array.astype(np.float64)), op=hvd.Sum if op == "sum" else hvd.Average, name=name)
+    ops = {"sum": hvd.Sum, "average": hvd.Average, "max": hvd.Max}
+    out = hvd.allreduce(tf.constant(array.astype(np.float64)), op=ops[op], name=name)
     return out.numpy()
 
 
