@@ -206,7 +206,9 @@ class Watchdog:
     launcher (horovodrun, srun) tear the job down and the scheduler requeue it.
     """
 
-    def __init__(self, timeout_s: float, first_timeout_s: float | None = None, what: str = "training"):
+    def __init__(self, timeout_s: float, first_timeout_s: float | None = None, what: str = "training",
+                 context=None):
+        self.context = context  # () -> str appended to the message, e.g. the last good checkpoint
         self.timeout_s = float(timeout_s)
         self.first_timeout_s = float(first_timeout_s or timeout_s)
         self.what = what
@@ -232,6 +234,11 @@ class Watchdog:
             limit = self.timeout_s if self._beats else self.first_timeout_s
             idle = time.monotonic() - self._last
             if idle > limit:
+                extra = ""
+                try:
+                    extra = f"; {self.context()}" if self.context else ""
+                except Exception:  # the message must go out whatever the context callback does
+                    pass
                 log.error("%s made no progress for %.0f s (distributed.stall_timeout_s=%g): a rank died or hung; "
-                          "exiting with code %d", self.what, idle, self.timeout_s, EXIT_STALLED)
+                          "exiting with code %d%s", self.what, idle, self.timeout_s, EXIT_STALLED, extra)
                 os._exit(EXIT_STALLED)

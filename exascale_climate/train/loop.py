@@ -390,7 +390,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict:
         if world.distributed and isinstance(e, (tf.errors.OpError, RuntimeError)) and \
                 not isinstance(e, ExaclimateError):
             raise DistributedError(f"rank {world.rank} at step {position.step}: a collective failed "
-                                   f"({str(e).splitlines()[0][:200]}); another rank probably died") from e
+                                   f"({str(e).splitlines()[0][:200]}); another rank probably died; last good "
+                                   f"checkpoint: {ckpts.latest() or 'none yet'} (continue with --resume)") from e
         raise
     finally:
         reporter.close()
@@ -435,7 +436,12 @@ def _loop(run: Run, ckpts, position: Position, reporter: Reporter) -> dict:
 
     timeout = cfg.distributed.stall_timeout_s
     check_every = cfg.distributed.stop_check_every_steps
-    with Watchdog(timeout, first_timeout_s=10 * timeout) if world.distributed else _NoWatchdog() as watchdog, \
+    def last_good() -> str:
+        return f"last good checkpoint: {ckpts.latest() or 'none yet'} (continue with --resume)"
+
+    watchdog = Watchdog(timeout, first_timeout_s=10 * timeout, context=last_good) if world.distributed \
+        else _NoWatchdog()
+    with watchdog, \
             progress_bar(f"train {cfg.model.name}", total) as advance, StopSignals() as signals:
         advance(position.step)
         while position.epoch < tcfg.epochs and position.step < total and not stop and not preempted:
