@@ -477,7 +477,7 @@ def _loop(run: Run, ckpts, position: Position, reporter: Reporter) -> dict:
                 if ccfg.every_steps and position.step - saved_at >= ccfg.every_steps and not streak:
                     _save(run, ckpts, position, None)
                     saved_at = position.step
-                if position.step % check_every == 0:  # same steps on every rank: the allreduce always pairs up
+                if position.step % check_every == 0 and position.step < total:  # same steps on every rank
                     preempted = agreed_stop(world, signals.signum)
             summary = epoch_summary(tally, position.epoch, world.rank)
             if summary:  # files failed mid-epoch: say how many samples the epoch really had
