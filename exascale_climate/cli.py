@@ -30,6 +30,16 @@ class ExaclimateGroup(click.Group):
                 traceback.print_exc()
             click.echo(f"error: {e}", err=True)
             sys.exit(getattr(e, "exit_code", 2))  # Interrupted: 130 (SIGINT) or 143 (SIGTERM)
+        except OSError as e:
+            from exascale_climate.utils.io import out_of_space_message
+
+            message = out_of_space_message(e)
+            if message is None:
+                raise
+            if (ctx.obj or {}).get("verbosity", 0) > 0:
+                traceback.print_exc()
+            click.echo(f"error: {message}", err=True)
+            sys.exit(2)
 
 
 def config_options(func):
