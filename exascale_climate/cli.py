@@ -30,6 +30,16 @@ class ExaclimateGroup(click.Group):
                 traceback.print_exc()
             click.echo(f"error: {e}", err=True)
             sys.exit(getattr(e, "exit_code", 2))  # Interrupted: 130 (SIGINT) or 143 (SIGTERM)
+        except OSError as e:
+            from exascale_climate.utils.io import out_of_space_message
+
+            message = out_of_space_message(e)
+            if message is None:
+                raise
+            if (ctx.obj or {}).get("verbosity", 0) > 0:
+                traceback.print_exc()
+            click.echo(f"error: {message}", err=True)
+            sys.exit(2)
 
 
 def config_options(func):
@@ -463,6 +473,7 @@ def train_command(config_path, overrides, run_dir, resume, ranks_per_node, loss_
     Writes config.yaml, metrics.jsonl, tensorboard/, checkpoints/ (last K + best) and events.log to DIR.
     """
     from exascale_climate.train.loop import train
+    from exascale_climate.train.preempt import Preempted
 
     if ranks_per_node is not None:
         overrides = (*overrides, f"distributed.ranks_per_node={ranks_per_node}")
@@ -471,7 +482,12 @@ def train_command(config_path, overrides, run_dir, resume, ranks_per_node, loss_
     cfg = load_cli_config(config_path, overrides)
     from exascale_climate.utils.runtime import current_rank
 
-    result = train(cfg, run_dir or cfg.job.run_dir, resume=resume)
+    try:
+        result = train(cfg, run_dir or cfg.job.run_dir, resume=resume)
+    except Preempted as e:  # not an error: checkpoint written, the job template requeues on this status
+        if current_rank() == 0:
+            click.echo(f"preempted: {e}", err=True)
+        sys.exit(e.exit_code)
     if current_rank() == 0:
         click.echo(json.dumps({k: v for k, v in result.items() if not isinstance(v, (list, dict))}))
 

@@ -298,6 +298,9 @@ class DistributedConfig:
     cycle_time_ms: float | None = bounded(None, min=0.0, max=60000.0)
     horovod_hierarchical: bool = False  # Horovod's own HOROVOD_HIERARCHICAL_ALLREDUCE (GPU/NCCL builds)
     stall_timeout_s: int = bounded(60, min=1, max=7 * 86400)  # a rank silent this long fails the job
+    # every N steps the ranks agree whether one got SIGUSR1/SIGTERM (one 8-byte allreduce, about one Horovod cycle;
+    # every step halved the demo's throughput: docs/RELIABILITY.md). A stop waits at most N steps.
+    stop_check_every_steps: int = bounded(20, min=1, max=1_000_000)
     threads_per_rank: int = bounded(0, min=0, max=4096)  # 0 = cores // ranks on this node
 
 
@@ -324,6 +327,8 @@ class JobConfig:
     evaluate: bool = True  # evaluate the trained model on the test split (valid when there is none)
     modules: list[str] = field(default_factory=list)  # `module load` these first
     srun_mpi: str = "pmix"  # SLURM `srun --mpi=` plugin; empty = the cluster's default
+    # the scheduler signals the job this long before its time limit; training checkpoints, the job requeues. 0 = off
+    warn_before_s: int = bounded(300, min=0, max=86400)
 
 
 # -------------------------------------------------------------------------------------------- scale

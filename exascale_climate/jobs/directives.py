@@ -58,6 +58,8 @@ LSF_OPTIONS: dict[str, str | None] = {
     "-n": r"[1-9]\d*",
     "-nnodes": r"[1-9]\d*",
     "-W": r"(\d+:)?\d+",
+    "-wa": r"[A-Z0-9]+",  # the warning action: a signal name (USR1) before the limit
+    "-wt": r"(\d+:)?\d+",  # ... this long before it, [hours:]minutes
     "-P": _ANY,
     "-G": _ANY,
     "-q": _ANY,

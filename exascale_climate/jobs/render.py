@@ -185,6 +185,7 @@ def job_context(cfg: Config, paths: JobPaths, template: Template | Path, *, pyth
     cpus = job.cpus_per_task or defaults.cpus_per_task
     gpus = job.gpus_per_task or defaults.gpus_per_task
     seconds = parse_walltime(job.time)
+    warn = min(job.warn_before_s, seconds // 2)  # a warning before half the time would stop every job early
     if job.scheduler == "lsf" and "%" in str(paths.log_dir):
         raise ConfigError(f"job.log_dir: {str(paths.log_dir)!r} contains '%', which LSF reads as a pattern")
     # The log is named after the job, reduced to characters that are safe in a file name (%x would put a
@@ -214,6 +215,8 @@ def job_context(cfg: Config, paths: JobPaths, template: Template | Path, *, pyth
         "threads": cfg.distributed.threads_per_rank or cpus,
         "time": format_walltime(seconds),
         "walltime_minutes": lsf_walltime(seconds),
+        "warn_seconds": warn,
+        "warn_minutes": lsf_walltime(warn) if warn else "",
         "account": job.account,
         "partition": job.partition,
         "constraint": job.constraint,

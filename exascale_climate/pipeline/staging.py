@@ -463,6 +463,16 @@ def stage(src: str | Path, dst: str | Path, *, replicate: str = "needed", seed: 
                 entry = _already_staged(my_dir, f, previous, conversion)
                 if entry:
                     present[f.rel] = {**entry, "how": "resumed"}
+    # A full node-local disk is found before the first byte is copied: the space the missing files need vs free.
+    short = None
+    if i_write_node and not conversion.active:  # a conversion changes the sizes; its ENOSPC is reported per file
+        need = sum(f.size for i, f in enumerate(files) if my_node in needs[i] and f.rel not in present)
+        free = shutil.disk_usage(my_dir).free
+        if need > free:
+            short = f"{my_dir}: not enough space to stage: {need} bytes needed, {free} bytes free; nothing was copied"
+    shorts = [m for m in comm.allgather(short) if m]
+    if shorts:
+        raise DataError(Path(shorts[0].split(": ", 1)[0]), shorts[0].split(": ", 1)[1])
     present_of_rank = comm.allgather(present)
     present_by_node = {n: present_of_rank[writer_of_node[n]] for n in nodes}
     # A file some node already holds verified is sent from there: a resumed run re-reads nothing verified.

@@ -84,25 +84,38 @@ class CheckpointManager:
         best_before = self.best_metric()
         improved = metric is not None and (best_before is None or metric > best_before)
         state = {**state, "step": step, "best_metric": metric if improved else best_before}
-        if target.exists():  # the same step saved twice (e.g. end of epoch == every_steps): replace it
-            shutil.rmtree(target)
-        with atomic_path(target) as tmp:
-            tmp.mkdir()
-            model.save_weights(str(tmp / WEIGHTS))
-            flat = {f"{group}_{i:05d}": np.asarray(a) for group, values in arrays.items()
-                    for i, a in enumerate(values)}
-            with open(tmp / STATE_ARRAYS, "wb") as f:
-                np.savez(f, **flat)
-            (tmp / STATE_JSON).write_text(json.dumps(state, indent=1, default=float))
-            save_config(cfg, tmp / CONFIG)
-        if improved and self.keep_best:
-            self._replace_best(target, metric)
+        flat = {f"{group}_{i:05d}": np.asarray(a) for group, values in arrays.items() for i, a in enumerate(values)}
+        # model weights + the same arrays again in state.npz, + headers: what the directory will roughly take
+        need = 2 * sum(a.nbytes for a in flat.values()) + (1 << 16)
+        previous = self.latest()
+        try:
+            with atomic_path(target) as tmp:  # the old ckpt-<step> (same step saved twice) is replaced only at the end
+                tmp.mkdir()
+                model.save_weights(str(tmp / WEIGHTS))
+                with open(tmp / STATE_ARRAYS, "wb") as f:
+                    np.savez(f, **flat)
+                (tmp / STATE_JSON).write_text(json.dumps(state, indent=1, default=float))
+                save_config(cfg, tmp / CONFIG)
+                if target.exists():  # the same step saved twice (e.g. end of epoch == every_steps)
+                    shutil.rmtree(target)
+            if improved and self.keep_best:
+                self._replace_best(target, metric)
+        except (OSError, RuntimeError) as e:
+            if not out_of_space(e):
+                raise
+            raise ExaclimateError(f"{target}: no space left on the device ({disk_free(self.directory)} bytes free, "
+                                  f"a checkpoint needs about {need} bytes); nothing half-written is left, the last "
+                                  f"good checkpoint is {previous or 'none'}") from None
         self._prune()
         return target
 
     def _replace_best(self, source: Path, metric: float) -> None:
         fresh = temp_name(self.best_dir)
-        shutil.copytree(source, fresh)
+        try:
+            shutil.copytree(source, fresh)
+        except BaseException:  # a full disk mid-copy: the old best/ stays, the partial copy goes
+            shutil.rmtree(fresh, ignore_errors=True)
+            raise
         old = temp_name(self.best_dir)
         if self.best_dir.exists():
             os.replace(self.best_dir, old)
@@ -113,6 +126,18 @@ class CheckpointManager:
     def _prune(self) -> None:
         for old in list_checkpoints(self.directory)[:-self.keep]:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def out_of_space(e: BaseException) -> bool:
+    """ENOSPC/EDQUOT, also when h5py wraps it in a RuntimeError/OSError with only a message."""
+    import errno
+
+    return getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(e) \
+        or "Disk quota exceeded" in str(e)
+
+
+def disk_free(path: Path) -> int:
+    return shutil.disk_usage(path).free
 
 
 def load_arrays(path: str | Path) -> dict[str, list[np.ndarray]]:

@@ -181,14 +181,15 @@ def unwrap(variables) -> list:
 
 
 def allreduce_numpy(world: World, array, op: str = "sum", name: str = "exaclimate_np") -> np.ndarray:
-    """Sum (or average) a small host array over all ranks, e.g. confusion matrices."""
+    """Sum (or average, max) a small host array over all ranks, e.g. confusion matrices."""
     array = np.asarray(array)
     if not world.distributed:
         return array
     import tensorflow as tf
 
     hvd = world.hvd
-    out = hvd.allreduce(tf.constant(array.astype(np.float64)), op=hvd.Sum if op == "sum" else hvd.Average, name=name)
+    ops = {"sum": hvd.Sum, "average": hvd.Average, "max": hvd.Max}
+    out = hvd.allreduce(tf.constant(array.astype(np.float64)), op=ops[op], name=name)
     return out.numpy()
 
 
@@ -205,7 +206,9 @@ class Watchdog:
     launcher (horovodrun, srun) tear the job down and the scheduler requeue it.
     """
 
-    def __init__(self, timeout_s: float, first_timeout_s: float | None = None, what: str = "training"):
+    def __init__(self, timeout_s: float, first_timeout_s: float | None = None, what: str = "training",
+                 context=None):
+        self.context = context  # () -> str appended to the message, e.g. the last good checkpoint
         self.timeout_s = float(timeout_s)
         self.first_timeout_s = float(first_timeout_s or timeout_s)
         self.what = what
@@ -231,6 +234,11 @@ class Watchdog:
             limit = self.timeout_s if self._beats else self.first_timeout_s
             idle = time.monotonic() - self._last
             if idle > limit:
+                extra = ""
+                try:
+                    extra = f"; {self.context()}" if self.context else ""
+                except Exception:  # the message must go out whatever the context callback does
+                    pass
                 log.error("%s made no progress for %.0f s (distributed.stall_timeout_s=%g): a rank died or hung; "
-                          "exiting with code %d", self.what, idle, self.timeout_s, EXIT_STALLED)
+                          "exiting with code %d%s", self.what, idle, self.timeout_s, EXIT_STALLED, extra)
                 os._exit(EXIT_STALLED)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from exascale_climate.config import Config, save_config
 from exascale_climate.errors import DistributedError, ExaclimateError
 from exascale_climate.train.distributed import (GradientReducer, Watchdog, allreduce_numpy, broadcast_object,
                                                 broadcast_variables, setup_world)
+from exascale_climate.train.preempt import EXIT_PREEMPTED, Preempted, StopSignals, agreed_stop, resume_command
 from exascale_climate.utils.log import JsonLinesWriter, get_logger
 from exascale_climate.utils.progress import progress_bar
 from exascale_climate.utils.runtime import World, apply_tf_threads
@@ -388,7 +390,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict:
         if world.distributed and isinstance(e, (tf.errors.OpError, RuntimeError)) and \
                 not isinstance(e, ExaclimateError):
             raise DistributedError(f"rank {world.rank} at step {position.step}: a collective failed "
-                                   f"({str(e).splitlines()[0][:200]}); another rank probably died") from e
+                                   f"({str(e).splitlines()[0][:200]}); another rank probably died; last good "
+                                   f"checkpoint: {ckpts.latest() or 'none yet'} (continue with --resume)") from e
         raise
     finally:
         reporter.close()
@@ -406,6 +409,7 @@ def _loop(run: Run, ckpts, position: Position, reporter: Reporter) -> dict:
         total = min(total, tcfg.max_steps)
     last = {"step": position.step, "epoch": position.epoch}
     window, streak, saved_at, validated_at, stop = Window(), 0, position.step, -1, False
+    preempted = None  # the signal number all ranks agreed to stop on (train/preempt.py)
     started = time.perf_counter()
     log.info("training %s on %d rank(s): %d files from %s, %d steps/epoch, %d steps, input %s", cfg.model.name,
              world.size, len(run.train_files), run.train_files[0].parent, run.steps_per_epoch, total,
@@ -431,15 +435,22 @@ def _loop(run: Run, ckpts, position: Position, reporter: Reporter) -> dict:
         window.start += time.perf_counter() - paused  # throughput figures count training time only
 
     timeout = cfg.distributed.stall_timeout_s
-    with Watchdog(timeout, first_timeout_s=10 * timeout) if world.distributed else _NoWatchdog() as watchdog, \
-            progress_bar(f"train {cfg.model.name}", total) as advance:
+    check_every = cfg.distributed.stop_check_every_steps
+    def last_good() -> str:
+        return f"last good checkpoint: {ckpts.latest() or 'none yet'} (continue with --resume)"
+
+    watchdog = Watchdog(timeout, first_timeout_s=10 * timeout, context=last_good) if world.distributed \
+        else _NoWatchdog()
+    with watchdog, \
+            progress_bar(f"train {cfg.model.name}", total) as advance, StopSignals() as signals:
         advance(position.step)
-        while position.epoch < tcfg.epochs and position.step < total and not stop:
+        while position.epoch < tcfg.epochs and position.step < total and not stop and not preempted:
             tally = new_tally()
             ds = build_dataset(cfg, run.train_files, run.stats, training=True, world=world, epoch=position.epoch,
                                skip_batches=position.step_in_epoch * accumulation, tally=tally)
             iterator = iter(ds)
-            while position.step_in_epoch < run.steps_per_epoch and position.step < total and not stop:
+            while position.step_in_epoch < run.steps_per_epoch and position.step < total and not stop \
+                    and not preempted:
                 t0 = time.perf_counter()
                 batches = _next_batches(iterator, accumulation, position)
                 window.data_s += time.perf_counter() - t0
@@ -466,6 +477,8 @@ def _loop(run: Run, ckpts, position: Position, reporter: Reporter) -> dict:
                 if ccfg.every_steps and position.step - saved_at >= ccfg.every_steps and not streak:
                     _save(run, ckpts, position, None)
                     saved_at = position.step
+                if position.step % check_every == 0 and position.step < total:  # same steps on every rank
+                    preempted = agreed_stop(world, signals.signum)
             summary = epoch_summary(tally, position.epoch, world.rank)
             if summary:  # files failed mid-epoch: say how many samples the epoch really had
                 log.warning("%s", summary)
@@ -482,12 +495,22 @@ def _loop(run: Run, ckpts, position: Position, reporter: Reporter) -> dict:
                 elif epoch_save:
                     _save(run, ckpts, position, None)
                     saved_at = position.step
-        if saved_at != position.step:
+        if preempted:  # no validation: the scheduler's grace period is short
+            if saved_at != position.step:
+                _save(run, ckpts, position, None)
+                saved_at = position.step
+        elif saved_at != position.step:
             if validated_at != position.step:
                 evaluate_and_maybe_save(True, "final")
             else:
                 _save(run, ckpts, position, last.get("val_mean_iou"))
                 saved_at = position.step
+    if preempted:
+        name = signal.Signals(preempted).name
+        log.warning("%s: stopped after step %d of %d, checkpoint %s written", name, position.step, total,
+                    ckpts.latest())
+        raise Preempted(f"stopped by {name} after step {position.step} of {total}; checkpoint "
+                        f"{ckpts.latest()}; continue with: {resume_command()} (exit status {EXIT_PREEMPTED})")
     result = {**last, "step": position.step, "epoch": position.epoch,
               "skipped_steps": int(run.scaler.skipped_steps.numpy()),
               "best_mean_iou": position.best_metric, "seconds": time.perf_counter() - started,

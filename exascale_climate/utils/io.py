@@ -118,3 +118,27 @@ def file_checksum(path: str | Path, algorithm: str = CHECKSUM, chunk: int = 8 <<
 
 def make_temp_dir(prefix: str = "exaclimate-") -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+def out_of_space_message(e: OSError) -> str | None:
+    """One line for a full disk or quota (ENOSPC/EDQUOT, also as h5py words it), naming the file and the space
+    left; None for any other OSError. The file is the final name: temporaries are removed by `atomic_path`."""
+    import errno
+    import re
+
+    text = str(e)
+    if getattr(e, "errno", None) not in (errno.ENOSPC, errno.EDQUOT) and "No space left" not in text \
+            and "Disk quota exceeded" not in text:
+        return None
+    name = e.filename or (re.search(r"filename = '([^']+)'", text) or [None, None])[1]
+    if not name:
+        return f"no space left on the device ({text.splitlines()[0][:200]})"
+    path = Path(name)
+    if is_temp_name(path):
+        path = path.with_name(re.sub(r"^\.(.*)\.tmp-.*$", r"\1", path.name))
+    try:
+        free = f"{shutil.disk_usage(path.parent).free} bytes free"
+    except OSError:
+        free = "free space unknown"
+    return (f"{path}: no space left on the device ({free} on {path.parent}); the file was not written, "
+            f"no temporary is left, the files already there are complete")

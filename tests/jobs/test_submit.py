@@ -3,6 +3,7 @@
 import json
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -143,3 +144,34 @@ def test_scheduler_refusal_is_reported_and_nothing_is_written(slurm_cluster, dat
         assert result.returncode == 2, result.stdout
         assert "sbatch --test-only refused it" in result.stderr and "partition" in result.stderr
         assert not run_dir.exists()
+
+
+def test_warning_signal_checkpoints_requeues_and_the_requeued_job_resumes(slurm_cluster, dataset, tmp_path):
+    """The scheduler's warning, delivered as SLURM does (`scancel --signal=USR1`: to the ranks of the job step): the
+    ranks checkpoint and exit 75, the job script requeues itself, the requeued job resumes and completes."""
+    run_dir = tmp_path / "run"
+    result = run_cli("submit", "--scheduler", "slurm", "--nodes", "1", "--tasks-per-node", "2", "--time", "00:20:00",
+                     "--run-dir", str(run_dir), "--config", str(job_config(tmp_path, dataset)),
+                     "--set", "train.max_steps=0", "--set", "train.epochs=40", "--set", "job.evaluate=false",
+                     "--set", "train.checkpoint.every_steps=1", "--set", "distributed.stop_check_every_steps=1",
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    job_id = result.stdout.split()[0]
+    deadline = time.monotonic() + 600
+    while not list(run_dir.glob("checkpoints/ckpt-*")):
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        assert scontrol_job(job_id)["JobState"] in ("PENDING", "RUNNING", "CONFIGURING"), scontrol_job(job_id)
+        time.sleep(0.2)
+    subprocess.run(["scancel", "--signal=USR1", job_id], check=True)
+    while scontrol_job(job_id)["JobState"] not in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"):
+        assert time.monotonic() < deadline + 900, scontrol_job(job_id)
+        time.sleep(1)
+    job = scontrol_job(job_id)
+    logs = "".join(p.read_text() for p in (run_dir / "logs").glob("*.out"))
+    assert job["JobState"] == "COMPLETED", logs[-4000:]
+    assert int(job["Restarts"]) == 1, job
+    assert "requeueing job" in logs and "resumed from" in logs, logs[-4000:]
+    stopped = int(re.search(r"stopped by SIGUSR1 after step (\d+)", logs).group(1))
+    final = json.loads(sorted((run_dir / "checkpoints").glob("ckpt-*"),
+                              key=lambda p: int(p.name.split("-")[1]))[-1].joinpath("state.json").read_text())
+    assert final["step"] == 40 * 2 and stopped < final["step"]  # 4 files / 2 ranks = 2 steps per epoch

@@ -170,7 +170,8 @@ def test_failed_rank_fails_the_job_in_bounded_time(blob_data, tmp_path, sig):
     argv = exaclimate("train", "--run-dir", str(run_dir),
                       *sum((["--set", s] for s in blob_overrides(
                           blob_data, **{"train.epochs": 500, "train.log_every_steps": 1,
-                                        "distributed.stall_timeout_s": 8})), []))
+                                        "distributed.stall_timeout_s": 8,
+                                        "train.checkpoint.every_steps": 2})), []))
     env = rank_env(2, 1)
     proc = subprocess.Popen(launch_command(2, argv, "gloo"), env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -196,6 +197,13 @@ def test_failed_rank_fails_the_job_in_bounded_time(blob_data, tmp_path, sig):
             if p.is_running():
                 p.send_signal(signal.SIGKILL)
     assert returncode != 0, output[-3000:]
-    if sig == signal.SIGSTOP:  # the surviving rank names the problem
+    if sig == signal.SIGSTOP:  # the surviving rank names the problem and the checkpoint to resume from
         assert "no progress" in output or "stall" in output.lower() or "collective failed" in output, output[-3000:]
+        named = output.split("last good checkpoint: ", 1)[1].split(" ", 1)[0]
+        from exascale_climate.train.checkpoints import list_checkpoints, load_arrays
+
+        assert Path(named) in list_checkpoints(run_dir / "checkpoints"), output[-3000:]
+        assert load_arrays(Path(named))["model"]  # intact: every array reads back
+    else:  # the launcher names the rank that died
+        assert "Process name: 1" in output, output[-3000:]
     assert not survivor_alive
