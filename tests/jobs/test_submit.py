@@ -146,6 +146,7 @@ def test_scheduler_refusal_is_reported_and_nothing_is_written(slurm_cluster, dat
         assert not run_dir.exists()
 
 
+@pytest.mark.slow  # ~5 min, mostly SLURM's own requeue delay
 def test_warning_signal_checkpoints_requeues_and_the_requeued_job_resumes(slurm_cluster, dataset, tmp_path):
     """The scheduler's warning, delivered as SLURM does (`scancel --signal=USR1`: to the ranks of the job step): the
     ranks checkpoint and exit 75, the job script requeues itself, the requeued job resumes and completes."""
