@@ -3,8 +3,6 @@ path and the space needed, the previous checkpoint bit-for-bit intact, no tempor
 from __future__ import annotations
 
 import os
-import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,20 +10,6 @@ import pytest
 from exascale_climate.config import Config
 from exascale_climate.errors import ExaclimateError
 from exascale_climate.train.checkpoints import CheckpointManager, list_checkpoints, load_arrays
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True,
-                          text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}); needs root")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def small_model():
