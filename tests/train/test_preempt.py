@@ -12,13 +12,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import psutil
 import pytest
 
-from exascale_climate.train.checkpoints import list_checkpoints, load_arrays
+from exascale_climate.train.checkpoints import list_checkpoints
 from exascale_climate.utils.launch import rank_env
-from test_resume_ranks import final_checkpoint, finish, launch, overrides, train_argv
+from test_resume_ranks import assert_same_arrays, final_checkpoint, finish, launch, overrides, train_argv
 
 EXIT_PREEMPTED = 75  # documented in docs/RELIABILITY.md and the job templates (written here, not imported)
 
@@ -51,12 +50,7 @@ def assert_same_files(a: Path, b: Path, steps_per_epoch: int) -> None:
     """Same arrays bit for bit, same position and scaler state. The position is compared as steps since the start:
     a run that saved step 8 inside the epoch says (epoch 0, step 8), one that saved it after the epoch's end
     (epoch 1, step 0) -- the same place; which of the two depends on when the last checkpoint before it was."""
-    arrays_a, arrays_b = load_arrays(a), load_arrays(b)
-    assert arrays_a.keys() == arrays_b.keys()
-    for group in arrays_a:
-        assert len(arrays_a[group]) == len(arrays_b[group]), group
-        for i, (x, y) in enumerate(zip(arrays_a[group], arrays_b[group])):
-            np.testing.assert_array_equal(x, y, err_msg=f"{group}[{i}]")
+    assert_same_arrays(a, b)
     state_a, state_b = (json.loads((p / "state.json").read_text()) for p in (a, b))
     for key in ("step", "loss_scale", "loss_scale_good_steps", "skipped_steps", "optimizer_iterations"):
         assert state_a[key] == state_b[key], key

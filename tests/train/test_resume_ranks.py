@@ -74,6 +74,18 @@ def kill_job(proc: subprocess.Popen) -> None:
     proc.communicate()
 
 
+def assert_same_arrays(a: Path, b: Path) -> dict:
+    """Every array of two checkpoints (model, optimizer slots, scaler, lag buffers) equal bit for bit; returns
+    the arrays of `a`."""
+    arrays_a, arrays_b = load_arrays(a), load_arrays(b)
+    assert arrays_a.keys() == arrays_b.keys()
+    for group in arrays_a:
+        assert len(arrays_a[group]) == len(arrays_b[group]), group
+        for i, (x, y) in enumerate(zip(arrays_a[group], arrays_b[group])):
+            np.testing.assert_array_equal(x, y, err_msg=f"{group}[{i}]")
+    return arrays_a
+
+
 def final_checkpoint(run_dir: Path) -> Path:
     return list_checkpoints(run_dir / "checkpoints")[-1]
 
@@ -107,12 +119,7 @@ def test_resume_after_sigkill_on_ranks_equals_uninterrupted(blob_data, tmp_path,
 
     a, b = final_checkpoint(reference), final_checkpoint(resumed)
     assert a.name == b.name == f"ckpt-{steps}"
-    arrays_a, arrays_b = load_arrays(a), load_arrays(b)
-    assert arrays_a.keys() == arrays_b.keys() and {"model", "optimizer", "scaler"} <= set(arrays_a)
-    for group in arrays_a:
-        assert len(arrays_a[group]) == len(arrays_b[group]), group
-        for i, (x, y) in enumerate(zip(arrays_a[group], arrays_b[group])):
-            np.testing.assert_array_equal(x, y, err_msg=f"{group}[{i}]")
+    assert {"model", "optimizer", "scaler"} <= set(assert_same_arrays(a, b))
     state_a, state_b = (json.loads((p / "state.json").read_text()) for p in (a, b))
     for key in ("loss_scale", "loss_scale_good_steps", "skipped_steps", "optimizer_iterations", "epoch"):
         assert state_a[key] == state_b[key], key
