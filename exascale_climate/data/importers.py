@@ -7,11 +7,13 @@ MERRA-2 and CMIP names (or CF standard names), and for every CAM5 variable takes
   total column water with condensate for TMQ, skin for surface temperature ...);
 - derived: computed from others (PRECT from accumulations, QREFHT from the 2 m dew point and PS, ZBOT and Z1000
   from the hypsometric equation, PS/PSL from each other and the orography).
-Each output variable carries `provenance` (exact | approximate | derived), `source_variables` and `derivation`.
-Latitudes become ascending, longitudes 0..360; regridding (`--grid HxW`, the CAM grid convention) is bilinear with
-xarray's `interp` (scipy), periodic in longitude, latitudes beyond the source rows held at the nearest row:
-bilinear keeps a constant field exactly and the global mean of a smooth field closely (tests/data/test_importers.py).
-xESMF's conservative remapping needs ESMF, which has no wheel, so it is not used.
+- filled (only when the user opts in with `--fill-from FILE`): what nothing above can make, from the nearest
+  pressure level the input has, else the zonal mean of the variable in FILE; without the opt-in, an error names them.
+Each output variable carries `provenance` (exact | approximate | derived | filled), `source_variables`,
+`derivation` and `regridding`. Latitudes become ascending, longitudes 0..360. Regridding (`--grid HxW`, the CAM grid
+convention; `--regrid auto|conservative|bilinear`): first-order conservative (written here, see `_conservative`
+for why no library) for fluxes (PRECT) and wherever the output is no finer than the source, bilinear
+(xarray.interp, scipy) when refining a state field; per variable in the `regridding` attribute.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from exascale_climate.data.grid import default_coordinates
+from exascale_climate.data.grid import cell_edges, default_coordinates
 from exascale_climate.errors import DataError, ExaclimateError
 from exascale_climate.utils.log import get_logger
 from exascale_climate.variables import BY_NAME, VARIABLE_NAMES
@@ -43,7 +45,15 @@ GRIB_SUFFIXES = (".grib", ".grib1", ".grib2", ".grb", ".grb2", ".gb2")
 
 
 # ------------------------------------------------------------------------------------------ units
+UNIT_ALIASES = {  # spelled-out units of older files (NCL's examples, GRIB1-to-netCDF converters) -> the short form
+    "meters/second": "m s-1", "meter/second": "m s-1", "m/sec": "m s-1", "metres/second": "m s-1",
+    "degk": "K", "deg k": "K", "degrees k": "K", "kelvin": "K", "geopotential meters": "m", "gp m": "m",
+    "meters": "m", "metres": "m", "pascal": "Pa", "pascals": "Pa",
+}
+
+
 def _norm_units(units: str) -> str:
+    units = UNIT_ALIASES.get(units.strip().lower(), units)
     return units.replace("**", "").replace("^", "").replace(" ", "").replace("/s", "s-1").lower()
 
 
@@ -92,6 +102,12 @@ class Field:
     path: str
     step_seconds: float | None = None  # accumulation length when the source says (GRIB step)
     standard_name: str = ""
+    inferred_units: str = ""  # set when the file gives no units and they were inferred from the magnitude
+
+    def units_note(self) -> str:
+        if self.units:
+            return self.units
+        return f"no units; {self.inferred_units} inferred from the magnitude" if self.inferred_units else "no units"
 
 
 def _find(names, candidates) -> str | None:
@@ -105,6 +121,17 @@ def _normalise(da, name: str, path: str) -> Field | None:
     if lat_name is None or lon_name is None:
         return None
     level_name = _find(dims, LEVEL_NAMES)
+    if level_name is None:  # one pressure level named by a scalar coordinate or a `level` attribute (NCL's files)
+        scalar = next((da.coords[n] for n in LEVEL_NAMES if n in da.coords and da.coords[n].ndim == 0), None)
+        value = scalar.values if scalar is not None else da.attrs.get("level")
+        if value is not None and np.size(value) == 1 and np.isfinite(float(value)):
+            units = str(scalar.attrs.get("units", "")) if scalar is not None else ""
+            level_units = {"units": units} if units else {}
+            da = da.drop_vars([n for n in LEVEL_NAMES if n in da.coords]).expand_dims(
+                {"level": [float(value)]}, axis=-3)
+            da["level"].attrs.update(level_units)
+            dims = list(da.dims)
+            level_name = "level"
     time_name = _find(dims, TIME_NAMES)
     member = _find(dims, MEMBER_NAMES)
     if member is not None and da.sizes[member] > 1:
@@ -246,6 +273,21 @@ class Pool:
                     return f, int(hit[0])
         return None
 
+    def lowest_level(self, min_hpa: float, *names) -> tuple[Field, int] | None:
+        """The highest-pressure level (at least `min_hpa`) of the first of `names` with levels."""
+        for n in names:
+            f = self.fields.get(n)
+            if f is not None and f.levels_hpa is not None and f.levels_hpa.max() >= min_hpa:
+                return f, int(np.argmax(f.levels_hpa))
+        return None
+
+    def nearest_level(self, hpa: float, *names) -> tuple[Field, int] | None:
+        for n in names:
+            f = self.fields.get(n)
+            if f is not None and f.levels_hpa is not None:
+                return f, int(np.argmin(np.abs(f.levels_hpa - hpa)))
+        return None
+
     def has_levels(self) -> bool:
         return any(f.levels_hpa is not None for f in self.fields.values())
 
@@ -291,21 +333,26 @@ def _values(field: Field, target: str, name: str, level: int | None = None) -> n
     v = field.values[:, level] if level is not None else field.values
     if target == "m" and field.name in ("z", "@geopotential", "PHIS") and not field.units:
         return v / GRAVITY  # geopotential without units: m2 s-2 by definition
-    return convert_units(v, field.units, target, field.path, field.name, for_var=name)
+    units = field.units
+    if not units and target == "Pa":  # pressure without units (NCL's 941110_P.cdf): hPa and Pa differ 100-fold
+        units = field.inferred_units = "hPa" if np.nanmedian(np.abs(v)) < 2000.0 else "Pa"
+        log.warning("%s: %s has no units; %s inferred from its magnitude", field.path, field.name, units)
+    return convert_units(v, units, target, field.path, field.name, for_var=name)
 
 
 def _exact(pool: Pool, var: str) -> Result | None:
     units = BY_NAME[var].units
     f = pool.single(*SINGLE.get(var, ()))
     if f is not None:
-        return Result(_values(f, units, var), f, "exact", f.name, f"{f.name} [{f.units or 'no units'}]")
+        values = _values(f, units, var)
+        return Result(values, f, "exact", f.name, f"{f.name} [{f.units_note()}]")
     if var in LEVELS:
         hpa, names = LEVELS[var]
         hit = pool.level(hpa, *names)
         if hit is not None:
             f, k = hit
-            return Result(_values(f, units, var, k), f, "exact", f.name,
-                          f"{f.name} at {hpa} hPa [{f.units or 'no units'}]")
+            values = _values(f, units, var, k)
+            return Result(values, f, "exact", f.name, f"{f.name} at {hpa} hPa [{f.units_note()}]")
     return None
 
 
@@ -319,20 +366,34 @@ def _paired(a: Result, b: Result, what: str) -> None:
                                       "give them on one grid", field=a.sources)
 
 
-class Recipes:
-    """Resolves every CAM5 variable once (derivations reuse resolved ones)."""
+BOTTOM_WIND = {"UBOT": ("u", "ua", "U", "@eastward_wind"), "VBOT": ("v", "va", "V", "@northward_wind")}
+LOWEST_LEVEL_HPA = 925.0  # a pressure-level wind at or below this level may stand in for the lowest-level wind
 
-    def __init__(self, pool: Pool):
+
+class Recipes:
+    """Resolves every CAM5 variable once (derivations reuse resolved ones); with a `Filler` (the user's opt-in,
+    `data import --fill-from`), what no recipe can make is filled as the last resort."""
+
+    def __init__(self, pool: Pool, filler: "Filler | None" = None):
         self.pool = pool
+        self.filler = filler
         self.done: dict[str, Result | None] = {}
 
     def get(self, var: str) -> Result | None:
         if var not in self.done:
             self.done[var] = None  # breaks derivation cycles (PS <-> PSL)
-            self.done[var] = _exact(self.pool, var) or self._approximate(var) or self._derived(var)
+            self.done[var] = (_exact(self.pool, var) or self._approximate(var) or self._derived(var)
+                              or (self.filler.fill(var, self) if self.filler else None))
         return self.done[var]
 
     def _approximate(self, var: str) -> Result | None:
+        if var in BOTTOM_WIND and var in APPROXIMATE and self.pool.single(*APPROXIMATE[var][0]) is None:
+            hit = self.pool.lowest_level(LOWEST_LEVEL_HPA, *BOTTOM_WIND[var])
+            if hit is not None:
+                f, k = hit
+                return Result(_values(f, BY_NAME[var].units, var, k), f, "approximate", f.name,
+                              f"{f.name} at {f.levels_hpa[k]:g} hPa (the input's lowest pressure level) for the "
+                              "lowest model level (~992 hPa) wind")
         if var not in APPROXIMATE:
             return None
         names, why = APPROXIMATE[var]
@@ -416,19 +477,100 @@ class Recipes:
                       f"{ps.sources},{t.sources},{oro.name}", "PS raised to sea level (hypsometric)")
 
 
-# ------------------------------------------------------------------------------------------ regridding
-def regrid(values: np.ndarray, lat: np.ndarray, lon: np.ndarray, lat_out: np.ndarray,
-           lon_out: np.ndarray) -> np.ndarray:
-    """Bilinear (xarray.interp, scipy) from an ascending-lat, 0..360-lon grid to another; (..., lat, lon).
+FILLED = "filled"
 
-    Longitude is periodic when the source spans the globe (one column wrapped on each side); latitudes outside the
-    source rows take the nearest row (no extrapolation beyond the data)."""
+
+class Filler:
+    """The user's opt-in (`--fill-from FILE`) for variables the input lacks and nothing derives: first the same
+    quantity at the nearest pressure level the input has (1000 hPa wind for the 850 hPa wind, ...), else the zonal
+    mean of the variable in FILE (a ClimateNet/CAM5 netCDF: a climatological background, not data), on the input's
+    grid and times. Every such variable says `provenance = filled` and what stood in; without the opt-in they
+    remain an error that names them."""
+
+    def __init__(self, reference: str | Path):
+        self.reference = Path(reference)
+        self._zonal: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+
+    def _load(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        if self._zonal is None:
+            import netCDF4
+
+            self._zonal = {}
+            try:
+                with netCDF4.Dataset(self.reference) as nc:
+                    lat_name = _find(nc.variables, LAT_NAMES)
+                    for var in VARIABLE_NAMES:
+                        if var not in nc.variables:
+                            continue
+                        v = np.ma.filled(np.asarray(nc[var][:], np.float64), np.nan)
+                        v = v.reshape((-1,) + v.shape[-2:])[0]
+                        lat = (np.asarray(nc[lat_name][:], np.float64) if lat_name else
+                               default_coordinates(*v.shape)[0])
+                        order = np.argsort(lat)
+                        self._zonal[var] = (lat[order], np.nanmean(v, axis=1)[order])
+            except OSError as e:
+                raise DataError(self.reference, f"--fill-from: unreadable as netCDF ({e})") from None
+        return self._zonal
+
+    def fill(self, var: str, recipes: "Recipes") -> Result | None:
+        pool = recipes.pool
+        if var in LEVELS:
+            hpa, names = LEVELS[var]
+            hit = pool.nearest_level(hpa, *names)
+            if hit is not None:
+                f, k = hit
+                return Result(_values(f, BY_NAME[var].units, var, k), f, FILLED, f.name,
+                              f"{f.name} at {f.levels_hpa[k]:g} hPa for {hpa} hPa (the nearest level the input has; "
+                              "--fill-from)")
+        zonal = self._load().get(var)
+        if zonal is None:
+            return None
+        psl = recipes.done.get("PSL")
+        grid = psl.field if psl is not None else max(pool.fields.values(), key=lambda f: f.times.size)
+        row = np.interp(grid.lat, *zonal)
+        values = np.broadcast_to(row[None, :, None], (max(grid.times.size, 1), grid.lat.size, grid.lon.size))
+        return Result(values.copy(), grid, FILLED, f"fill:{var}",
+                      f"zonal mean of {var} in {self.reference.name} (a stand-in chosen with --fill-from, not data)")
+
+
+# ------------------------------------------------------------------------------------------ regridding
+REGRID_METHODS = ("auto", "conservative", "bilinear")
+CONSERVED = ("PRECT",)  # fluxes: their area integral must survive regridding, so always conservative
+
+
+def choose_method(var: str, lat: np.ndarray, lon: np.ndarray, lat_out: np.ndarray, lon_out: np.ndarray,
+                  method: str = "auto") -> str:
+    """`auto`: conservative for fluxes and wherever the output cells are no finer than the source cells (an output
+    cell averages the source cells it covers); bilinear when refining a state field (conservative remapping
+    would copy each coarse cell into blocks)."""
+    if method != "auto":
+        return method
+    if var in CONSERVED:
+        return "conservative"
+    spacing = lambda x: float(np.median(np.abs(np.diff(x)))) if len(x) > 1 else 360.0  # noqa: E731
+    coarsening = (spacing(lat_out) >= spacing(lat) - 1e-9) and (spacing(lon_out) >= spacing(lon) - 1e-9)
+    return "conservative" if coarsening else "bilinear"
+
+
+def regrid(values: np.ndarray, lat: np.ndarray, lon: np.ndarray, lat_out: np.ndarray,
+           lon_out: np.ndarray, method: str = "bilinear") -> np.ndarray:
+    """From an ascending-lat, 0..360-lon grid to another; (..., lat, lon).
+
+    conservative: first-order conservative remapping (`_conservative`: area-weighted overlaps of the cells on the
+    sphere, periodic in longitude): a constant stays constant and the area-weighted global mean is kept
+    (tests/data/test_importers.py); output cells outside a regional source are NaN.
+    bilinear: xarray.interp (scipy); longitude is periodic when the source spans the globe (one column wrapped on
+    each side); latitudes outside the source rows take the nearest row (no extrapolation beyond the data)."""
     import xarray as xr
 
     lat, lon = np.asarray(lat), np.asarray(lon)
     same = lat.size == len(lat_out) and lon.size == len(lon_out)
     if same and np.allclose(lat, lat_out) and np.allclose(lon, lon_out):
         return values
+    if method == "conservative":
+        return _conservative(values, lat, lon, np.asarray(lat_out, np.float64), np.asarray(lon_out, np.float64))
+    if method != "bilinear":
+        raise ExaclimateError(f"regridding method {method!r} is not one of {REGRID_METHODS[1:]}")
     step = np.median(np.diff(lon)) if lon.size > 1 else 360.0
     if abs(lon.size * step - 360.0) < 1e-3 * 360.0:
         values = np.concatenate([values[..., -1:], values, values[..., :1]], axis=-1)
@@ -439,9 +581,43 @@ def regrid(values: np.ndarray, lat: np.ndarray, lon: np.ndarray, lat_out: np.nda
     return out.values
 
 
+def _overlaps(src_edges: np.ndarray, dst_edges: np.ndarray, period: float | None = None) -> np.ndarray:
+    """(n_dst, n_src) lengths shared by each target and source interval (source shifted by +-period if periodic)."""
+    shifts = (-period, 0.0, period) if period else (0.0,)
+    out = np.zeros((dst_edges.size - 1, src_edges.size - 1))
+    for shift in shifts:
+        lo = np.maximum(dst_edges[:-1, None], src_edges[None, :-1] + shift)
+        hi = np.minimum(dst_edges[1:, None], src_edges[None, 1:] + shift)
+        out += np.clip(hi - lo, 0.0, None)
+    return out
+
+
+def _conservative(values: np.ndarray, lat: np.ndarray, lon: np.ndarray, lat_out: np.ndarray,
+                  lon_out: np.ndarray) -> np.ndarray:
+    """First-order conservative remapping between regular lat/lon grids, written here: each output cell is the
+    area-weighted mean of the source cells it overlaps; on the sphere the area of a cell is separable
+    (R^2 d(sin lat) d lon), so the weights are a product of 1-D overlaps in sin(latitude) and in longitude
+    (periodic). Cell edges are data/grid.py's (half-way between centres, clipped at the poles), the same the
+    toolkit's areas use. Why not a library: xESMF needs ESMF (no wheel), and xarray-regrid 0.4.2 (tried) weights
+    a row by sin(lat + d/2) - sin(lat - d/2) without clipping at the poles, which is 0 for the pole-centred first
+    and last rows of the CAM finite-volume grid, so output cells over them came out 0. A target cell only partly
+    over a regional source averages the part covered; one not covered at all is NaN."""
+    lat_w = _overlaps(np.sin(np.deg2rad(cell_edges(lat, -90.0, 90.0))),
+                      np.sin(np.deg2rad(cell_edges(lat_out, -90.0, 90.0))))
+    lon_w = _overlaps(cell_edges(lon), cell_edges(np.asarray(lon_out) % 360.0), 360.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lat_w = lat_w / lat_w.sum(axis=1, keepdims=True)
+        lon_w = lon_w / lon_w.sum(axis=1, keepdims=True)
+    return np.einsum("ij,...jk,lk->...il", lat_w, np.asarray(values, np.float64), lon_w)
+
+
 # ------------------------------------------------------------------------------------------ driver
-REGRID_NOTE = ("bilinear, xarray.interp (scipy), periodic in longitude; latitudes beyond the source rows take "
-               "the nearest row")
+REGRID_NOTES = {
+    "bilinear": "bilinear, xarray.interp (scipy), periodic in longitude; latitudes beyond the source rows take "
+                "the nearest row",
+    "conservative": "first-order conservative (area-weighted cell overlaps on the sphere, separable in sin(lat) and "
+                    "lon), periodic in longitude",
+}
 
 
 def parse_grid_option(text: str | None) -> tuple[int, int] | None:
@@ -457,11 +633,12 @@ def _stamp(t: np.datetime64) -> str:
     return f"{d.year:04d}-{d.month:02d}-{d.day:02d}-{d.hour:02d}-{d.minute:02d}"
 
 
-def resolve(fields: list[Field], inputs: list[str]) -> dict[str, Result]:
+def resolve(fields: list[Field], inputs: list[str], filler: Filler | None = None) -> dict[str, Result]:
     """Every CAM5 variable from the pool, or one error naming all that cannot be made."""
     pool = Pool(fields)
-    recipes = Recipes(pool)
-    results = {v: recipes.get(v) for v in VARIABLE_NAMES}
+    recipes = Recipes(pool, filler)
+    results = {v: recipes.get(v) for v in ("PSL",) + tuple(VARIABLE_NAMES)}  # PSL first: the grid fills use
+    results = {v: results[v] for v in VARIABLE_NAMES}
     missing = [v for v, r in results.items() if r is None]
     if missing:
         where = ", ".join(inputs)
@@ -470,26 +647,55 @@ def resolve(fields: list[Field], inputs: list[str]) -> dict[str, Result]:
         if need_levels and not pool.has_levels():
             hint = (f"; the input has no pressure levels, which {need_levels} need "
                     f"({sorted({LEVELS[v][0] for v in need_levels})} hPa)")
+        if filler is None:
+            hint += "; --fill-from FILE fills them (nearest pressure level, else FILE's zonal mean) if you accept that"
+        else:
+            hint += f"; {filler.reference.name} (--fill-from) lacks them too"
         found = sorted(n for n in pool.fields if not n.startswith("@"))
         raise DataError(where, f"cannot make CAM5 variable(s) {missing} from the variables found {found}{hint}",
                         field=missing[0])
+    for r in results.values():  # a derivation that used a filled input says so
+        if r is not None and r.provenance == "derived" and "fill:" in r.sources:
+            r.derivation += " (with filled inputs: see their provenance)"
     return results  # type: ignore[return-value]
 
 
-def import_files(inputs: list[str | Path], out_dir: str | Path, grid: tuple[int, int] | None = None) -> dict:
-    """`exaclimate data import`: one ClimateNet netCDF per time step common to all the variables."""
+def parse_valid_time(text: str | None) -> np.datetime64 | None:
+    if not text:
+        return None
+    try:
+        return np.datetime64(text.replace(" ", "T"), "s")
+    except ValueError:
+        raise ExaclimateError(f"--time: {text!r} is not an ISO date-time like 1994-11-10T12:00") from None
+
+
+def import_files(inputs: list[str | Path], out_dir: str | Path, grid: tuple[int, int] | None = None,
+                 method: str = "auto", valid_time: np.datetime64 | None = None,
+                 fill_from: str | Path | None = None) -> dict:
+    """`exaclimate data import`: one ClimateNet netCDF per time step common to all the variables.
+
+    `valid_time` dates inputs that carry no time at all (some example and archive files); `fill_from` is the
+    opt-in for variables nothing can make (see `Filler`); `method` is the regridding (`choose_method`)."""
     from exascale_climate import __version__
     from exascale_climate.data.writers import write_netcdf_sample
     from exascale_climate.utils.io import atomic_path
 
+    if method not in REGRID_METHODS:
+        raise ExaclimateError(f"--regrid: {method!r} is not one of {list(REGRID_METHODS)}")
     paths = [str(p) for p in inputs]
     fields: list[Field] = []
     for p in paths:
         fields += open_fields(p)
-    results = resolve(fields, paths)
+    if valid_time is not None and not any(f.times.size for f in fields):
+        for f in fields:
+            if f.values.shape[0] == 1:
+                f.times = np.array([valid_time], "datetime64[s]")
+    filler = Filler(fill_from) if fill_from else None
+    results = resolve(fields, paths, filler)
     timed = {v: r for v, r in results.items() if r.field.times.size}
     if not timed:
-        raise DataError(", ".join(paths), "no time coordinate in any variable", field="time")
+        raise DataError(", ".join(paths), "no time coordinate in any variable (give one with --time)",
+                        field="time")
     common = sorted(set.intersection(*(set(r.field.times.tolist()) for r in timed.values())))
     if not common:
         raise DataError(", ".join(paths), "the variables share no time step", field="time")
@@ -499,12 +705,15 @@ def import_files(inputs: list[str | Path], out_dir: str | Path, grid: tuple[int,
     out.mkdir(parents=True, exist_ok=True)
     written = []
     epoch = np.datetime64("1970-01-01T00:00:00", "s")
+    methods = {v: choose_method(v, r.field.lat, r.field.lon, lat_out, lon_out, method) if grid else "none"
+               for v, r in results.items()}
     for t in common:
         data = np.empty((len(lat_out), len(lon_out), len(VARIABLE_NAMES)), np.float32)
         for i, var in enumerate(VARIABLE_NAMES):
             r = results[var]
             k = int(np.flatnonzero(r.field.times == t)[0]) if r.field.times.size else 0
-            data[..., i] = regrid(r.values[k], r.field.lat, r.field.lon, lat_out, lon_out)
+            data[..., i] = regrid(r.values[k], r.field.lat, r.field.lon, lat_out, lon_out,
+                                  methods[var] if grid else "bilinear")
             if not np.isfinite(data[..., i]).all():
                 raise DataError(r.field.path, f"non-finite values in {var} at {t}", field=r.sources)
         target = out / f"data-{_stamp(np.datetime64(t, 's'))}.nc"
@@ -514,16 +723,23 @@ def import_files(inputs: list[str | Path], out_dir: str | Path, grid: tuple[int,
                                 time_units="hours since 1970-01-01 00:00:00", calendar="standard", attrs={
                                     "Conventions": "CF-1.8", "title": "CAM5 variables imported by exaclimate",
                                     "source_files": ", ".join(paths),
-                                    "regridding": REGRID_NOTE if grid else "none (source grid, reordered)",
+                                    "regridding": _regrid_summary(methods) if grid else
+                                    "none (source grid, reordered)",
                                     "history": f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%dT%H:%M:%SZ} exaclimate "
                                                f"{__version__} data import"})
-            _annotate(tmp, results)
+            _annotate(tmp, results, methods)
         written.append(str(target))
     summary = {v: results[v].provenance for v in VARIABLE_NAMES}
-    return {"written": written, "provenance": summary, "grid": (len(lat_out), len(lon_out))}
+    return {"written": written, "provenance": summary, "grid": (len(lat_out), len(lon_out)), "regridding": methods}
 
 
-def _annotate(path, results: dict[str, Result]) -> None:
+def _regrid_summary(methods: dict[str, str]) -> str:
+    used = sorted(set(methods.values()))
+    return "; ".join(f"{m} for {','.join(v for v in VARIABLE_NAMES if methods[v] == m)}: {REGRID_NOTES[m]}"
+                     for m in used)
+
+
+def _annotate(path, results: dict[str, Result], methods: dict[str, str]) -> None:
     import netCDF4
 
     with netCDF4.Dataset(path, "a") as nc:
@@ -532,12 +748,15 @@ def _annotate(path, results: dict[str, Result]) -> None:
             v.provenance = r.provenance
             v.source_variables = r.sources
             v.derivation = r.derivation
-            v.source_file = r.field.path
+            v.source_file = r.field.path if r.provenance != FILLED or not r.sources.startswith("fill:") else \
+                "(none: filled)"
+            v.regridding = methods[var]
 
 
-def import_command(inputs, out_dir, grid_text) -> dict:
+def import_command(inputs, out_dir, grid_text, method: str = "auto", time_text: str | None = None,
+                   fill_from: str | None = None) -> dict:
     try:
         grid = parse_grid_option(grid_text)
     except ExaclimateError as e:
         raise ExaclimateError(f"--grid: {e}") from None
-    return import_files(list(inputs), out_dir, grid)
+    return import_files(list(inputs), out_dir, grid, method, parse_valid_time(time_text), fill_from)

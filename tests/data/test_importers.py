@@ -142,6 +142,61 @@ def test_regridding_keeps_a_constant_and_the_global_mean_of_a_smooth_field():
                                        abs=0.05)
 
 
+def _hand_areas(lat, lon):
+    """Cell areas written out here (not data/grid.py): edges half-way between centres, poles and the seam closed."""
+    lat_e = np.deg2rad(np.r_[-90.0, (lat[1:] + lat[:-1]) / 2, 90.0])
+    return np.outer(np.diff(np.sin(lat_e)), np.full(len(lon), 2 * np.pi / len(lon)))
+
+
+@pytest.mark.parametrize("src", ["cell centres", "pole rows"])
+def test_conservative_regridding_keeps_a_constant_exactly_and_the_global_mean(src):
+    if src == "cell centres":
+        lat, lon = np.linspace(-89.5, 89.5, 180), np.arange(0.5, 360.0, 1.0)
+    else:  # the CAM finite-volume convention: first and last rows centred on the poles
+        lat, lon = default_coordinates(181, 288)
+    lat_out, lon_out = default_coordinates(96, 144)
+    const = regrid(np.full((len(lat), len(lon)), 287.5), lat, lon, lat_out, lon_out, "conservative")
+    np.testing.assert_allclose(const, 287.5, rtol=1e-13, atol=0)  # every cell, the pole rows included
+    phi, lam = np.meshgrid(np.deg2rad(lat), np.deg2rad(lon), indexing="ij")
+    smooth = 280.0 + 20.0 * np.cos(phi) ** 2 + 5.0 * np.sin(phi) * np.cos(2 * lam) + 3.0 * np.sin(3 * lam)
+    out = regrid(smooth, lat, lon, lat_out, lon_out, "conservative")
+    w_in, w_out = _hand_areas(lat, lon), _hand_areas(lat_out, lon_out)
+    mean_in, mean_out = (smooth * w_in).sum() / w_in.sum(), (out * w_out).sum() / w_out.sum()
+    assert mean_in == pytest.approx(280.0 + 20.0 * 2.0 / 3.0, abs=0.02)  # the sphere mean of cos^2 is 2/3
+    assert mean_out == pytest.approx(mean_in, rel=1e-12)
+    assert smooth.min() <= out.min() and out.max() <= smooth.max()  # means of source cells: no new extremes
+
+
+def test_conservative_regridding_matches_hand_overlaps():
+    lat, lon = np.linspace(-89.5, 89.5, 180), np.arange(0.5, 360.0, 1.0)
+    lat_out, lon_out = default_coordinates(96, 144)  # 2.5 degree columns centred on 0, 2.5, ... E
+    stripe = np.where(lon < 10.0, 1.0, 0.0)[None].repeat(len(lat), 0)
+    out = regrid(stripe, lat, lon, lat_out, lon_out, "conservative")
+    # the seam cell spans 358.75..1.25 E: half of it over the stripe (0..1.25), half over 358.75..360 (zero)
+    assert out[48, 0] == pytest.approx(0.5, abs=1e-12)
+    assert out[48, 1] == pytest.approx(1.0) and out[48, 3] == pytest.approx(1.0)  # 1.25..3.75, 6.25..8.75 E
+    assert out[48, 4] == pytest.approx(0.5, abs=1e-12)  # 8.75..11.25 E: half over the stripe
+    assert out[48, 5] == 0.0 and out[48, 143] == 0.0
+    # a field of latitude bands: a 2-degree output row is the area-weighted mean of its two 1-degree rows
+    lat2 = np.linspace(-89.0, 89.0, 90)
+    band = np.sin(np.deg2rad(lat))[:, None].repeat(len(lon), 1) ** 2
+    out2 = regrid(band, lat, lon, lat2, np.arange(1.0, 360.0, 2.0), "conservative")
+    k = 60  # rows 120 and 121 of the 1-degree grid
+    w = np.diff(np.sin(np.deg2rad([lat[120] - 0.5, lat[120] + 0.5, lat[121] + 0.5])))
+    assert out2[k, 7] == pytest.approx((band[120, 0] * w[0] + band[121, 0] * w[1]) / w.sum(), rel=1e-12)
+
+
+def test_auto_regridding_is_conservative_for_fluxes_and_coarsening_bilinear_when_refining():
+    from exascale_climate.data.importers import choose_method
+
+    fine, coarse = default_coordinates(192, 288), default_coordinates(96, 144)
+    assert choose_method("PRECT", *coarse, *fine) == "conservative"
+    assert choose_method("TMQ", *coarse, *fine) == "bilinear"
+    assert choose_method("TMQ", *fine, *coarse) == "conservative"
+    assert choose_method("TMQ", *coarse, *coarse) == "conservative"
+    assert choose_method("PRECT", *fine, *coarse, method="bilinear") == "bilinear"
+
+
 def test_unknown_variable_names_are_named(tmp_path):
     coords = {"time": TIMES[:1], "lat": LAT, "lon": LON}
     xr.Dataset({"foo": (("time", "lat", "lon"), np.zeros((1, len(LAT), len(LON)))),
