@@ -265,16 +265,22 @@ def data_inspect(file, as_json, report):
 @data.command("import")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", "out_dir", required=True, metavar="DIR", help="Directory for the ClimateNet netCDF files.")
-@click.option("--grid", metavar="HxW", help="Regrid (bilinear) to the CAM grid of this shape (default: keep the "
-                                            "source grid, latitudes ascending, longitudes 0..360).")
-def data_import(inputs, out_dir, grid):
+@click.option("--grid", metavar="HxW", help="Regrid to the CAM grid of this shape (default: keep the source grid, "
+                                            "latitudes ascending, longitudes 0..360).")
+@click.option("--regrid", "method", type=click.Choice(["auto", "conservative", "bilinear"]), default="auto",
+              show_default=True, help="auto: conservative for PRECT and when coarsening, bilinear when refining.")
+@click.option("--time", "valid_time", metavar="ISO", help="Valid time for inputs that carry none (e.g. 1994-11-10T12).")
+@click.option("--fill-from", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+              help="Opt-in: variables nothing can make come from the nearest pressure level the input has, else the "
+                   "zonal mean in this CAM5/ClimateNet file (provenance 'filled').")
+def data_import(inputs, out_dir, grid, method, valid_time, fill_from):
     """ERA5 / GFS / MERRA-2 / CMIP netCDF or GRIB -> the 16 CAM5 variables (units converted, missing ones derived,
     provenance in each variable's attributes), one file per time step."""
     from exascale_climate.data.importers import import_command
 
-    result = import_command(inputs, out_dir, grid)
+    result = import_command(inputs, out_dir, grid, method, valid_time, fill_from)
     kinds = {k: sorted(v for v, p in result["provenance"].items() if p == k)
-             for k in ("exact", "approximate", "derived")}
+             for k in ("exact", "approximate", "derived", "filled")}
     click.echo(f"{len(result['written'])} time step(s) on a {result['grid'][0]}x{result['grid'][1]} grid -> "
                f"{out_dir}; " + "; ".join(f"{k}: {','.join(v)}" for k, v in kinds.items() if v))
 

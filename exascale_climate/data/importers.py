@@ -302,7 +302,8 @@ class Result:
 
 
 SINGLE = {  # exact single-level sources: ERA5 / cfgrib, CMIP, MERRA-2, GFS (cfgrib), CF standard names
-    "PSL": ("msl", "psl", "SLP", "prmsl", "mslp", "@air_pressure_at_mean_sea_level", "@air_pressure_at_sea_level"),
+    "PSL": ("msl", "psl", "SLP", "Psl", "prmsl", "mslp", "@air_pressure_at_mean_sea_level",
+            "@air_pressure_at_sea_level"),
     "PS": ("sp", "ps", "PS", "@surface_air_pressure"),
     "TREFHT": ("t2m", "tas", "T2M", "2t"),
     "TS": ("skt", "ts", "TS", "@surface_temperature"),

