@@ -96,7 +96,8 @@ run() {  # "$@" with all its output in the log; on failure the log's last lines 
 }
 
 # ---- apt packages ------------------------------------------------------------------------------
-APT_PACKAGES=(openmpi-bin libopenmpi-dev build-essential)
+# libncarg-data: NCL's example data, real meteorological fields for the real-data tests (docs/DATA.md)
+APT_PACKAGES=(openmpi-bin libopenmpi-dev build-essential libncarg-data)
 if [ "$WITH_SLURM" = 1 ]; then
   APT_PACKAGES+=(slurmctld slurmd slurm-client munge libpmix-dev shellcheck strace)
 fi

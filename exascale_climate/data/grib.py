@@ -16,7 +16,21 @@ from pathlib import Path
 import numpy as np
 
 KEYS = ("shortName", "typeOfLevel", "level", "units", "gridType", "validityDate", "validityTime", "stepType",
-        "startStep", "endStep", "Ni", "Nj")
+        "startStep", "endStep", "Ni", "Nj", "PLPresent", "gridDefinitionTemplateNumber")
+
+
+def expand_reduced_rows(values: np.ndarray, pl: np.ndarray, lon_first: float, lon_last: float) -> np.ndarray:
+    """A quasi-regular lat/lon field (row j has pl[j] points from lon_first to lon_last, as NCEP's WAFS and
+    thinned GFS grids) -> (rows, max(pl)) by linear interpolation along each row, as wgrib2/cdo do."""
+    width = int(pl.max())
+    out = np.empty((pl.size, width))
+    target = np.linspace(lon_first, lon_last, width)
+    start = 0
+    for j, n in enumerate(pl.astype(int)):
+        row = values[start:start + n]
+        out[j] = row[0] if n == 1 else np.interp(target, np.linspace(lon_first, lon_last, n), row)
+        start += n
+    return out
 
 
 def _decode(path: str, out: str) -> None:
@@ -30,7 +44,18 @@ def _decode(path: str, out: str) -> None:
                 break
             try:
                 m = {k: (eccodes.codes_get(h, k) if eccodes.codes_is_defined(h, k) else None) for k in KEYS}
-                if m["gridType"] == "regular_ll":
+                if m["PLPresent"] == 1 and m["gridDefinitionTemplateNumber"] == 0:  # quasi-regular lat/lon
+                    nj = int(m["Nj"])
+                    g = lambda k: eccodes.codes_get(h, k)  # noqa: E731
+                    lat0, lat1 = g("latitudeOfFirstGridPointInDegrees"), g("latitudeOfLastGridPointInDegrees")
+                    lon0, lon1 = g("longitudeOfFirstGridPointInDegrees"), g("longitudeOfLastGridPointInDegrees")
+                    lon1 = lon1 + 360.0 if lon1 < lon0 else lon1
+                    v = expand_reduced_rows(eccodes.codes_get_values(h), eccodes.codes_get_array(h, "pl"), lon0, lon1)
+                    arrays[f"v{len(meta)}"] = v
+                    arrays[f"lat{len(meta)}"] = np.linspace(lat0, lat1, nj)
+                    arrays[f"lon{len(meta)}"] = np.linspace(lon0, lon1, v.shape[1])
+                    m["gridType"] = "reduced_ll"
+                elif m["gridType"] == "regular_ll":
                     ni, nj = int(m["Ni"]), int(m["Nj"])
                     arrays[f"v{len(meta)}"] = eccodes.codes_get_values(h).reshape(nj, ni)
                     arrays[f"lat{len(meta)}"] = eccodes.codes_get_array(h, "distinctLatitudes")

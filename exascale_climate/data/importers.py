@@ -208,10 +208,13 @@ def grib_fields(path: Path) -> list[Field]:
     meta, arrays = read_grib(path)
     if not meta:
         raise DataError(path, "no GRIB messages")
-    other = sorted({m["gridType"] for m in meta if m["gridType"] != "regular_ll"})
+    other = sorted({str(m["gridType"] or "undefined (a predefined grid without its description)")
+                    for m in meta if m["gridType"] not in ("regular_ll", "reduced_ll")})
     if other:
-        raise DataError(path, f"grid type(s) {other} are not supported (regular lat/lon only); regrid first, "
-                              "e.g. with cdo remapbil", field="gridType")
+        raise DataError(path, f"grid type(s) {other} are not supported (regular or quasi-regular lat/lon only); "
+                              "regrid first, e.g. with cdo remapbil", field="gridType")
+    if any(m["gridType"] == "reduced_ll" for m in meta):
+        log.info("%s: quasi-regular lat/lon rows expanded to the longest row by linear interpolation", path)
     groups: dict[tuple[str, str], list[int]] = {}
     for i, m in enumerate(meta):
         groups.setdefault((m["shortName"], m["typeOfLevel"]), []).append(i)
@@ -327,7 +330,26 @@ APPROXIMATE = {
 RATES = ("pr", "PRECTOT", "PRECTOTCORR", "prate", "mtpr", "tprate", "@precipitation_flux")
 ACCUMULATIONS = ("tp", "apcp", "tp_accum")
 DEWPOINT = ("d2m", "2d", "dpt2m")
+RELATIVE_HUMIDITY_2M = ("2r", "hurs", "r2", "RH2M", "rh2m")  # percent
+SPECIFIC_HUMIDITY = ("q", "hus", "QV", "@specific_humidity")  # on pressure levels
+RELATIVE_HUMIDITY = ("r", "hur", "RH", "@relative_humidity")  # on pressure levels, percent
+TEMPERATURE = ("t", "ta", "T", "@air_temperature")
 OROGRAPHY = ("orog", "PHIS", "z_sfc")  # surface height (m) or geopotential (m2 s-2)
+
+
+def percent(field: Field, values: np.ndarray | None = None) -> np.ndarray:
+    """Relative humidity in percent, 0..100 (files give % or a fraction)."""
+    v = field.values if values is None else values
+    key = _norm_units(field.units or "")
+    fraction = key in ("1", "fraction", "0-1") or (not key and np.nanmax(v) <= 1.5)
+    if key and not fraction and key not in ("%", "percent"):
+        raise DataError(field.path, f"units {field.units!r} are not a relative humidity (% or 1)", field=field.name)
+    return np.clip(v * (100.0 if fraction else 1.0), 0.0, 100.0)
+
+
+def saturation_vapour_pressure(t_kelvin: np.ndarray) -> np.ndarray:
+    """Pa over water, Bolton (1980)."""
+    return 611.2 * np.exp(17.67 * (t_kelvin - 273.15) / (t_kelvin - 29.65))
 
 
 def _values(field: Field, target: str, name: str, level: int | None = None) -> np.ndarray:
@@ -428,14 +450,69 @@ class Recipes:
 
     def _derive_QREFHT(self) -> Result | None:
         td, ps = self.pool.single(*DEWPOINT), self.get("PS")
+        if td is None and ps is not None:
+            return self._qrefht_from_rh(ps)
         if td is None or ps is None:
             return None
         t = convert_units(td.values, td.units, "K", td.path, td.name)
         _paired(Result(t, td, "", td.name, ""), ps, "QREFHT")
-        e = 611.2 * np.exp(17.67 * (t - 273.15) / (t - 29.65))  # Bolton (1980) saturation vapour pressure at Td
+        e = saturation_vapour_pressure(t)  # at the dew point: the vapour pressure
         q = EPSILON * e / (ps.values - (1 - EPSILON) * e)
         return Result(q, td, "derived", f"{td.name},{ps.sources}",
                       f"specific humidity from the 2 m dew point {td.name} (Bolton 1980) and PS")
+
+    def _qrefht_from_rh(self, ps: Result) -> Result | None:
+        rh, t = self.pool.single(*RELATIVE_HUMIDITY_2M), self.get("TREFHT")
+        if rh is None or t is None:
+            return None
+        _paired(t, ps, "QREFHT")
+        if not _same_grid(rh, t.field):
+            raise DataError(rh.path, f"QREFHT: {rh.name} and {t.sources} are on different grids", field=rh.name)
+        e = percent(rh) / 100.0 * saturation_vapour_pressure(t.values)
+        q = EPSILON * e / (ps.values - (1 - EPSILON) * e)
+        return Result(q, rh, "derived", f"{rh.name},{t.sources},{ps.sources}",
+                      f"specific humidity from the 2 m relative humidity {rh.name}, TREFHT (Bolton 1980) and PS")
+
+    def _derive_TMQ(self) -> Result | None:
+        """Precipitable water from a humidity profile: q (or relative humidity and temperature) on pressure levels,
+        integrated over pressure (trapezoids) from the surface pressure (else the lowest level) to the top level
+        the input has, / g; levels below the surface are left out."""
+        q_field = next((f for n in SPECIFIC_HUMIDITY if (f := self.pool.fields.get(n)) is not None
+                        and f.levels_hpa is not None), None)
+        if q_field is not None:
+            q, levels, src = convert_units(q_field.values, q_field.units, "kg kg-1", q_field.path, q_field.name,
+                                           for_var="TMQ"), q_field.levels_hpa, q_field
+            names = q_field.name
+        else:
+            rh = next((f for n in RELATIVE_HUMIDITY if (f := self.pool.fields.get(n)) is not None
+                       and f.levels_hpa is not None), None)
+            t = next((f for n in TEMPERATURE if (f := self.pool.fields.get(n)) is not None
+                      and f.levels_hpa is not None), None)
+            if rh is None or t is None or not _same_grid(rh, t):
+                return None
+            shared = [lv for lv in rh.levels_hpa if np.any(np.abs(t.levels_hpa - lv) < 0.5)]
+            if len(shared) < 2:
+                return None
+            ri = [int(np.argmin(np.abs(rh.levels_hpa - lv))) for lv in shared]
+            ti = [int(np.argmin(np.abs(t.levels_hpa - lv))) for lv in shared]
+            temp = convert_units(t.values[:, ti], t.units, "K", t.path, t.name, for_var="TMQ")
+            levels = np.asarray(shared, np.float64)
+            e = percent(rh, rh.values[:, ri]) / 100.0 * saturation_vapour_pressure(temp)
+            p = levels[None, :, None, None] * 100.0
+            q = EPSILON * e / (p - (1 - EPSILON) * np.minimum(e, 0.5 * p))
+            src, names = rh, f"{rh.name},{t.name}"
+        order = np.argsort(levels)[::-1]  # bottom (highest pressure) first
+        q, p = q[:, order], levels[order] * 100.0
+        ps = self.get("PS")
+        surface = ps.values if ps is not None and _same_grid(ps.field, src) else np.full(q[:, 0].shape, p[0])
+        total = np.zeros(q[:, 0].shape)
+        for k in range(len(p) - 1):  # the layer p[k] .. p[k+1], cut at the surface
+            dp = np.clip(np.minimum(p[k], surface) - p[k + 1], 0.0, None)
+            total += 0.5 * (q[:, k] + q[:, k + 1]) * dp
+        total += q[:, 0] * np.clip(surface - p[0], 0.0, None)  # surface .. lowest level, at the lowest level's q
+        return Result(total / GRAVITY, src, "derived", names + (f",{ps.sources}" if ps is not None else ""),
+                      f"precipitable water: humidity ({names}) on {len(p)} pressure levels "
+                      f"({p[0] / 100:g}..{p[-1] / 100:g} hPa) integrated from the surface pressure / g")
 
     def _derive_ZBOT(self) -> Result | None:
         t, q = self.get("TREFHT"), self.get("QREFHT")

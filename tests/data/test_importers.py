@@ -332,3 +332,83 @@ def test_real_field_regridded_keeps_its_global_mean():
     w_in, w_out = cell_areas_km2(t.lat, t.lon), cell_areas_km2(lat_out, lon_out)
     assert (out * w_out).sum() / w_out.sum() == pytest.approx((t500 * w_in).sum() / w_in.sum(), abs=0.05)
     assert t500.min() <= out.min() and out.max() <= t500.max()  # bilinear: no new extremes
+
+
+# ------------------------------------------------------------------------------------------ real GRIB (NCL data)
+NCL = Path("/usr/share/ncarg/data")  # Debian package libncarg-data (scripts/setup.sh installs it)
+WAFS = NCL / "grb" / "wafsgfs_L_t06z_intdsk60.grib2"
+needs_ncl = pytest.mark.skipif(not WAFS.exists(), reason="real GRIB files need the Debian package libncarg-data "
+                                                         "(apt-get install libncarg-data; scripts/setup.sh does it)")
+
+READ_WAFS = """
+import sys, json, numpy as np, eccodes
+want, out = {}, {}
+with open(sys.argv[1], "rb") as f:
+    while (h := eccodes.codes_grib_new_from_file(f)) is not None:
+        key = (eccodes.codes_get(h, "shortName"), eccodes.codes_get(h, "typeOfLevel"), eccodes.codes_get(h, "level"))
+        out["|".join(map(str, key))] = {"values": eccodes.codes_get_values(h).tolist(),
+                                        "pl": eccodes.codes_get_array(h, "pl").tolist()}
+        eccodes.codes_release(h)
+json.dump(out, open(sys.argv[2], "w"))
+"""
+
+
+@needs_ncl
+def test_real_gfs_grib2_quasi_regular_imports_all_variables(tmp_path):
+    """NCEP's WAFS GFS forecast (GRIB2, 2007-01-10 06 UTC + 60 h, quasi-regular 1.25 degree rows over 0-90 N,
+    240-330 E) as NCL ships it: every CAM5 variable exact, approximate or derived (none filled), checked against
+    the messages decoded here independently (ecCodes in a child process) and hand integrals."""
+    import json
+
+    result = import_files([WAFS], tmp_path / "out")
+    assert [Path(p).name for p in result["written"]] == ["data-2007-01-12-18-00.nc"]
+    assert "filled" not in result["provenance"].values()
+    assert {v for v, p in result["provenance"].items() if p == "derived"} == {"PRECT", "QREFHT", "TMQ", "ZBOT"}
+    subprocess.run([sys.executable, "-c", READ_WAFS, WAFS, tmp_path / "raw.json"], check=True, timeout=600,
+                   capture_output=True)
+    raw = json.loads((tmp_path / "raw.json").read_text())
+    out = result["written"][0]
+    psl, attrs, lat, lon = read_var(out, "PSL")
+    assert lat[0] == 0.0 and lat[-1] == 90.0 and lon[0] == 240.0 and lon[-1] == 330.0 and psl.shape == (73, 73)
+    msl = np.asarray(raw["prmsl|meanSea|0"]["values"])
+    pl = np.asarray(raw["prmsl|meanSea|0"]["pl"], int)
+    np.testing.assert_allclose(psl[0], msl[:73], rtol=1e-6)  # the equator row is complete (73 points)
+    row = int(np.flatnonzero(pl == 3)[0])  # a row of 3 points at 240, 285, 330 E: 285 E is its middle point
+    start = int(pl[:row].sum())
+    assert psl[row, 36] == pytest.approx(msl[start + 1], rel=1e-6)
+    assert psl[row, 18] == pytest.approx(0.5 * (msl[start] + msl[start + 1]), rel=1e-6)  # 262.5 E: half-way
+    # TMQ at a sea point with PS >= 1000 hPa: trapezoids of q (from r, t) over the 11 levels + the bottom layer
+    ps = read_var(out, "PS")[0]
+    j = int(np.flatnonzero(pl == 73)[-1])  # the most northern complete row
+    i = 50  # 302.5 E (western Atlantic)
+    k = int(pl[:j].sum()) + i
+    assert ps[j, i] >= 100000.0 and lat[j] <= 30.0
+    levels = [1000, 850, 700, 600, 500, 400, 300, 250, 200, 150, 100]
+    p = np.array(levels) * 100.0
+    t = np.array([raw[f"t|isobaricInhPa|{lv}"]["values"][k] for lv in levels])
+    r = np.array([raw[f"r|isobaricInhPa|{lv}"]["values"][k] for lv in levels])
+    e = r / 100.0 * 611.2 * np.exp(17.67 * (t - 273.15) / (t - 29.65))
+    q = 0.622 * e / (p - 0.378 * e)
+    hand = (np.sum(0.5 * (q[1:] + q[:-1]) * (p[:-1] - p[1:])) + q[0] * (ps[j, i] - p[0])) / 9.80665
+    assert read_var(out, "TMQ")[0][j, i] == pytest.approx(hand, rel=1e-5)
+    assert 20.0 < hand < 60.0  # a tropical column
+    # QREFHT from the 2 m relative humidity and temperature (Bolton) and PS
+    rh2, t2 = raw["2r|heightAboveGround|2"]["values"][k], raw["2t|heightAboveGround|2"]["values"][k]
+    e2 = rh2 / 100.0 * 611.2 * math.exp(17.67 * (t2 - 273.15) / (t2 - 29.65))
+    assert read_var(out, "QREFHT")[0][j, i] == pytest.approx(0.622 * e2 / (ps[j, i] - 0.378 * e2), rel=1e-5)
+    # PRECT: the 54-60 h accumulation (kg m-2) over 6 h
+    tp = np.asarray(raw["tp|surface|0"]["values"][:73])
+    np.testing.assert_allclose(read_var(out, "PRECT")[0][0], tp * 1e-3 / 21600.0, rtol=1e-5, atol=1e-12)
+
+
+@needs_ncl
+def test_real_grib_on_an_unsupported_grid_is_named(tmp_path):
+    """Real NCEP files on grids the importer does not read (Lambert conformal; a GRIB1 predefined grid with no
+    description): a one-line error naming the file and gridType, exit code 2, nothing written."""
+    for name, kind in (("fh.0012_tl.press_gr.awp211.grb2", "lambert"), ("ced1.lf00.t00z.eta.grb", "undefined")):
+        proc = subprocess.run([sys.executable, "-m", "exascale_climate.cli", "data", "import", NCL / "grb" / name,
+                               "--out", tmp_path / "out"], capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        line = proc.stderr.strip().splitlines()[-1]
+        assert name in line and "[gridType]" in line and kind in line
+        assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
