@@ -73,6 +73,17 @@ step "tracks: TCs and ARs linked over the 48 labelled steps (CSV, CF trajectory 
 exaclimate track "$DEMO_DIR/raw" --out "$DEMO_DIR/tracks"
 head -4 "$DEMO_DIR/tracks/tracks_summary.csv"
 
+NCL=/usr/share/ncarg/data/cdf  # real fields of the Debian package libncarg-data (docs/DATA.md)
+if [ -f "$NCL/941110_P.cdf" ]; then
+  step "real fields: the 10 Nov 1994 analysis imported (missing variables filled on request), predicted, verified"
+  exaclimate data import "$NCL/941110_P.cdf" "$NCL/941110_UV.cdf" --out "$DEMO_DIR/real" --grid 96x144 \
+    --time 1994-11-10T12 --fill-from "$NC"
+  exaclimate predict --checkpoint "$DEMO_DIR/run" "$DEMO_DIR/real" --out "$DEMO_DIR/real-pred"
+  exaclimate track "$DEMO_DIR/real-pred" --out "$DEMO_DIR/real-tracks" --set track.tc_min_lifetime_hours=0
+  exaclimate verify --tracks "$DEMO_DIR/real-tracks/tracks.csv" --ibtracs --start 1994-11-10T12 \
+    --end 1994-11-10T12 | tail -1
+fi
+
 step "batch jobs for a cluster: the same stage -> train -> evaluate as SLURM and Summit-style LSF scripts"
 mkdir -p "$DEMO_DIR/jobs"
 exaclimate submit --scheduler slurm --nodes 4 --tasks-per-node 4 --time 02:00:00 --config tiramisu \

@@ -686,7 +686,7 @@ def _conservative(values: np.ndarray, lat: np.ndarray, lon: np.ndarray, lat_out:
     with np.errstate(invalid="ignore", divide="ignore"):
         lat_w = lat_w / lat_w.sum(axis=1, keepdims=True)
         lon_w = lon_w / lon_w.sum(axis=1, keepdims=True)
-    return np.einsum("ij,...jk,lk->...il", lat_w, np.asarray(values, np.float64), lon_w)
+    return lat_w @ np.asarray(values, np.float64) @ lon_w.T  # (..., H, W): rows then columns
 
 
 # ------------------------------------------------------------------------------------------ driver
