@@ -197,6 +197,43 @@ def test_auto_regridding_is_conservative_for_fluxes_and_coarsening_bilinear_when
     assert choose_method("PRECT", *fine, *coarse, method="bilinear") == "bilinear"
 
 
+def test_tmq_from_a_humidity_profile_and_fill_on_request(tmp_path):
+    """ERA5 without tcwv but with q on levels: TMQ integrated by hand; without skt and 2 m fields, the error names
+    them and suggests --fill-from; with it, they are FILE's zonal means (hand values) marked `filled`."""
+    single, pressure = era5_files(tmp_path)
+    with xr.open_dataset(single) as ds:
+        ds = ds.load()
+    ds.drop_vars(["tcwv", "skt", "t2m", "d2m"]).to_netcdf(tmp_path / "single.nc")
+    with xr.open_dataset(pressure) as ds:
+        ds = ds.load()
+    ds["q"] = ds["t"] * 0 + xr.DataArray([0.012, 0.008, 0.002, 0.0001], dims="pressure_level")
+    ds["q"].attrs["units"] = "kg kg**-1"
+    ds.to_netcdf(tmp_path / "pressure.nc")
+    with pytest.raises(DataError) as e:
+        import_files([tmp_path / "single.nc", tmp_path / "pressure.nc"], tmp_path / "out")
+    assert "TREFHT" in str(e.value) and "--fill-from" in str(e.value) and "TMQ" not in str(e.value).split("from")[0]
+    # a reference CAM5 file: TREFHT = 250 + lat/10 K (so its zonal mean is that), TS, QREFHT constant
+    lat_ref = np.linspace(-90.0, 90.0, 19)
+    ref = xr.Dataset({"TREFHT": (("time", "lat", "lon"), (250.0 + lat_ref / 10.0)[None, :, None] * np.ones((1, 19, 8))),
+                      "TS": (("time", "lat", "lon"), np.full((1, 19, 8), 300.0)),
+                      "QREFHT": (("time", "lat", "lon"), np.full((1, 19, 8), 0.01))},
+                     coords={"lat": lat_ref, "lon": np.arange(8) * 45.0})
+    ref.to_netcdf(tmp_path / "ref.nc")
+    out = import_files([tmp_path / "single.nc", tmp_path / "pressure.nc"], tmp_path / "out",
+                       fill_from=tmp_path / "ref.nc")["written"][0]
+    tmq, attrs, lat, lon = read_var(out, "TMQ")
+    p = np.array([1000.0, 850.0, 500.0, 200.0]) * 100
+    q = np.array([0.012, 0.008, 0.002, 0.0001])
+    hand = np.sum(0.5 * (q[1:] + q[:-1]) * (p[:-1] - p[1:])) / 9.80665  # sp = 1000 hPa: no layer below
+    assert attrs["provenance"] == "derived" and tmq[5, 5] == pytest.approx(hand, rel=1e-5)
+    trefht, attrs, _, _ = read_var(out, "TREFHT")
+    assert attrs["provenance"] == "filled" and "ref.nc" in attrs["derivation"]
+    np.testing.assert_allclose(trefht[:, 3], 250.0 + lat / 10.0, rtol=1e-6)
+    assert read_var(out, "TS")[1]["provenance"] == "filled"
+    zbot = read_var(out, "ZBOT")[1]
+    assert zbot["provenance"] == "derived" and "filled inputs" in zbot["derivation"]
+
+
 def test_unknown_variable_names_are_named(tmp_path):
     coords = {"time": TIMES[:1], "lat": LAT, "lon": LON}
     xr.Dataset({"foo": (("time", "lat", "lon"), np.zeros((1, len(LAT), len(LON)))),
@@ -412,3 +449,11 @@ def test_real_grib_on_an_unsupported_grid_is_named(tmp_path):
         line = proc.stderr.strip().splitlines()[-1]
         assert name in line and "[gridType]" in line and kind in line
         assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_bad_time_option_is_one_line(tmp_path):
+    files = era5_files(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "exascale_climate.cli", "data", "import", *files, "--out",
+                           tmp_path / "out", "--time", "yesterday"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "--time" in proc.stderr.strip().splitlines()[-1] and "yesterday" in proc.stderr
