@@ -122,6 +122,9 @@ class VerifyConfig:
     radius_km: float = bounded(300.0, min=1.0, max=20038.0)  # a detected and an observed position this close match
     time_window_hours: float = bounded(3.0, min=0.0, max=8760.0)  # ... when their times differ by at most this
     min_matched_points: int = bounded(1, min=1, max=100000)  # points two tracks must share to be the same storm
+    # [south, north, west, east] degrees: for regional inputs, only observed storms that are inside it during the
+    # period count (west > east crosses the date line); empty = the whole globe
+    domain: list[float] = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------------------- pipeline
@@ -399,6 +402,10 @@ class Config:
                 "model.tiramisu.up_layers: must have as many blocks as model.tiramisu.down_layers "
                 f"({len(self.model.tiramisu.up_layers)} vs {len(self.model.tiramisu.down_layers)})"
             )
+        dom = self.verify.domain
+        if dom and (len(dom) != 4 or not -90 <= dom[0] < dom[1] <= 90 or any(abs(x) > 360 for x in dom[2:])):
+            raise ConfigError(f"verify.domain: {_show(list(dom))} is not allowed; give [south, north, west, east] "
+                              "in degrees with -90 <= south < north <= 90 (or [] for the globe)")
         self.model.check()
         from exascale_climate.variables import channel_indices
 

@@ -44,6 +44,22 @@ class BestTrack:
         lon = np.rad2deg(np.unwrap(np.deg2rad(self.lon)))
         return float(np.interp(x, hours, self.lat)), float(np.interp(x, hours, lon)) % 360.0
 
+    def positions_between(self, t0: np.datetime64, t1: np.datetime64) -> tuple[np.ndarray, np.ndarray]:
+        """Best-track points in [t0, t1] plus the positions interpolated at t0 and t1 (within the track's span)."""
+        keep = (self.times >= t0) & (self.times <= t1)
+        ends = [self.position_at(t) for t in (t0, t1) if self.times[0] <= t <= self.times[-1]]
+        lat = np.concatenate([self.lat[keep], [p[0] for p in ends]])
+        lon = np.concatenate([np.asarray(self.lon)[keep], [p[1] for p in ends]])
+        return lat, lon
+
+
+def in_domain(domain, lat: np.ndarray, lon: np.ndarray) -> bool:
+    """Any of the points inside [south, north, west, east] (longitudes any convention; west > east wraps)."""
+    south, north, west, east = domain
+    width = (east - west) % 360.0 or 360.0
+    inside = (lat >= south) & (lat <= north) & (((np.asarray(lon) - west) % 360.0) <= width)
+    return bool(np.any(inside))
+
 
 # ------------------------------------------------------------------------------------------ observed tracks
 def load_ibtracs() -> list[BestTrack]:
@@ -133,6 +149,8 @@ def verify_tracks(detected: list, observed: list[BestTrack], cfg: VerifyConfig, 
     window = np.timedelta64(int(round(cfg.time_window_hours * 3600)), "s")
     active = [o for o in observed if o.times[-1] >= start - window and o.times[0] <= end + window
               and ((o.times >= start - window) & (o.times <= end + window)).any()]
+    if cfg.domain:  # a regional input: storms that never enter its domain in the period are not counted
+        active = [o for o in active if in_domain(cfg.domain, *o.positions_between(start - window, end + window))]
     detected = [t for t in detected if t.event_class == TC_NAME]
     det_basins = basins_of(np.array([t.points[0].lat for t in detected]),
                            np.array([t.points[0].lon for t in detected])) if detected else np.array([], str)

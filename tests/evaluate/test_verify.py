@@ -63,6 +63,23 @@ def test_scores_match_the_hand_computation(files):
                                   "mean_error_km": pytest.approx(0.5 * KM_PER_DEG / 3, rel=1e-6)}]
 
 
+def test_a_regional_domain_counts_only_the_storms_inside_it(files):
+    """AL01 moves 80 -> 83 W at 25 N (00..18 UTC), WP02 sits near 15 N 139 E: a North American box keeps AL01
+    only, a box across the date line (west 130 E > east 170 W) WP02 only; a storm that enters the box only at its
+    interpolated position at the end of the widened period counts too."""
+    def observed(domain, **period):
+        o = verify(files / "tracks.csv", VerifyConfig(domain=domain), best_tracks=files / "best.csv",
+                   **period)["overall"]
+        return o["observed"], o["hits"]
+
+    assert observed([]) == (2, 1)
+    assert observed([0, 60, 240, 330]) == (1, 1)  # 80 W = 280 E
+    assert observed([0, 60, 130, -170]) == (1, 0)
+    box = [20, 30, -90, -81.4]  # west of 81.4 W: AL01 is at 81 W at 06 UTC, 82 W at 12 UTC
+    assert observed(box, start="2005-08-25T00:00:00", end="2005-08-25T03:00:00")[0] == 0  # to 06 UTC: not yet
+    assert observed(box, start="2005-08-25T00:00:00", end="2005-08-25T06:00:00")[0] == 1  # 09 UTC: 81.5 W
+
+
 def test_radius_and_time_window_decide_a_match(files):
     (files / "far.csv").write_text(tracks_csv([
         (1, "2005-08-25T00:00:00", 28.6, 280.0),  # 3.6 degrees (~400 km) north of AL01
