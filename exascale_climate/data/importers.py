@@ -793,7 +793,13 @@ def import_files(inputs: list[str | Path], out_dir: str | Path, grid: tuple[int,
             data[..., i] = regrid(r.values[k], r.field.lat, r.field.lon, lat_out, lon_out,
                                   methods[var] if grid else "bilinear")
             if not np.isfinite(data[..., i]).all():
-                raise DataError(r.field.path, f"non-finite values in {var} at {t}", field=r.sources)
+                f = r.field
+                if grid and np.isfinite(r.values[k]).all():  # finite source, NaN output: outside the source's domain
+                    raise DataError(f.path, f"{var}: the {grid[0]}x{grid[1]} global grid reaches beyond the source's "
+                                            f"domain ({f.lat.min():g}..{f.lat.max():g} N, {f.lon.min():g}.."
+                                            f"{f.lon.max():g} E); import regional fields without --grid",
+                                    field=r.sources)
+                raise DataError(f.path, f"non-finite values in {var} at {t}", field=r.sources)
         target = out / f"data-{_stamp(np.datetime64(t, 's'))}.nc"
         hours = float((np.datetime64(t, "s") - epoch) / np.timedelta64(1, "s")) / 3600.0
         with atomic_path(target) as tmp:

@@ -436,6 +436,10 @@ def test_real_gfs_grib2_quasi_regular_imports_all_variables(tmp_path):
     # PRECT: the 54-60 h accumulation (kg m-2) over 6 h
     tp = np.asarray(raw["tp|surface|0"]["values"][:73])
     np.testing.assert_allclose(read_var(out, "PRECT")[0][0], tp * 1e-3 / 21600.0, rtol=1e-5, atol=1e-12)
+    # a regional source cannot fill a global grid: named, nothing written
+    with pytest.raises(DataError, match=r"wafsgfs.*global grid reaches beyond the source's domain \(0..90 N"):
+        import_files([WAFS], tmp_path / "global", grid=(96, 144))
+    assert not (tmp_path / "global").exists() or not list((tmp_path / "global").iterdir())
 
 
 @needs_ncl
