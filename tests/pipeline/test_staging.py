@@ -9,6 +9,7 @@ from click.testing import CliRunner
 
 from exascale_climate.cli import main
 from exascale_climate.data.samples import read_sample
+from exascale_climate.data.synthetic import weather_like
 from exascale_climate.errors import DataError
 from exascale_climate.pipeline.sharding import shard
 from exascale_climate.pipeline.staging import CHECKSUM, MANIFEST_NAME, list_source, stage
@@ -406,6 +407,7 @@ def write_mlperf_tree(root: Path, grid=(96, 144), n_train=4, n_valid=2) -> Path:
             labels[h // 2 + i:h // 2 + i + 8, :] = 2.0
             data = rng.normal(0.0, 1.0, (h, w, 16)).astype(np.float32)
             data[..., 0] += 2.0 * (labels == 2)
+            data = weather_like(data)  # plausible weather: the read path checks ranges
             with h5py.File(root / split / f"data-2006-01-{i + 1:02d}-00-{split[0]}.h5", "w") as f:
                 f.create_dataset("climate/data", data=data)
                 f.create_dataset("climate/labels_0", data=labels)
