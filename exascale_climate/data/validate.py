@@ -143,7 +143,7 @@ def linear_conversion(units: str, target: str, via: str | None = None) -> tuple[
     try:
         source, goal = ureg.Quantity(1.0, units), ureg.Quantity(1.0, target)
         bridges = [None]
-        if via is not None and source.dimensionality != goal.dimensionality:
+        if via and source.dimensionality != goal.dimensionality:
             k = ureg.Quantity(EQUIVALENCES[via])
             bridges = [b for b in (1 / k, k) if (source * b).dimensionality == goal.dimensionality][:1]
         if bridges == [None]:
@@ -176,15 +176,6 @@ def unit_conversion(path, name: str, units, target: str | None = None, via: str 
     except ValueError as e:
         raise DataError(path, f"units {units!r} cannot be converted to {target!r} ({e})", field=name) from None
     return None if (scale, offset) == (1.0, 0.0) else (scale, offset)
-
-
-def convert_values(path, name: str, values: np.ndarray, units, target: str | None = None,
-                   via: str | None = None) -> np.ndarray:
-    """`values` of `name` in `units` -> `target` (see unit_conversion); unchanged when no conversion is needed."""
-    conversion = unit_conversion(path, name, units, target, via)
-    if conversion is None:
-        return values
-    return np.asarray(values, np.float64) * conversion[0] + conversion[1]
 
 
 # ------------------------------------------------------------------------------------------- ranges

@@ -55,6 +55,28 @@ def _compression_args(compression: str | None) -> dict:
                     field="compression")
 
 
+FLOAT16_UNITS = {"Pa": ("hPa", 0.01)}  # canonical units too small for float16 (65504) -> the units written
+
+
+def _fit_float16(path, data: np.ndarray, variables: list[str], units: list[str] | None):
+    """PS/PSL in Pa do not fit float16: such channels are written in hPa (and say so in `units`, which every
+    reader converts back); others beyond 65504 are refused instead of silently written as Inf."""
+    peak = np.abs(data.reshape(-1, data.shape[-1])).max(axis=0) if data.size else np.zeros(len(variables))
+    too_big = [i for i, m in enumerate(peak) if m > np.finfo(np.float16).max]
+    if not too_big:
+        return data, units
+    units = list(units) if units is not None else [BY_NAME[v].units if v in BY_NAME else "" for v in variables]
+    data = np.array(data, np.float32)
+    for i in too_big:
+        smaller, scale = FLOAT16_UNITS.get(units[i], (None, None))
+        if smaller is None or peak[i] * scale > np.finfo(np.float16).max:
+            raise DataError(path, f"values of {variables[i]} exceed the float16 range (65504); use dtype float32 "
+                                  "or leave this channel out", field=variables[i])
+        data[..., i] *= np.float32(scale)
+        units[i] = smaller
+    return data, units
+
+
 def write_deepcam_sample(path: str | Path, data: np.ndarray, labels: np.ndarray | None, variables: list[str], *,
                          source: str = "", time: str | None = None, lat: np.ndarray | None = None,
                          lon: np.ndarray | None = None, dtype: str = "float32", compression: str | None = None,
@@ -74,12 +96,8 @@ def write_deepcam_sample(path: str | Path, data: np.ndarray, labels: np.ndarray 
                         field=FIELDS_DATASET)
     if dtype not in ("float32", "float16"):
         raise DataError(path, f"dtype {dtype!r} not supported; use float32 or float16", field=FIELDS_DATASET)
-    if dtype == "float16":  # PS/PSL in Pa do not fit: refuse instead of silently writing Inf
-        peak = np.abs(data.reshape(-1, data.shape[-1])).max(axis=0) if data.size else np.zeros(len(variables))
-        too_big = [v for v, m in zip(variables, peak) if m > np.finfo(np.float16).max]
-        if too_big:
-            raise DataError(path, f"values of {too_big} exceed the float16 range (65504); use dtype float32 or "
-                                  "leave these channels out", field=too_big[0])
+    if dtype == "float16":
+        data, units = _fit_float16(path, data, variables, units)
     comp = _compression_args(compression)
     if comp and chunks is None:
         chunks = True

@@ -94,7 +94,13 @@ def test_conversion_on_the_way_keeps_a_channel_subset_in_float16(dataset, tmp_pa
     assert set(manifest["source_reads"].values()) == {1}
     staged = read_sample(dst / "train" / "data-0000.h5")
     original = read_sample(dataset / "train" / "data-0000.h5", channels=["TMQ", "PSL"])
-    assert staged.variables == ["TMQ", "PSL"] and staged.data.dtype == np.float16
+    import h5py
+
+    with h5py.File(dst / "train" / "data-0000.h5") as f:  # PSL in Pa does not fit float16: stored in hPa
+        assert f["climate/data"].dtype == np.float16
+        assert [u.decode() if isinstance(u, bytes) else u for u in f["climate"].attrs["units"]] == ["kg m-2", "hPa"]
+        np.testing.assert_allclose(f["climate/data"][..., 1], original.data[..., 1] / 100.0, rtol=1e-3)
+    assert staged.variables == ["TMQ", "PSL"]  # read back in Pa
     np.testing.assert_allclose(staged.data, original.data, rtol=1e-3)
     np.testing.assert_array_equal(staged.labels, original.labels)
     from exascale_climate.data.stats import read_stats
