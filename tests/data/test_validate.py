@@ -450,7 +450,7 @@ def test_hdf5_coordinates_of_the_wrong_length_and_regional_grids(tmp_path):
     path = deepcam(tmp_path / "data-c.h5")
     with h5py.File(path, "a") as f:
         f["climate/lat"] = np.linspace(-90, 90, GRID[0] - 1)  # one value short (95 for 96 rows)
-    with pytest.raises(DataError, match=r"data-c.h5 \[climate/lat\]: shape \(11,\) does not match the data grid \(12,\)"):
+    with pytest.raises(DataError, match=r"data-c.h5 \[climate/lat\]: shape \(11,\) does not match the data grid"):
         read_sample(path)
     lat, lon = default_coordinates(*GRID)
     for name, lons, regional in (("global", lon, False), ("regional", np.linspace(100, 160, GRID[1]), True)):
