@@ -132,7 +132,8 @@ def test_corrupt_hdf5_metadata_is_one_line_through_the_cli(tmp_path):
         assert r.output.strip().count("\n") == 0 and str(path) in r.output and "corrupt" in r.output, r.output
 
 
-def netcdf(path, fmt="NETCDF4", units=None, lat=None, time_units="hours since 2000-01-01", steps=1, dtype="f4"):
+def netcdf(path, fmt="NETCDF4", units=None, lat=None, time_units="hours since 2000-01-01", steps=1, dtype="f4",
+           lon=None):
     lat_values, lon_values = default_coordinates(*GRID)
     with netCDF4.Dataset(path, "w", format=fmt) as nc:
         nc.createDimension("time", None)
@@ -142,7 +143,7 @@ def netcdf(path, fmt="NETCDF4", units=None, lat=None, time_units="hours since 20
         t.units = time_units
         la = nc.createVariable("lat", "f8", ("lat",))
         la[:] = lat_values if lat is None else lat
-        nc.createVariable("lon", "f8", ("lon",))[:] = lon_values
+        nc.createVariable("lon", "f8", ("lon",))[:] = lon_values if lon is None else lon
         fields = plausible_fields()
         for i, var in enumerate(VARIABLES):
             v = nc.createVariable(var.name, dtype, ("time", "lat", "lon"))
@@ -172,6 +173,9 @@ NETCDF_CASES = {
     "latitude 0..950": (dict(lat=np.linspace(0, 950, GRID[0])), "outside -90..90"),
     "latitude not monotonic": (dict(lat=np.r_[0, 10, 5, np.linspace(20, 80, GRID[0] - 3)]), "not strictly monotonic"),
     "unparsable time": (dict(time_units="fortnights after the flood"), "[time]: time not decodable"),
+    "longitude not monotonic": (dict(lon=np.r_[0, 40, 20, np.linspace(60, 350, GRID[1] - 3)]),
+                                "[lon]: not strictly monotonic"),
+    "NaN longitude": (dict(lon=np.r_[np.nan, np.linspace(22.5, 337.5, GRID[1] - 1)]), "[lon]: non-finite"),
     "units not convertible": (dict(units={"PSL": "m s-1"}), "[PSL]: units 'm s-1' cannot be converted to 'Pa'"),
     "units unknown": (dict(units={"TS": "bananas"}), "[TS]: units 'bananas' cannot be converted"),
     "strings in a variable": (dict(dtype=str), "string dtype"),
