@@ -142,17 +142,15 @@ def linear_conversion(units: str, target: str, via: str | None = None) -> tuple[
     ureg = _units_registry()
     try:
         source, goal = ureg.Quantity(1.0, units), ureg.Quantity(1.0, target)
-        bridges = [None]
+        bridge = None
         if via and source.dimensionality != goal.dimensionality:
             k = ureg.Quantity(EQUIVALENCES[via])
-            bridges = [b for b in (1 / k, k) if (source * b).dimensionality == goal.dimensionality][:1]
-        if bridges == [None]:
+            bridge = next((b for b in (1 / k, k) if (source * b).dimensionality == goal.dimensionality), None)
+        if bridge is None:
             zero = ureg.Quantity(0.0, units).to(target).magnitude
             one = source.to(target).magnitude
-        elif bridges:  # multiplicative units only: an offset unit times a density means nothing
-            zero, one = 0.0, (source * bridges[0]).to(target).magnitude
-        else:
-            raise ValueError(f"{units} is not {target}, not even as {via}")
+        else:  # multiplicative units only: an offset unit times a density means nothing
+            zero, one = 0.0, (source * bridge).to(target).magnitude
     except Exception as e:  # pint: UndefinedUnitError, DimensionalityError, OffsetUnitCalculusError, parser errors
         raise ValueError(f"{type(e).__name__}") from None
     scale, offset = float(one - zero), float(zero)
