@@ -187,8 +187,9 @@ def range_bounds(names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
 
 def channel_extremes(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per channel min and max of (..., C) data; NaN propagates into both. Reduced over rows of C * k values
-    (k | W, up to 64) so that numpy's inner loop runs over long contiguous vectors: 4-5 ms per 768x1152x16
-    float32 sample against 55 ms for min(axis=0) of (H*W, C) (AVX-512, shared machine)."""
+    (k | W, up to 64) so that numpy's inner loop runs over long contiguous vectors: per 768x1152x16 float32
+    sample in 16-row blocks about 1.5 ms each for min and max against 0.9 ms for all_finite (best of repeats;
+    AVX-512, shared machine), where min(axis=0) of (H*W, C) takes tens of ms."""
     c = data.shape[-1]
     if not data.size:
         return np.full(c, np.inf), np.full(c, -np.inf)
