@@ -30,7 +30,9 @@ DEEPCAM_ARRAYS = (FIELDS_DATASET, HDF5_LAYOUTS["deepcam"].labels)  # what a trai
 
 
 def write_bench_dataset(root: Path, grid: tuple[int, int], samples: int, splits=("train",), seed: int = 0) -> Path:
-    """Random DeepCAM-layout samples plus stats.h5 (the benchmarks need bytes, not weather)."""
+    """Random DeepCAM-layout samples plus stats.h5 (the benchmarks need bytes, not weather; the noise is mapped
+    onto each variable's typical value and spread because every read checks plausible ranges)."""
+    from exascale_climate.data.synthetic import weather_like
     from exascale_climate.data.writers import write_deepcam_sample
     from exascale_climate.data.stats import compute_stats, write_stats
 
@@ -38,7 +40,7 @@ def write_bench_dataset(root: Path, grid: tuple[int, int], samples: int, splits=
     for split in splits:
         n = samples if split == "train" else max(1, samples // 8)
         for i in range(n):
-            data = rng.standard_normal((*grid, len(VARIABLE_NAMES)), dtype=np.float32)
+            data = weather_like(rng.standard_normal((*grid, len(VARIABLE_NAMES)), dtype=np.float32))
             labels = rng.choice(3, size=grid, p=[0.9, 0.03, 0.07]).astype(np.uint8)
             write_deepcam_sample(root / split / f"data-{split}-{i:05d}.h5", data, labels, list(VARIABLE_NAMES))
     write_stats(root / "stats.h5", compute_stats(sorted((root / "train").glob("data-*.h5")), progress=False))

@@ -26,6 +26,7 @@ from typing import Callable
 import numpy as np
 
 from exascale_climate.data.grid import cell_edges, default_coordinates
+from exascale_climate.data.validate import VARIABLE_EQUIVALENCE, linear_conversion
 from exascale_climate.errors import DataError, ExaclimateError
 from exascale_climate.utils.log import get_logger
 from exascale_climate.variables import BY_NAME, VARIABLE_NAMES
@@ -46,46 +47,19 @@ GRIB_SUFFIXES = (".grib", ".grib1", ".grib2", ".grb", ".grb2", ".gb2")
 
 
 # ------------------------------------------------------------------------------------------ units
-UNIT_ALIASES = {  # spelled-out units of older files (NCL's examples, GRIB1-to-netCDF converters) -> the short form
-    "meters/second": "m s-1", "meter/second": "m s-1", "m/sec": "m s-1", "metres/second": "m s-1",
-    "degk": "K", "deg k": "K", "degrees k": "K", "kelvin": "K", "geopotential meters": "m", "gp m": "m",
-    "meters": "m", "metres": "m", "pascal": "Pa", "pascals": "Pa",
-}
-
-
-def _norm_units(units: str) -> str:
-    units = UNIT_ALIASES.get(units.strip().lower(), units)
-    return units.replace("**", "").replace("^", "").replace(" ", "").replace("/s", "s-1").lower()
-
-
-# target units -> {source units (normalised): (scale, offset)}: value_target = value * scale + offset
-UNIT_TABLE: dict[str, dict[str, tuple[float, float]]] = {
-    "Pa": {"pa": (1, 0), "hpa": (100, 0), "mbar": (100, 0), "millibars": (100, 0), "mb": (100, 0),
-           "kpa": (1000, 0)},
-    "K": {"k": (1, 0), "degc": (1, 273.15), "c": (1, 273.15), "celsius": (1, 273.15), "degreesc": (1, 273.15)},
-    "m s-1": {"ms-1": (1, 0), "m/s": (1, 0), "kt": (0.514444, 0), "knots": (0.514444, 0)},
-    "kg m-2": {"kgm-2": (1, 0), "mm": (1, 0)},
-    "kg kg-1": {"kgkg-1": (1, 0), "1": (1, 0), "gkg-1": (1e-3, 0), "g/kg": (1e-3, 0)},
-    "m": {"m": (1, 0), "gpm": (1, 0), "m2s-2": (1 / GRAVITY, 0)},
-}
-RATE_UNITS = {"ms-1": 1.0, "kgm-2s-1": 1e-3, "mms-1": 1e-3, "mmday-1": 1e-3 / 86400, "mm/day": 1e-3 / 86400,
-              "mmh-1": 1e-3 / 3600, "mm/hr": 1e-3 / 3600}  # precipitation rate -> m s-1 (water: 1000 kg m-3)
-
-
 def convert_units(values: np.ndarray, units: str | None, target: str, where: str, name: str,
-                  for_var: str = "") -> np.ndarray:
-    """`values` in `units` -> `target` units; unknown units are an error naming the file and variable."""
-    if not units:
+                  for_var: str = "", via: str | None = None) -> np.ndarray:
+    """`values` of source variable `name` in `units` -> `target` units, with the read path's one units
+    conversion (data/validate.py: Pint, and the water or geopotential equivalence of the CAM5 variable `for_var`
+    or `via`); units that do not convert are an error naming the file and variable."""
+    if not units or str(units).strip() == target:
         return values
-    key = _norm_units(units)
-    if target == "m s-1" and key in RATE_UNITS and key not in UNIT_TABLE["m s-1"]:
-        return values * RATE_UNITS[key]
-    table = UNIT_TABLE.get(target, {})
-    if key not in table and key != _norm_units(target):
-        raise DataError(where, f"units {units!r} cannot be converted to {target!r}"
-                               + (f" (for {for_var})" if for_var else ""), field=name)
-    scale, offset = table.get(key, (1, 0))
-    return values * scale + offset if (scale, offset) != (1, 0) else values
+    try:
+        scale, offset = linear_conversion(str(units).strip(), target, via or VARIABLE_EQUIVALENCE.get(for_var))
+    except ValueError as e:
+        raise DataError(where, f"units {units!r} cannot be converted to {target!r} ({e})"
+                               + (f" (for {for_var})" if for_var else ""), field=name) from None
+    return values * scale + offset if (scale, offset) != (1.0, 0.0) else values
 
 
 # ------------------------------------------------------------------------------------------ sources
@@ -341,7 +315,7 @@ OROGRAPHY = ("orog", "PHIS", "z_sfc")  # surface height (m) or geopotential (m2 
 def percent(field: Field, values: np.ndarray | None = None) -> np.ndarray:
     """Relative humidity in percent, 0..100 (files give % or a fraction)."""
     v = field.values if values is None else values
-    key = _norm_units(field.units or "")
+    key = (field.units or "").strip().lower().replace(" ", "")
     fraction = key in ("1", "fraction", "0-1") or (not key and np.nanmax(v) <= 1.5)
     if key and not fraction and key not in ("%", "percent"):
         raise DataError(field.path, f"units {field.units!r} are not a relative humidity (% or 1)", field=field.name)
@@ -361,7 +335,8 @@ def _values(field: Field, target: str, name: str, level: int | None = None) -> n
     if not units and target == "Pa":  # pressure without units (NCL's 941110_P.cdf): hPa and Pa differ 100-fold
         units = field.inferred_units = "hPa" if np.nanmedian(np.abs(v)) < 2000.0 else "Pa"
         log.warning("%s: %s has no units; %s inferred from its magnitude", field.path, field.name, units)
-    return convert_units(v, units, target, field.path, field.name, for_var=name)
+    return convert_units(v, units, target, field.path, field.name, for_var=name,
+                         via="geopotential" if target == "m" else None)  # heights: also orography as geopotential
 
 
 def _exact(pool: Pool, var: str) -> Result | None:
@@ -432,21 +407,16 @@ class Recipes:
 
     def _derive_PRECT(self) -> Result | None:
         f = self.pool.single(*RATES)
-        if f is not None:
-            key = _norm_units(f.units or "kg m-2 s-1")
-            if key not in RATE_UNITS:
-                raise DataError(f.path, f"units {f.units!r} are not a precipitation rate", field=f.name)
-            return Result(f.values * RATE_UNITS[key], f, "exact", f.name, f"{f.name} [{f.units}] / 1000 kg m-3")
+        if f is not None:  # a mass flux of water (CF's default) or a depth rate
+            rate = convert_units(f.values, f.units or "kg m-2 s-1", "m s-1", f.path, f.name, "PRECT")
+            return Result(rate, f, "exact", f.name, f"{f.name} [{f.units}] / 1000 kg m-3")
         f = self.pool.single(*ACCUMULATIONS)
         if f is None:
             return None
         seconds = f.step_seconds or 3600.0
-        key = _norm_units(f.units or "m")
-        depth = {"m": 1.0, "mm": 1e-3, "kgm-2": 1e-3}.get(key)
-        if depth is None:
-            raise DataError(f.path, f"units {f.units!r} are not a precipitation amount", field=f.name)
+        depth = convert_units(f.values, f.units or "m", "m", f.path, f.name, "PRECT", via="water")
         period = f"its {seconds / 3600:g} h forecast step" if f.step_seconds else "1 h (ERA5 hourly accumulation)"
-        return Result(f.values * depth / seconds, f, "derived", f.name,
+        return Result(depth / seconds, f, "derived", f.name,
                       f"accumulated {f.name} [{f.units or 'm'}] / {period}")
 
     def _derive_QREFHT(self) -> Result | None:

@@ -15,6 +15,7 @@ from exascale_climate.data.layouts import (
     check_hdf5,
     detect_layout,
     hdf5_errors,
+    hdf5_units,
     open_hdf5,
     open_netcdf,
 )
@@ -106,8 +107,14 @@ def inspect_file(path) -> dict:
                         "compression": ds.compression}
         data = where.channels_last(ds[()])
         grid = data.shape[:2]
+        units = _problem(problems, hdf5_units, path, f, names) or [""] * len(names)
         for i, name in enumerate(names):
-            info["variables"][name] = _value_problems(path, problems, name, data[..., i], grid)
+            values = data[..., i]
+            convert = _problem(problems, unit_conversion, path, name, units[i])
+            if convert is not None:  # recorded units (e.g. hPa in a float16 file): figures in canonical units
+                values = values.astype(np.float64) * convert[0] + convert[1]
+            info["variables"][name] = _value_problems(path, problems, name, values, grid)
+            info["variables"][name]["units"] = units[i] or f"{BY_NAME[name].units} (none recorded)"
         climate = f["climate"]
         info["attributes"] = {k: str(v) for k, v in climate.attrs.items() if k != "variables"}
         lat = climate["lat"][()] if "lat" in climate else None

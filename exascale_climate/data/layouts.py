@@ -21,7 +21,7 @@ from typing import Literal
 
 import numpy as np
 
-from exascale_climate.data.validate import check_declared_size, check_variable_names, dtype_problem
+from exascale_climate.data.validate import check_declared_size, check_variable_names, dtype_problem, unit_conversion
 from exascale_climate.errors import DataError
 from exascale_climate.utils.io import is_temp_name
 from exascale_climate.variables import NUM_CHANNELS, VARIABLE_NAMES
@@ -271,10 +271,45 @@ def hdf5_variables(path, f, layout: Layout) -> list[str]:
     return stored_variables(path, {**dict(climate.attrs), **dict(ds.attrs)}, HDF5_LAYOUTS[layout].n_channels(ds.shape))
 
 
+UNITS_ATTRIBUTE = "units"  # per channel, beside `variables` (our writers); the published files have none
+
+
+def hdf5_units(path, f, names: list[str]) -> list[str]:
+    """Per channel the units an HDF5 sample records (attribute `units` of `climate` or of its data, one string
+    per channel or one for all); "" where none are recorded, which means the published units (variables.py)."""
+    climate, ds = f["climate"], f[FIELDS_DATASET]
+    units = ds.attrs.get(UNITS_ATTRIBUTE, climate.attrs.get(UNITS_ATTRIBUTE))
+    if units is None:
+        return [""] * len(names)
+    decoded = []
+    for u in np.atleast_1d(np.asarray(units, dtype=object)).ravel():
+        if isinstance(u, (bytes, np.bytes_)):
+            try:
+                u = bytes(u).decode()
+            except UnicodeDecodeError:
+                raise DataError(path, f"`units` attribute holds bytes that are not UTF-8: {bytes(u)[:40]!r}",
+                                field=FIELDS_DATASET) from None
+        if not isinstance(u, str):
+            raise DataError(path, f"`units` attribute holds {type(u).__name__} {u!r}, expected unit strings",
+                            field=FIELDS_DATASET)
+        decoded.append(u)
+    if len(decoded) == 1:
+        decoded *= len(names)
+    if len(decoded) != len(names):
+        raise DataError(path, f"`units` names {len(decoded)} units for {len(names)} channels", field=FIELDS_DATASET)
+    return decoded
+
+
+def hdf5_conversions(path, f, names: list[str]) -> list[tuple[float, float] | None]:
+    """Per channel (scale, offset) from the recorded units to the canonical ones, None where none is needed;
+    units that cannot be converted are an error naming the file and variable."""
+    return [unit_conversion(path, n, u) for n, u in zip(names, hdf5_units(path, f, names))]
+
+
 def climate_attrs(climate) -> dict:
-    """The `climate` group's attributes (strings decoded), without the channel names."""
+    """The `climate` group's attributes (strings decoded), without the channel names and units."""
     return {k: _decode(v) if isinstance(v, (bytes, str)) else v for k, v in climate.attrs.items()
-            if k != "variables"}
+            if k not in ("variables", UNITS_ATTRIBUTE)}
 
 
 # ------------------------------------------------------------------------------------------- listing

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from exascale_climate.data.layouts import Sample
-from exascale_climate.data.validate import all_finite, check_labels
+from exascale_climate.data.validate import check_labels, within_ranges
 from exascale_climate.errors import DataError
 from exascale_climate.utils.buffers import aligned_empty
 
@@ -102,16 +102,18 @@ def read_h5_dataset(path, ds, name: str, file_size: int, empty=aligned_empty) ->
         raise DataError(path, f"cannot read ({e}); the file is truncated or corrupt", field=name) from None
 
 
-def read_fields_in_one_pass(path, where: Location, name: str, empty, transform,
-                            fd: int | None = None) -> np.ndarray | None:
-    """Float32 (H, W, C) fields checked for NaN/Inf and transformed block by block as they are read, while each
-    block is in cache: one pass over memory instead of three. None: not possible here, or a non-finite block
-    (the general path then names the variable)."""
+def read_fields_in_one_pass(path, where: Location, name: str, empty, transform, fd: int | None = None, *,
+                            names) -> np.ndarray | None:
+    """Float32 (H, W, C) fields of the variables `names` (in their canonical units) checked for NaN/Inf and
+    implausible values and transformed block by block as they are read, while each block is in cache: one pass
+    over memory instead of three. None: not possible here, or a bad block (the general path then names the
+    variable)."""
     if where.dtype != np.dtype("=f4") or len(where.shape) != 3:
         return None
+    names = tuple(names)
 
     def check_and_transform(block):
-        if not all_finite(block):
+        if not within_ranges(block, names):
             return False
         if transform is not None:
             transform(block)
@@ -192,7 +194,8 @@ def read_known(path: Path, channels, with_labels: bool, empty, transform) -> Sam
         with open(path, "rb", buffering=0) as raw:
             if identity(os.fstat(raw.fileno())) != known.identity:
                 return None
-            data = read_fields_in_one_pass(path, known.fields, "climate/data", empty, transform, raw.fileno())
+            data = read_fields_in_one_pass(path, known.fields, "climate/data", empty, transform, raw.fileno(),
+                                           names=known.variables)
             if data is None:
                 return None
             labels = None

@@ -19,6 +19,7 @@ from exascale_climate.data.layouts import (
     check_hdf5,
     climate_attrs,
     detect_layout,
+    hdf5_conversions,
     hdf5_errors,
     open_hdf5,
     open_netcdf,
@@ -27,10 +28,10 @@ from exascale_climate.data.validate import (
     GZIP_MAX_RATIO,
     check_channels,
     check_coordinates,
-    check_fields,
     check_finite,
     check_labels,
     check_ranges,
+    check_values,
     dtype_problem,
     unit_conversion,
 )
@@ -41,15 +42,21 @@ from exascale_climate.variables import BY_NAME, LABEL_VARIABLE, VARIABLE_NAMES
 
 # ------------------------------------------------------------------------------------------ read HDF5
 def _read_fields_checked(path, ds, layout: Layout, index: list[int], stored: list[str], file_size: int, empty,
-                         transform) -> np.ndarray:
-    """General path: any layout, channel subset or dtype; NaN/Inf named by variable. With a transform the
-    fields come back as float32 (normalising float16 in float16 would lose precision)."""
+                         transform, conversions) -> np.ndarray:
+    """General path: any layout, channel subset, dtype or recorded units; values converted to the canonical
+    units, then NaN/Inf and implausible values named by variable. With a transform or a conversion the fields
+    come back as float32 (normalising float16 in float16 would lose precision)."""
     raw = rawread.read_h5_dataset(path, ds, FIELDS_DATASET, file_size, empty)
     data = HDF5_LAYOUTS[layout].channels_last(raw)
     if index != list(range(len(stored))):
         data = data[..., index]
-    data = aligned_copy(data, np.float32 if transform is not None else None)  # copies only when it must
-    check_fields(path, data, [stored[c] for c in index])
+    convert = [conversions[c] for c in index]
+    float32 = transform is not None or any(convert)
+    data = aligned_copy(data, np.float32 if float32 else None)  # copies only when it must
+    for i, conversion in enumerate(convert):
+        if conversion is not None:  # e.g. PSL recorded in hPa, temperatures in degC
+            data[..., i] = data[..., i] * np.float32(conversion[0]) + np.float32(conversion[1])
+    check_values(path, data, [stored[c] for c in index])
     if transform is not None:
         transform(data)
     return data
@@ -61,26 +68,26 @@ def _read_hdf5(path: Path, layout: Layout, channels, with_labels, empty, transfo
 
 
 def _read_open_hdf5(path: Path, f, layout: Layout, channels, with_labels, empty, transform) -> Sample:
-    """The first read of a file checks its structure (check_hdf5) and coordinates; later reads of the unchanged
-    file (rawread.read_known) skip that. Value ranges are checked where data enter (netCDF reads) and by
-    `data inspect`: HDF5 samples are written by `data convert` from checked input (and tests and benchmarks
-    write random fields to them)."""
+    """The first read of a file checks its structure (check_hdf5), units and coordinates; later reads of the
+    unchanged file (rawread.read_known) skip that. The values are checked on every read: finite and within
+    each variable's plausible range (in the same pass over each block on the fast path)."""
     stat = os.stat(path)
     identity, size = rawread.identity(stat), stat.st_size
     where = HDF5_LAYOUTS[layout]
     stored = check_hdf5(path, f, layout, size)
+    conversions = hdf5_conversions(path, f, stored)
     climate = f["climate"]
     ds = climate["data"]
     index = check_channels(path, stored, channels)
     data = None
     fields = None
-    if not where.channels_first and index == list(range(len(stored))):
+    if not where.channels_first and index == list(range(len(stored))) and not any(conversions):
         fields = rawread.location(ds, size)
     if fields is not None:
-        data = rawread.read_fields_in_one_pass(path, fields, FIELDS_DATASET, empty, transform)
+        data = rawread.read_fields_in_one_pass(path, fields, FIELDS_DATASET, empty, transform, names=stored)
     if data is None:
         fields = None
-        data = _read_fields_checked(path, ds, layout, index, stored, size, empty, transform)
+        data = _read_fields_checked(path, ds, layout, index, stored, size, empty, transform, conversions)
     has_labels = where.labels in f
     label_where = rawread.location(f[where.labels], size) if has_labels else None
     labels = None

@@ -45,6 +45,22 @@ CALENDAR = "noleap"
 
 
 # ------------------------------------------------------------------------------------------- tracks
+# A typical value and a weather-sized spread per variable (a mid-latitude ocean point): `weather_like` maps
+# standard-normal test and benchmark fields onto them, and any |z| < 10 stays within variables.py's ranges.
+TYPICAL = {"TMQ": (25.0, 3.0), "U850": (0.0, 5.0), "V850": (0.0, 5.0), "UBOT": (0.0, 5.0), "VBOT": (0.0, 5.0),
+           "QREFHT": (0.01, 0.001), "PS": (97000.0, 500.0), "PSL": (101000.0, 500.0), "T200": (220.0, 3.0),
+           "T500": (255.0, 5.0), "PRECT": (1e-5, 1e-6), "TS": (288.0, 5.0), "TREFHT": (287.0, 5.0),
+           "Z1000": (100.0, 50.0), "Z200": (11800.0, 100.0), "ZBOT": (60.0, 2.0)}
+
+
+def weather_like(standard: np.ndarray, names=VARIABLE_NAMES, dtype=np.float32) -> np.ndarray:
+    """(..., C) fields of order 1 (noise, blobs) as plausible weather of the variables `names`: per channel
+    typical + spread * value. An affine map per channel, so anything normalised per channel is unchanged, and
+    the read path's range checks (issue 23) accept the result."""
+    mean, spread = (np.array([TYPICAL[n][k] for n in names], np.float64) for k in (0, 1))
+    return (np.asarray(standard, np.float64) * spread + mean).astype(dtype)
+
+
 def _envelope(tau: float) -> float:
     """Growth and decay over a lifetime (tau in 0..1)."""
     return float(np.sin(np.pi * np.clip(tau, 0.0, 1.0)) ** 0.6)

@@ -5,6 +5,7 @@ finding it on read, with the file and variable named, costs a second.
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 from functools import lru_cache
@@ -107,8 +108,18 @@ def dtype_problem(dtype) -> str | None:
 
 
 # ------------------------------------------------------------------------------------------- units
-def _cf_exponents(text: str) -> str:
+# Units are parsed and converted with Pint (https://pint.readthedocs.io, pinned in setup.py): CF/UDUNITS strings
+# ("m s-1", "kg m-2", "hPa", "degC", "mm/day") after two spellings are made Pint's ("m s-1" -> "m s**-1",
+# meteorology's "mb" -> "mbar") and ecCodes' "gpm" (geopotential metre) is defined.
+# Spelled-out units of older files (NCL's examples, GRIB1-to-netCDF converters) that pint does not parse.
+UNIT_ALIASES = {"degk": "K", "deg k": "K", "degrees k": "K", "geopotential meters": "m", "gp m": "m",
+                "pascal": "Pa"}
+
+
+def _cf_units(text: str) -> str:
     """CF/UDUNITS writes exponents as plain integers after a unit ("m s-1", "kg m-2"); pint wants "**"."""
+    text = UNIT_ALIASES.get(text.strip().lower(), text)
+    text = re.sub(r"\bmb\b", "mbar", text)
     return re.sub(r"(?<=[A-Za-z)])(-?\d+)", r"**\1", text)
 
 
@@ -116,42 +127,97 @@ def _cf_exponents(text: str) -> str:
 def _units_registry():
     import pint
 
-    return pint.UnitRegistry(preprocessors=[_cf_exponents])
+    ureg = pint.UnitRegistry(preprocessors=[_cf_units])
+    ureg.define("gpm = meter")
+    ureg.define("@alias degree_Celsius = degreesC = degrees_C")
+    return ureg
+
+
+# Equivalences Pint cannot know because they depend on the substance: a depth of liquid water is a mass per area
+# (1 mm = 1 kg m-2; a depth rate a mass flux), and a geopotential is a height times standard gravity. A variable
+# converts through at most one of them, and only through its own (a wind never becomes a water flux).
+EQUIVALENCES = {"water": "1000 kg m-3", "geopotential": "9.80665 m s-2"}
+VARIABLE_EQUIVALENCE = {"TMQ": "water", "PRECT": "water", "Z1000": "geopotential", "Z200": "geopotential",
+                        "ZBOT": "geopotential"}
 
 
 @lru_cache(maxsize=256)
-def _linear_conversion(units: str, target: str) -> tuple[float, float]:
-    """(scale, offset) with value_target = value * scale + offset (offset units such as degC included)."""
+def linear_conversion(units: str, target: str, via: str | None = None) -> tuple[float, float]:
+    """(scale, offset) with value_target = value * scale + offset (offset units such as degC included), directly
+    or through the EQUIVALENCES quantity `via` (divided by it, or multiplied). Raises ValueError otherwise."""
     ureg = _units_registry()
-    zero = ureg.Quantity(0.0, units).to(target).magnitude
-    one = ureg.Quantity(1.0, units).to(target).magnitude
-    return float(one - zero), float(zero)
+    try:
+        source, goal = ureg.Quantity(1.0, units), ureg.Quantity(1.0, target)
+        bridge = None
+        if via and source.dimensionality != goal.dimensionality:
+            k = ureg.Quantity(EQUIVALENCES[via])
+            bridge = next((b for b in (1 / k, k) if (source * b).dimensionality == goal.dimensionality), None)
+        if bridge is None:
+            zero = ureg.Quantity(0.0, units).to(target).magnitude
+            one = source.to(target).magnitude
+        else:  # multiplicative units only: an offset unit times a density means nothing
+            zero, one = 0.0, (source * bridge).to(target).magnitude
+    except Exception as e:  # pint: UndefinedUnitError, DimensionalityError, OffsetUnitCalculusError, parser errors
+        raise ValueError(f"{type(e).__name__}") from None
+    scale, offset = float(one - zero), float(zero)
+    if not (np.isfinite(scale) and np.isfinite(offset)) or scale == 0:
+        raise ValueError("not a finite, invertible conversion")
+    return scale, offset
 
 
-def unit_conversion(path, name: str, units) -> tuple[float, float] | None:
-    """How to bring `name` stored in `units` to its canonical units (variables.py); None: already there (or no
-    units given). Units that do not parse or measure something else are an error naming the file."""
-    target = BY_NAME[name].units
+def unit_conversion(path, name: str, units, target: str | None = None, via: str | None = None
+                    ) -> tuple[float, float] | None:
+    """How to bring `name` stored in `units` to `target` (default: its canonical units in variables.py, through
+    its own equivalence); None: already there (or no units given). Units that do not parse or measure something
+    else are an error naming the file and variable."""
+    target = BY_NAME[name].units if target is None else target
+    via = VARIABLE_EQUIVALENCE.get(name) if via is None else via
     units = "" if units is None else str(units).strip()
     if units in ("", target):
         return None
     try:
-        scale, offset = _linear_conversion(units, target)
-    except Exception as e:  # pint: UndefinedUnitError, DimensionalityError, parser errors
-        raise DataError(path, f"units {units!r} cannot be converted to {target!r} ({type(e).__name__})",
-                        field=name) from None
-    if not (np.isfinite(scale) and np.isfinite(offset)) or scale == 0:
-        raise DataError(path, f"units {units!r} cannot be converted to {target!r}", field=name)
+        scale, offset = linear_conversion(units, target, via)
+    except ValueError as e:
+        raise DataError(path, f"units {units!r} cannot be converted to {target!r} ({e})", field=name) from None
     return None if (scale, offset) == (1.0, 0.0) else (scale, offset)
 
 
 # ------------------------------------------------------------------------------------------- ranges
+@lru_cache(maxsize=64)
+def range_bounds(names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Per channel of `names`: the plausible lows and highs (variables.py; unknown names: unbounded)."""
+    ranges = [BY_NAME[n].valid_range if n in BY_NAME else (-np.inf, np.inf) for n in names]
+    lows, highs = (np.array(r, np.float64) for r in zip(*ranges)) if ranges else (np.zeros(0), np.zeros(0))
+    return lows, highs
+
+
+def channel_extremes(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per channel min and max of (..., C) data; NaN propagates into both. Reduced over rows of C * k values
+    (k | W, up to 64) so that numpy's inner loop runs over long contiguous vectors: per 768x1152x16 float32
+    sample in 16-row blocks about 1.5 ms each for min and max against 0.9 ms for all_finite (best of repeats;
+    AVX-512, shared machine), where min(axis=0) of (H*W, C) takes tens of ms."""
+    c = data.shape[-1]
+    if not data.size:
+        return np.full(c, np.inf), np.full(c, -np.inf)
+    k = math.gcd(data.shape[-2], 64) if data.ndim >= 2 and data.flags.c_contiguous else 1
+    flat = data.reshape(-1, c * k)
+    return flat.min(0).reshape(k, c).min(0), flat.max(0).reshape(k, c).max(0)
+
+
+def within_ranges(data: np.ndarray, names) -> bool:
+    """One cheap pass (min and max per channel) for the read path: True when every value is finite and within
+    its variable's plausible range; on False, check_fields and check_ranges name the variable."""
+    lo, hi = channel_extremes(data)
+    lows, highs = range_bounds(tuple(names))
+    return bool(np.all(lo >= lows) and np.all(hi <= highs))  # NaN compares False
+
+
 def check_ranges(path, data: np.ndarray, names: list[str]) -> None:
-    """(H, W, C) fields within each variable's plausible range (variables.py): catches wrong units and garbage."""
+    """(H, W, C) finite fields within each variable's plausible range (variables.py): catches wrong units and
+    garbage (TMQ 3e38, negative PS, hPa labelled Pa)."""
     if not data.size:
         return
-    flat = data.reshape(-1, data.shape[-1])
-    lows, highs = flat.min(0), flat.max(0)
+    lows, highs = channel_extremes(data)
     for name, lo, hi in zip(names, lows, highs):
         var = BY_NAME.get(name)
         if var is None:
@@ -160,6 +226,13 @@ def check_ranges(path, data: np.ndarray, names: list[str]) -> None:
         if lo < vlo or hi > vhi:
             raise DataError(path, f"values {float(lo):.4g}..{float(hi):.4g} {var.units} outside the plausible "
                             f"range {vlo:g}..{vhi:g} (wrong units or corrupt data?)", field=name)
+
+
+def check_values(path, data: np.ndarray, names: list[str]) -> None:
+    """(H, W, C) fields finite and plausible: one cheap pass, and per channel only to name the bad variable."""
+    if not within_ranges(data, names):
+        check_fields(path, data, names)
+        check_ranges(path, data, names)
 
 
 # ------------------------------------------------------------------------------------------- coordinates

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from exascale_climate.data.layouts import FIELDS_DATASET, HDF5_LAYOUTS, Layout
+from exascale_climate.data.layouts import FIELDS_DATASET, HDF5_LAYOUTS, UNITS_ATTRIBUTE, Layout
 from exascale_climate.data.validate import check_labels
 from exascale_climate.errors import DataError
 from exascale_climate.utils.io import atomic_path
@@ -14,6 +14,23 @@ from exascale_climate.variables import BY_NAME, LABEL_VARIABLE, NUM_CLASSES
 
 LABEL_MEANINGS = "background tropical_cyclone atmospheric_river"
 LABEL_LONG_NAME = "0: background, 1: tropical cyclone, 2: atmospheric river"
+
+
+def _name_channels(path, climate, variables: list[str], units: list[str] | None = None) -> None:
+    """The channel names and, beside them, each channel's units: `units` when given (the data's own, e.g. PS in
+    hPa to fit float16; checked here, converted by every reader), else the canonical ones of variables.py."""
+    import h5py
+
+    from exascale_climate.data.validate import unit_conversion
+
+    climate.attrs["variables"] = np.array(variables, dtype=h5py.string_dtype())
+    if units is None:
+        units = [BY_NAME[v].units if v in BY_NAME else "" for v in variables]
+    if len(units) != len(variables):
+        raise DataError(path, f"{len(units)} units for {len(variables)} variables", field="units")
+    for v, u in zip(variables, units):
+        unit_conversion(path, v, u)  # an error naming the variable now, not on every later read
+    climate.attrs[UNITS_ATTRIBUTE] = np.array(units, dtype=h5py.string_dtype())
 
 
 def _create_label_variable(nc, dims, **kwargs):
@@ -38,14 +55,37 @@ def _compression_args(compression: str | None) -> dict:
                     field="compression")
 
 
+FLOAT16_UNITS = {"Pa": ("hPa", 0.01)}  # canonical units too small for float16 (65504) -> the units written
+
+
+def _fit_float16(path, data: np.ndarray, variables: list[str], units: list[str] | None):
+    """PS/PSL in Pa do not fit float16: such channels are written in hPa (and say so in `units`, which every
+    reader converts back); others beyond 65504 are refused instead of silently written as Inf."""
+    peak = np.abs(data.reshape(-1, data.shape[-1])).max(axis=0) if data.size else np.zeros(len(variables))
+    too_big = [i for i, m in enumerate(peak) if m > np.finfo(np.float16).max]
+    if not too_big:
+        return data, units
+    units = list(units) if units is not None else [BY_NAME[v].units if v in BY_NAME else "" for v in variables]
+    data = np.array(data, np.float32)
+    for i in too_big:
+        smaller, scale = FLOAT16_UNITS.get(units[i], (None, None))
+        if smaller is None or peak[i] * scale > np.finfo(np.float16).max:
+            raise DataError(path, f"values of {variables[i]} exceed the float16 range (65504); use dtype float32 "
+                                  "or leave this channel out", field=variables[i])
+        data[..., i] *= np.float32(scale)
+        units[i] = smaller
+    return data, units
+
+
 def write_deepcam_sample(path: str | Path, data: np.ndarray, labels: np.ndarray | None, variables: list[str], *,
                          source: str = "", time: str | None = None, lat: np.ndarray | None = None,
                          lon: np.ndarray | None = None, dtype: str = "float32", compression: str | None = None,
-                         chunks=None, attrs: dict | None = None) -> Path:
+                         chunks=None, attrs: dict | None = None, units: list[str] | None = None) -> Path:
     """Write one DeepCAM-layout sample atomically: `climate/data` (H, W, C), `climate/labels_0` (H, W).
 
     `chunks`: None (contiguous unless compressed), True (h5py's guess), or a (h, w, c) tuple. `attrs`: extra
     string/number attributes of `climate` (e.g. label_source, so evaluation knows where labels came from).
+    `units`: per channel, the units `data` are in (default: the canonical ones); recorded in the file.
     """
     import h5py
 
@@ -56,12 +96,8 @@ def write_deepcam_sample(path: str | Path, data: np.ndarray, labels: np.ndarray 
                         field=FIELDS_DATASET)
     if dtype not in ("float32", "float16"):
         raise DataError(path, f"dtype {dtype!r} not supported; use float32 or float16", field=FIELDS_DATASET)
-    if dtype == "float16":  # PS/PSL in Pa do not fit: refuse instead of silently writing Inf
-        peak = np.abs(data.reshape(-1, data.shape[-1])).max(axis=0) if data.size else np.zeros(len(variables))
-        too_big = [v for v, m in zip(variables, peak) if m > np.finfo(np.float16).max]
-        if too_big:
-            raise DataError(path, f"values of {too_big} exceed the float16 range (65504); use dtype float32 or "
-                                  "leave these channels out", field=too_big[0])
+    if dtype == "float16":
+        data, units = _fit_float16(path, data, variables, units)
     comp = _compression_args(compression)
     if comp and chunks is None:
         chunks = True
@@ -74,7 +110,7 @@ def write_deepcam_sample(path: str | Path, data: np.ndarray, labels: np.ndarray 
                 labels = check_labels(path, name, labels, data.shape[:2])
                 lab_chunks = None if chunks in (None, True) else tuple(chunks[:2])
                 f.create_dataset(name, data=labels, chunks=lab_chunks if comp else None, **comp)
-            climate.attrs["variables"] = np.array(variables, dtype=h5py.string_dtype())
+            _name_channels(path, climate, variables, units)
             climate.attrs["source"] = source
             for key, value in (attrs or {}).items():
                 climate.attrs[key] = value
@@ -102,7 +138,7 @@ def write_gordonbell_sample(path: str | Path, data: np.ndarray, labels: np.ndarr
             name = HDF5_LAYOUTS["gordonbell"].labels
             f.create_dataset(name, data=check_labels(path, name, labels, data.shape[:2]))
             climate.create_dataset("stats", data=stats)
-            climate.attrs["variables"] = np.array(variables, dtype=h5py.string_dtype())
+            _name_channels(path, climate, variables)
     return path
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from exascale_climate.data.boxes import (BOX_DATASET, box_iou, boxes_from_mask, boxes_to_mask, encode_targets,
                                          read_boxes, write_boxes)
+from exascale_climate.data.synthetic import weather_like
 from exascale_climate.data.writers import write_deepcam_sample
 from exascale_climate.errors import DataError
 from exascale_climate.utils.launch import exaclimate
@@ -76,7 +77,7 @@ def test_encode_targets_by_hand():
 
 
 def _sample(path, labels):
-    data = np.random.default_rng(0).normal(size=(*labels.shape, 2)).astype(np.float32)
+    data = weather_like(np.random.default_rng(0).normal(size=(*labels.shape, 2)), ["TMQ", "PSL"])
     write_deepcam_sample(path, data, labels, ["TMQ", "PSL"])
     return path
 

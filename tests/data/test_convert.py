@@ -18,7 +18,7 @@ from exascale_climate.data.split import assign, split_counts, split_dataset
 from exascale_climate.data.synthetic import Generator
 from exascale_climate.config import SynthConfig
 from exascale_climate.errors import DataError
-from exascale_climate.variables import VARIABLE_NAMES
+from exascale_climate.variables import VARIABLE_NAMES, VARIABLES
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +60,17 @@ def test_convert_round_trip_options_and_resume(tmp_path, generator):
     s = read_sample(tmp_path / "f16" / "data-s0.h5")
     assert s.variables == ["T500", "TMQ", "U850"]
     np.testing.assert_allclose(s.data[..., 1], expected["data-s0.h5"][0][..., 0], rtol=2e-3, atol=2e-3)
-    with pytest.raises(DataError, match=r"\[PS\].*float16 range"):  # PS in Pa overflows float16
-        convert([raw / "s0.nc"], tmp_path / "f16b", dtype="float16")
+    convert([raw / "s0.nc"], tmp_path / "f16b", dtype="float16")  # PS, PSL in Pa overflow float16: hPa instead
+    with h5py.File(tmp_path / "f16b" / "data-s0.h5") as f:
+        units = [u.decode() if isinstance(u, bytes) else u for u in f["climate"].attrs["units"]]
+        assert f["climate/data"].dtype == np.float16 and units[6:8] == ["hPa", "hPa"] and units[0] == "kg m-2"
+    s = read_sample(tmp_path / "f16b" / "data-s0.h5")  # read back in Pa
+    np.testing.assert_allclose(s.data[..., 6:8], expected["data-s0.h5"][0][..., 6:8], rtol=1e-3)
+    in_mm = expected["data-s0.h5"][0].copy()
+    in_mm[..., VARIABLE_NAMES.index("Z200")] *= 1000.0
+    with pytest.raises(DataError, match=r"\[Z200\].*float16 range"):  # no larger unit to fall back on
+        write_deepcam_sample(tmp_path / "z.h5", in_mm, None, list(VARIABLE_NAMES), dtype="float16",
+                             units=["mm" if v.name == "Z200" else v.units for v in VARIABLES])
 
 
 def test_convert_many_time_steps_per_file(tmp_path, generator):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from exascale_climate.data.samples import read_labels, read_sample
+from exascale_climate.data.synthetic import weather_like
 from exascale_climate.variables import VARIABLE_NAMES
 
 H, W, C = 12, 18, 16
@@ -14,10 +15,11 @@ H, W, C = 12, 18, 16
 
 def _fields(seed):
     rng = np.random.default_rng(seed)
-    return (rng.normal(size=(H, W, C)) * 10).astype(np.float32), rng.integers(0, 3, (H, W)).astype(np.uint8)
+    return weather_like(rng.normal(size=(H, W, C))), rng.integers(0, 3, (H, W)).astype(np.uint8)
 
 
-def _write(path, data, labels, *, userblock=0, time="2000-01-01T00:00:00", labels_first=False, **data_kwargs):
+def _write(path, data, labels, *, userblock=0, time="2000-01-01T00:00:00", labels_first=False,
+           variables=VARIABLE_NAMES, **data_kwargs):
     """A DeepCAM file written with plain h5py, so storage options the toolkit's writer never uses can be set."""
     with h5py.File(path, "w", userblock_size=userblock) if userblock else h5py.File(path, "w") as f:
         climate = f.create_group("climate")
@@ -28,12 +30,12 @@ def _write(path, data, labels, *, userblock=0, time="2000-01-01T00:00:00", label
         if labels_first:
             put_labels()
         if data is None:  # declared, never written: no storage allocated (reads as the fill value)
-            climate.create_dataset("data", shape=(H, W, C), dtype="f4", **data_kwargs)
+            climate.create_dataset("data", shape=(H, W, len(variables)), dtype="f4", **data_kwargs)
         else:
             climate.create_dataset("data", data=data, **data_kwargs)
         if not labels_first:
             put_labels()
-        climate.attrs["variables"] = np.array(VARIABLE_NAMES, dtype=h5py.string_dtype())
+        climate.attrs["variables"] = np.array(variables, dtype=h5py.string_dtype())
         climate.attrs["time"] = time
         climate.create_dataset("lat", data=np.linspace(-90, 90, H))
         climate.create_dataset("pad", data=np.full(4096, 7.5, np.float64))  # bytes after the metadata
@@ -61,11 +63,12 @@ def _assert_reads_like_h5py(path):
 def test_an_unallocated_dataset_after_a_user_block_reads_as_h5py_does(tmp_path):
     """HDF5 reports offset 511 for it (undefined address + 512-byte user block); its bytes are not there."""
     _, labels = _fields(0)
-    path = _write(tmp_path / "data-ub.h5", None, labels, userblock=512)
+    winds = ["U850", "V850", "UBOT", "VBOT"]  # one fill value plausible for every channel: 1.5 m/s
+    path = _write(tmp_path / "data-ub.h5", None, labels, userblock=512, variables=winds, fillvalue=1.5)
     with h5py.File(path) as f:
         assert f["climate/data"].id.get_storage_size() == 0  # the case under test really is unallocated
     _assert_reads_like_h5py(path)
-    assert not read_sample(path).data.any()
+    assert (read_sample(path).data == 1.5).all()
 
 
 def test_an_allocated_dataset_after_a_user_block(tmp_path):

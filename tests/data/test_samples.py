@@ -7,9 +7,10 @@ import pytest
 from exascale_climate.data.layouts import detect_layout, list_samples
 from exascale_climate.data.rawread import ROWS_PER_READ
 from exascale_climate.data.samples import read_labels, read_sample
+from exascale_climate.data.synthetic import weather_like
 from exascale_climate.data.writers import write_deepcam_sample, write_gordonbell_sample, write_netcdf_sample
 from exascale_climate.errors import DataError
-from exascale_climate.variables import VARIABLE_NAMES
+from exascale_climate.variables import VARIABLE_NAMES, VARIABLES
 
 H, W = 12, 18
 
@@ -51,14 +52,19 @@ def test_deepcam_round_trip_with_channels_and_metadata(tmp_path):
 
 def test_deepcam_float16_compressed_chunked(tmp_path):
     data, labels = _fields()
-    data[..., 6:8] /= 100.0  # PS, PSL in hPa here: float16 ends at 65504
+    data[..., 6:8] /= 100.0  # PS, PSL in hPa here (float16 ends at 65504), recorded as such
+    units = [v.units for v in VARIABLES]
+    units[6:8] = ["hPa", "hPa"]
     path = write_deepcam_sample(tmp_path / "data-2.h5", data, labels, list(VARIABLE_NAMES), dtype="float16",
-                                compression="gzip:2", chunks=(6, 9, 16))
+                                compression="gzip:2", chunks=(6, 9, 16), units=units)
     with h5py.File(path) as f:
         assert f["climate/data"].dtype == np.float16 and f["climate/data"].chunks == (6, 9, 16)
         assert f["climate/data"].compression == "gzip"
-    s = read_sample(path)
-    np.testing.assert_allclose(s.data, data, rtol=1e-3, atol=1e-2)
+        assert [u.decode() if isinstance(u, bytes) else u for u in f["climate"].attrs["units"]][6:8] == ["hPa"] * 2
+    s = read_sample(path)  # back in Pa: 1 hPa = 100 Pa, by hand
+    expected = data.astype(np.float64)
+    expected[..., 6:8] *= 100.0
+    np.testing.assert_allclose(s.data, expected, rtol=1e-3, atol=1e-2)
 
 
 def test_subset_file_reports_missing_variable(tmp_path):
@@ -213,12 +219,16 @@ def test_hdf5_non_finite_values_name_the_variable(tmp_path, layout):
 
 
 def test_huge_finite_values_are_not_mistaken_for_inf(tmp_path):
-    """The fast check is one float sum (of squares, or over channels); an overflow there must not reject a
-    valid file."""
+    """The finite check is one float sum (of squares, or over channels); an overflow there must not call finite
+    values non-finite. On read such values are implausible: named with their range, not as NaN/Inf."""
+    from exascale_climate.data.validate import check_fields
+
     data, labels = _fields(7)
     data[0, 0, :4] = np.finfo(np.float32).max / 2
+    check_fields("x.h5", data, list(VARIABLE_NAMES))  # no error: all finite
     path = write_deepcam_sample(tmp_path / "data-big.h5", data, labels, list(VARIABLE_NAMES))
-    np.testing.assert_array_equal(read_sample(path).data, data)
+    with pytest.raises(DataError, match=r"data-big\.h5 \[TMQ\]: values [\d.]+\.\.1\.701e\+38 kg m-2 outside"):
+        read_sample(path)
 
 
 @pytest.mark.parametrize("userblock", [0, 512])
@@ -228,7 +238,7 @@ def test_contiguous_fields_are_read_block_by_block_and_transformed_once(tmp_path
     data starting 512 bytes in)."""
     rng = np.random.default_rng(8)
     height = 2 * ROWS_PER_READ + 5
-    data = rng.normal(size=(height, W, 16)).astype(np.float32)
+    data = weather_like(rng.normal(size=(height, W, 16)))
     labels = rng.integers(0, 3, size=(height, W)).astype(np.uint8)
     path = tmp_path / "data-fast.h5"
     with h5py.File(path, "w", userblock_size=userblock) as f:
@@ -248,7 +258,7 @@ def test_contiguous_fields_are_read_block_by_block_and_transformed_once(tmp_path
 
 def test_a_non_finite_value_in_a_later_block_is_named_by_variable_with_a_transform(tmp_path):
     rng = np.random.default_rng(9)
-    data = rng.normal(size=(ROWS_PER_READ + 3, W, 16)).astype(np.float32)
+    data = weather_like(rng.normal(size=(ROWS_PER_READ + 3, W, 16)))
     data[ROWS_PER_READ + 1, 2, VARIABLE_NAMES.index("U850")] = np.inf
     path = write_deepcam_sample(tmp_path / "data-inf.h5", data, data[..., 0] * 0, list(VARIABLE_NAMES))
     with pytest.raises(DataError, match=r"data-inf\.h5 \[U850\].*1 non-finite value\(s\) \(Inf\)"):
@@ -257,11 +267,12 @@ def test_a_non_finite_value_in_a_later_block_is_named_by_variable_with_a_transfo
 
 def test_float16_fields_with_a_transform_come_back_as_float32(tmp_path):
     data, labels = _fields(10)
-    data[..., 6:8] /= 100.0  # PS, PSL in hPa here: float16 ends at 65504
-    path = write_deepcam_sample(tmp_path / "data-h.h5", data, labels, list(VARIABLE_NAMES), dtype="float16")
+    names = [n for n in VARIABLE_NAMES if n not in ("PS", "PSL")]  # in Pa beyond float16's 65504
+    keep = [VARIABLE_NAMES.index(n) for n in names]
+    path = write_deepcam_sample(tmp_path / "data-h.h5", data[..., keep], labels, names, dtype="float16")
     sample = read_sample(path, transform=lambda fields: fields.__isub__(1))
     assert sample.data.dtype == np.float32
-    np.testing.assert_array_equal(sample.data, data.astype(np.float16).astype(np.float32) - 1)
+    np.testing.assert_array_equal(sample.data, data[..., keep].astype(np.float16).astype(np.float32) - 1)
 
 
 def _no_hdf5(monkeypatch):
@@ -303,10 +314,11 @@ def test_a_file_replaced_under_the_same_name_is_read_afresh(tmp_path):
     read_sample(path)
     lat, lon = _grid()
     reordered = list(reversed(VARIABLE_NAMES))
-    write_deepcam_sample(path, data[..., ::-1] + 1, labels, reordered, time="2001-01-01T00:00:00", lat=lat, lon=lon)
+    other = data[..., ::-1] * np.float32(1.01)  # other values, still plausible
+    write_deepcam_sample(path, other, labels, reordered, time="2001-01-01T00:00:00", lat=lat, lon=lon)
     again = read_sample(path)
     assert again.variables == reordered and again.time == "2001-01-01T00:00:00"
-    np.testing.assert_array_equal(again.data, data[..., ::-1] + 1)
+    np.testing.assert_array_equal(again.data, other)
     np.testing.assert_array_equal(again.lat, lat)
 
 

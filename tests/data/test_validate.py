@@ -132,7 +132,8 @@ def test_corrupt_hdf5_metadata_is_one_line_through_the_cli(tmp_path):
         assert r.output.strip().count("\n") == 0 and str(path) in r.output and "corrupt" in r.output, r.output
 
 
-def netcdf(path, fmt="NETCDF4", units=None, lat=None, time_units="hours since 2000-01-01", steps=1, dtype="f4"):
+def netcdf(path, fmt="NETCDF4", units=None, lat=None, time_units="hours since 2000-01-01", steps=1, dtype="f4",
+           lon=None):
     lat_values, lon_values = default_coordinates(*GRID)
     with netCDF4.Dataset(path, "w", format=fmt) as nc:
         nc.createDimension("time", None)
@@ -142,7 +143,7 @@ def netcdf(path, fmt="NETCDF4", units=None, lat=None, time_units="hours since 20
         t.units = time_units
         la = nc.createVariable("lat", "f8", ("lat",))
         la[:] = lat_values if lat is None else lat
-        nc.createVariable("lon", "f8", ("lon",))[:] = lon_values
+        nc.createVariable("lon", "f8", ("lon",))[:] = lon_values if lon is None else lon
         fields = plausible_fields()
         for i, var in enumerate(VARIABLES):
             v = nc.createVariable(var.name, dtype, ("time", "lat", "lon"))
@@ -172,6 +173,9 @@ NETCDF_CASES = {
     "latitude 0..950": (dict(lat=np.linspace(0, 950, GRID[0])), "outside -90..90"),
     "latitude not monotonic": (dict(lat=np.r_[0, 10, 5, np.linspace(20, 80, GRID[0] - 3)]), "not strictly monotonic"),
     "unparsable time": (dict(time_units="fortnights after the flood"), "[time]: time not decodable"),
+    "longitude not monotonic": (dict(lon=np.r_[0, 40, 20, np.linspace(60, 350, GRID[1] - 3)]),
+                                "[lon]: not strictly monotonic"),
+    "NaN longitude": (dict(lon=np.r_[np.nan, np.linspace(22.5, 337.5, GRID[1] - 1)]), "[lon]: non-finite"),
     "units not convertible": (dict(units={"PSL": "m s-1"}), "[PSL]: units 'm s-1' cannot be converted to 'Pa'"),
     "units unknown": (dict(units={"TS": "bananas"}), "[TS]: units 'bananas' cannot be converted"),
     "strings in a variable": (dict(dtype=str), "string dtype"),
@@ -335,3 +339,150 @@ def test_a_real_process_prints_one_line_and_exits_2(tmp_path):
         assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
         assert out.stderr.strip().count("\n") == 0 and f"{path} [climate/data]: declares" in out.stderr, out.stderr
     assert not (tmp_path / "s.h5").exists()
+
+
+# ----------------------------------------------------------------------------- HDF5: values, units, coordinates
+def gordonbell(path, data=None, **attrs):
+    with h5py.File(path, "w") as f:
+        c = f.create_group("climate")
+        c.create_dataset("data", data=plausible_fields(channels_first=True) if data is None else data)
+        c.create_dataset("labels", data=np.zeros(GRID, np.uint8))
+        c.attrs["variables"] = VARIABLE_NAMES
+        for key, value in attrs.items():
+            c.attrs[key] = value
+    return path
+
+
+@pytest.mark.parametrize("layout", ["deepcam", "gordonbell"])
+@pytest.mark.parametrize("case", ["TMQ 3e38", "negative PS", "PSL in hPa labelled Pa", "NaN in Z200"])
+def test_implausible_hdf5_values_are_named_on_every_read(tmp_path, layout, case):
+    """The fast (contiguous DeepCAM), general (Gordon Bell) and channel-subset reads, and `data convert`."""
+    variable, row, value, expected = {
+        "TMQ 3e38": ("TMQ", 2, 3e38, "[TMQ]: values 30..3e+38 kg m-2 outside the plausible range 0..200"),
+        "negative PS": ("PS", 5, -5.0, "[PS]: values -5..9.8e+04 Pa outside"),
+        "PSL in hPa labelled Pa": ("PSL", slice(None), 1013.0, "[PSL]: values 1013..1013 Pa outside"),
+        "NaN in Z200": ("Z200", 7, np.nan, "[Z200]: 1 non-finite value(s) (NaN)"),
+    }[case]
+    fields = plausible_fields()
+    fields[row, 3 if isinstance(row, int) else slice(None), VARIABLE_NAMES.index(variable)] = value
+    path = tmp_path / "data-x.h5"
+    if layout == "deepcam":
+        deepcam(path, data=fields)
+    else:
+        gordonbell(path, data=np.moveaxis(fields, -1, 0))
+    for channels in (None, [variable, "TMQ" if variable != "TMQ" else "PS"]):
+        with pytest.raises(DataError) as e:
+            read_sample(path, channels=channels)
+        assert str(e.value).startswith(f"{path} {expected}"), str(e.value)
+    r = CliRunner().invoke(main, ["data", "convert", str(path), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and r.output.count("\n") == 1 and expected in r.output, r.output
+    assert not list((tmp_path / "o").glob("*.h5")) if (tmp_path / "o").exists() else True
+
+
+@pytest.mark.parametrize("layout", ["deepcam", "gordonbell"])
+def test_hdf5_recorded_units_are_converted(tmp_path, layout):
+    """`units` beside `variables`: PSL in hPa, TS in degC, PRECT in mm/day, one per channel; hand-converted."""
+    units = [v.units for v in VARIABLES]
+    fields = plausible_fields()
+    for name, unit, value in (("PSL", "hPa", 1013.25), ("TS", "degC", 15.0), ("PRECT", "mm/day", 8.64)):
+        units[VARIABLE_NAMES.index(name)] = unit
+        fields[..., VARIABLE_NAMES.index(name)] = value
+    path = tmp_path / "data-u.h5"
+    if layout == "deepcam":
+        deepcam(path, data=fields)
+        with h5py.File(path, "a") as f:
+            f["climate"].attrs["units"] = units
+    else:
+        gordonbell(path, data=np.moveaxis(fields, -1, 0), units=units)
+    for _ in range(2):  # the second read of an unchanged file too
+        s = read_sample(path)
+        got = {n: float(s.data[1, 1, s.variables.index(n)]) for n in ("PSL", "TS", "PRECT", "PS")}
+        assert got["PSL"] == pytest.approx(101325.0) and got["TS"] == pytest.approx(288.15)
+        assert got["PRECT"] == pytest.approx(1e-7, rel=1e-5) and got["PS"] == 98000.0
+    assert read_sample(path, channels=["TS"]).data[0, 0, 0] == pytest.approx(288.15)
+    r = CliRunner().invoke(main, ["data", "inspect", str(path)])
+    assert r.exit_code == 0 and "problems: none" in r.output, r.output
+
+
+HDF5_UNITS_CASES = {
+    "unknown units": ({"TS": "bananas"}, "[TS]: units 'bananas' cannot be converted to 'K'"),
+    "other quantity": ({"U850": "K"}, "[U850]: units 'K' cannot be converted to 'm s-1'"),
+    "wind as a water flux": ({"U850": "kg m-2 s-1"}, "[U850]: units 'kg m-2 s-1' cannot be converted"),
+    "wrong count": ("short", "[climate/data]: `units` names 3 units for 16 channels"),
+    "not UTF-8": ("bytes", "[climate/data]: `units` attribute holds bytes that are not UTF-8"),
+    "numbers": ("numbers", "[climate/data]: `units` attribute holds int"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HDF5_UNITS_CASES))
+def test_hdf5_units_that_cannot_be_converted_are_named(tmp_path, case):
+    change, expected = HDF5_UNITS_CASES[case]
+    if change == "short":
+        units = ["K", "K", "K"]
+    elif change == "bytes":
+        units = np.array([b"\xff\xfe"] * 16)
+    elif change == "numbers":
+        units = np.arange(16)
+    else:
+        units = [change.get(v.name, v.units) for v in VARIABLES]
+    path = deepcam(tmp_path / "data-u.h5")
+    with h5py.File(path, "a") as f:
+        f["climate/data"].attrs["units"] = units
+    with pytest.raises(DataError) as e:
+        read_sample(path)
+    assert str(e.value).startswith(f"{path} {expected}"), str(e.value)
+    r = CliRunner().invoke(main, ["data", "inspect", str(path)])
+    assert r.exit_code == 1 and expected in r.output, r.output
+
+
+def test_unit_equivalences_by_hand():
+    """Water depth = mass per area (1000 kg m-3), geopotential = height x 9.80665 m s-2; never across variables."""
+    from exascale_climate.data.validate import unit_conversion
+
+    assert unit_conversion("f", "TMQ", "mm") is None  # 1 mm of water = 1 kg m-2
+    assert unit_conversion("f", "PRECT", "kg m-2 s-1") == pytest.approx((1e-3, 0.0))
+    assert unit_conversion("f", "Z200", "m2 s-2") == pytest.approx((1 / 9.80665, 0.0))
+    assert unit_conversion("f", "PS", "mb") == pytest.approx((100.0, 0.0))
+    assert unit_conversion("f", "QREFHT", "g/kg") == pytest.approx((1e-3, 0.0))
+    assert unit_conversion("f", "U850", "kt") == pytest.approx((1852 / 3600, 0.0))
+    for name, units in (("U850", "kg m-2 s-1"), ("PS", "m2 s-2"), ("TMQ", "degC"), ("T500", "m")):
+        with pytest.raises(DataError, match=rf"\[{name}\]: units '{units}' cannot be converted"):
+            unit_conversion("f", name, units)
+
+
+def test_hdf5_coordinates_of_the_wrong_length_and_regional_grids(tmp_path):
+    path = deepcam(tmp_path / "data-c.h5")
+    with h5py.File(path, "a") as f:
+        f["climate/lat"] = np.linspace(-90, 90, GRID[0] - 1)  # one value short (95 for 96 rows)
+    with pytest.raises(DataError, match=r"data-c.h5 \[climate/lat\]: shape \(11,\) does not match the data grid"):
+        read_sample(path)
+    lat, lon = default_coordinates(*GRID)
+    for name, lons, regional in (("global", lon, False), ("regional", np.linspace(100, 160, GRID[1]), True)):
+        p = deepcam(tmp_path / f"data-{name}.h5")
+        with h5py.File(p, "a") as f:
+            f["climate/lat"], f["climate/lon"] = lat, lons
+        assert read_sample(p).attrs.get("regional", False) is regional
+
+
+def test_data_label_refuses_a_truncated_netcdf3_file_and_leaves_it_alone(tmp_path):
+    path = netcdf(tmp_path / "s.nc", fmt="NETCDF3_64BIT_OFFSET", steps=3)
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) - 1000)
+    before = path.read_bytes()
+    r = CliRunner().invoke(main, ["data", "label", str(path)])
+    assert r.exit_code == 2 and r.output.count("\n") == 1 and "truncated netCDF-3" in r.output, r.output
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["s.nc"]
+
+
+def test_gordon_bell_structure_is_checked(tmp_path):
+    path = gordonbell(tmp_path / "gb.h5")
+    with h5py.File(path, "a") as f:
+        f["climate/stats"] = np.zeros((15, 4))
+    with pytest.raises(DataError, match=r"gb.h5 \[climate/stats\]: shape \(15, 4\) does not match"):
+        read_sample(path)
+    path = gordonbell(tmp_path / "gb2.h5")
+    with h5py.File(path, "a") as f:
+        del f["climate/labels"]
+        f["climate/labels"] = np.zeros(GRID[::-1], np.uint8)
+    with pytest.raises(DataError, match=r"gb2.h5 \[climate/labels\]: shape \(16, 12\) does not match"):
+        read_sample(path)

@@ -185,6 +185,11 @@ def _mixed_inputs(trained_assets, directory):
     (directory / "data-2000-01-09-30-00-00.h5").write_bytes(b"\x89HDF\r\n\x1a\n truncated")
     import h5py
 
+    implausible = directory / "data-2000-12-30-00-00-00.h5"  # a whole file with one impossible value
+    shutil.copy(good[0], implausible)
+    with h5py.File(implausible, "r+") as f:
+        f["climate/data"][2, 3, 0] = 3e38  # TMQ
+
     with h5py.File(directory / "data-2000-12-31-00-00-00.h5", "w") as f:  # no climate/data
         f.create_dataset("other", data=[1, 2])
     return good
@@ -207,10 +212,11 @@ def test_predict_names_and_skips_bad_files_and_writes_events_for_the_rest(traine
     res = CliRunner().invoke(main, ["predict", "--checkpoint", str(trained_assets.run_dir),
                                                     str(tmp_path / "in"), "--out", str(tmp_path / "out")])
     assert res.exit_code == 0, res.output + res.stderr
-    assert "3 file(s)" in res.stdout and "2 skipped" in res.stdout
+    assert "3 file(s)" in res.stdout and "3 skipped" in res.stdout
     skipped = [line for line in res.stderr.splitlines() if line.startswith("skipped: ")]
-    assert len(skipped) == 2
-    assert "data-2000-01-09-30-00-00.h5" in skipped[0] and "data-2000-12-31-00-00-00.h5" in skipped[1]
+    assert len(skipped) == 3
+    assert "data-2000-01-09-30-00-00.h5" in skipped[0] and "data-2000-12-31-00-00-00.h5" in skipped[2]
+    assert "data-2000-12-30-00-00-00.h5 [TMQ]: values" in skipped[1] and "outside the plausible range" in skipped[1]
     assert "Traceback" not in res.stderr
     assert sorted(p.name for p in (tmp_path / "out").glob("*.mask.nc")) == sorted(
         f"{p.stem}.mask.nc" for p in good)
@@ -239,8 +245,9 @@ def test_predict_strict_stops_at_the_bad_file_but_keeps_the_table_of_what_it_did
     assert _events(tmp_path / "out" / "events.csv") == _events(tmp_path / "alone" / "events.csv")
 
 
-def test_predict_stops_on_sigint_with_masks_and_events_consistent(trained_assets, tmp_path):
-    """The real CLI in a subprocess on 60 inputs; SIGINT once the first mask file is complete."""
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_predict_stops_on_a_signal_with_masks_and_events_consistent(trained_assets, tmp_path, sig):
+    """The real CLI in a subprocess on 60 inputs; SIGINT or SIGTERM once the first mask file is complete."""
     import os
     import signal
     import subprocess
@@ -263,13 +270,13 @@ def test_predict_stops_on_sigint_with_masks_and_events_consistent(trained_assets
     try:
         while proc.poll() is None and not (out.exists() and list(out.glob("*.mask.nc"))):
             time.sleep(0.002)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.Signals[sig])
         _, err = proc.communicate(timeout=600)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, err.decode()
-    assert err.decode().strip().splitlines()[-1].startswith("error: interrupted by SIGINT")
+    assert proc.returncode == 128 + signal.Signals[sig], err.decode()
+    assert err.decode().strip().splitlines()[-1].startswith(f"error: interrupted by {sig}")
     assert not [p for p in out.iterdir() if ".tmp-" in p.name]
     masks = sorted(out.glob("*.mask.nc"))
     assert 1 <= len(masks) < 60

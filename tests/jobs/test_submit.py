@@ -34,6 +34,7 @@ def scontrol_job(job_id: str) -> dict:
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     """A tiny labelled data set in the DeepCAM layout: root/{train,valid,test}/data-*.h5 + stats.h5."""
+    from exascale_climate.data.synthetic import weather_like
     from exascale_climate.data.writers import write_deepcam_sample
     from exascale_climate.data.stats import compute_stats, write_stats
     from exascale_climate.variables import VARIABLE_NAMES
@@ -42,7 +43,7 @@ def dataset(tmp_path_factory):
     rng = np.random.default_rng(7)
     for split, count in (("train", 4), ("valid", 2), ("test", 2)):
         for i in range(count):
-            data = rng.normal(size=(*GRID, len(VARIABLE_NAMES))).astype(np.float32)
+            data = weather_like(rng.normal(size=(*GRID, len(VARIABLE_NAMES))))  # plausible: checked on read
             labels = rng.integers(0, 3, size=GRID, dtype=np.uint8)
             write_deepcam_sample(root / split / f"data-2000-01-{i + 1:02d}-{split}.h5", data, labels,
                                  list(VARIABLE_NAMES), source="tests/jobs")

@@ -8,6 +8,7 @@ import pytest
 from exascale_climate.config import load_config
 from exascale_climate.data.samples import read_sample
 from exascale_climate.data.writers import write_deepcam_sample
+from exascale_climate.data.synthetic import weather_like
 from exascale_climate.data.stats import class_weights
 from exascale_climate.errors import ConfigError
 from exascale_climate.pipeline.dataset import build_dataset, load_stats, split_files, steps_per_epoch
@@ -202,8 +203,8 @@ def test_longitude_flip_negates_the_zonal_winds_only_on_reordered_normalised_cha
     rng = np.random.default_rng(3)
     root = tmp_path / "src"
     for index in range(8):
-        data = rng.normal(0.0, 1.0, (h, w, len(VARIABLE_NAMES))).astype(np.float32)
-        data[..., VARIABLE_NAMES.index("TMQ")] = 100.0 * index + np.arange(w)[None, :]  # file id + longitude
+        data = weather_like(rng.normal(0.0, 1.0, (h, w, len(VARIABLE_NAMES))))  # plausible: checked on read
+        data[..., VARIABLE_NAMES.index("TMQ")] = 20.0 * index + np.arange(w)[None, :]  # file id + longitude
         for name, mean in (("U850", 6.0), ("UBOT", -3.0), ("V850", 2.0), ("VBOT", -1.5)):
             data[..., VARIABLE_NAMES.index(name)] += mean + 2.0 * np.arange(w)[None, :] / w
         write_deepcam_sample(root / "train" / f"data-{index:04d}.h5", data, rng.integers(0, 3, (h, w)),
@@ -230,7 +231,7 @@ def test_longitude_flip_negates_the_zonal_winds_only_on_reordered_normalised_cha
     orientations = []
     for x, _, _ in collect(cfg):
         tmq = x[0, 0, :, 1] / (1.0 / spread[1]) + offset[1]
-        index = int(round(tmq.min() / 100.0))
+        index = int(round(tmq.min() / 20.0))
         field = raw[f"data-{index:04d}.h5"]
         mirrored = bool(tmq[0] > tmq[-1])
         orientations.append(mirrored)

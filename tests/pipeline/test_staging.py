@@ -9,6 +9,7 @@ from click.testing import CliRunner
 
 from exascale_climate.cli import main
 from exascale_climate.data.samples import read_sample
+from exascale_climate.data.synthetic import weather_like
 from exascale_climate.errors import DataError
 from exascale_climate.pipeline.sharding import shard
 from exascale_climate.pipeline.staging import CHECKSUM, MANIFEST_NAME, list_source, stage
@@ -93,7 +94,13 @@ def test_conversion_on_the_way_keeps_a_channel_subset_in_float16(dataset, tmp_pa
     assert set(manifest["source_reads"].values()) == {1}
     staged = read_sample(dst / "train" / "data-0000.h5")
     original = read_sample(dataset / "train" / "data-0000.h5", channels=["TMQ", "PSL"])
-    assert staged.variables == ["TMQ", "PSL"] and staged.data.dtype == np.float16
+    import h5py
+
+    with h5py.File(dst / "train" / "data-0000.h5") as f:  # PSL in Pa does not fit float16: stored in hPa
+        assert f["climate/data"].dtype == np.float16
+        assert [u.decode() if isinstance(u, bytes) else u for u in f["climate"].attrs["units"]] == ["kg m-2", "hPa"]
+        np.testing.assert_allclose(f["climate/data"][..., 1], original.data[..., 1] / 100.0, rtol=1e-3)
+    assert staged.variables == ["TMQ", "PSL"]  # read back in Pa
     np.testing.assert_allclose(staged.data, original.data, rtol=1e-3)
     np.testing.assert_array_equal(staged.labels, original.labels)
     from exascale_climate.data.stats import read_stats
@@ -406,6 +413,7 @@ def write_mlperf_tree(root: Path, grid=(96, 144), n_train=4, n_valid=2) -> Path:
             labels[h // 2 + i:h // 2 + i + 8, :] = 2.0
             data = rng.normal(0.0, 1.0, (h, w, 16)).astype(np.float32)
             data[..., 0] += 2.0 * (labels == 2)
+            data = weather_like(data)  # plausible weather: the read path checks ranges
             with h5py.File(root / split / f"data-2006-01-{i + 1:02d}-00-{split[0]}.h5", "w") as f:
                 f.create_dataset("climate/data", data=data)
                 f.create_dataset("climate/labels_0", data=labels)

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from exascale_climate.data.synthetic import weather_like
+
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))  # the rank worker scripts import helpers from here
 
@@ -35,7 +37,7 @@ def blob_sample(rng: np.random.Generator, grid: tuple[int, int]):
     data[..., 1] += 2.0 * cyclone * np.sign(yy - cy)  # U850: rotation
     data[..., 2] += 1.5 * river
     data[..., 3] -= 3.0 * cyclone  # PSL: low pressure core
-    return data.astype(np.float32), labels
+    return weather_like(data, CHANNELS), labels  # each channel mapped onto plausible weather (checked on read)
 
 
 def make_blob_dataset(root: Path, n_train: int = 16, n_valid: int = 4, grid=(48, 72), seed: int = 0) -> Path:

@@ -131,11 +131,12 @@ def test_convert_workers_die_with_the_parent_on_sigterm(tmp_path):
     assert_intact_samples(out, GRID + (len(VARIABLE_NAMES),))
 
 
-def test_label_stops_on_sigterm_without_temporaries(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_label_stops_on_a_signal_without_temporaries(tmp_path, sig):
     inputs = make_inputs(tmp_path / "in", 20)
     out = tmp_path / "labelled"
-    code, err, _ = run_until(["data", "label", *inputs, "--out", out], has_temp(out), signal.SIGTERM)
-    assert code == 143, err
+    code, err, _ = run_until(["data", "label", *inputs, "--out", out], has_temp(out), sig)
+    assert code == 128 + sig, err
     assert temporaries(out) == []
     import netCDF4
 
@@ -146,12 +147,13 @@ def test_label_stops_on_sigterm_without_temporaries(tmp_path):
             assert nc.variables["LABELS"].shape[-2:] == GRID
 
 
-def test_stats_stops_on_sigint_and_writes_no_stats_file(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_stats_stops_on_a_signal_and_writes_no_stats_file(tmp_path, sig):
     data = tmp_path / "data" / "train"
     make_inputs(data, 300, kind="deepcam")
     out = tmp_path / "data" / "stats.h5"
-    code, err, _ = run_until(["data", "stats", data, "--out", out], opened_under(data), signal.SIGINT)
-    assert code == 130, err
+    code, err, _ = run_until(["data", "stats", data, "--out", out], opened_under(data), sig)
+    assert code == 128 + sig, err
     assert not out.exists()
     assert temporaries(out.parent) == [] and temporaries(data) == []
 
