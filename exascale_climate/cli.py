@@ -12,7 +12,7 @@ import traceback
 import click
 
 from exascale_climate import __version__
-from exascale_climate.errors import ExaclimateError
+from exascale_climate.errors import ExaclimateError, one_line
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
@@ -28,7 +28,7 @@ class ExaclimateGroup(click.Group):
         except (ExaclimateError, Interrupted) as e:
             if (ctx.obj or {}).get("verbosity", 0) > 0:
                 traceback.print_exc()
-            click.echo(f"error: {e}", err=True)
+            click.echo(f"error: {one_line(str(e))}", err=True)
             sys.exit(getattr(e, "exit_code", 2))  # Interrupted: 130 (SIGINT) or 143 (SIGTERM)
         except OSError as e:
             from exascale_climate.utils.io import out_of_space_message
@@ -75,6 +75,9 @@ def main(ctx, verbose, quiet):
 
     verbosity = -1 if quiet else verbose
     ctx.obj = {"verbosity": verbosity}
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 is printed with escapes, not a crash
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     setup_logging(verbosity)
 
 

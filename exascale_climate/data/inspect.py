@@ -24,7 +24,7 @@ from exascale_climate.data.validate import (
     check_ranges,
     unit_conversion,
 )
-from exascale_climate.errors import DataError
+from exascale_climate.errors import DataError, one_line
 from exascale_climate.variables import BY_NAME, CLASS_NAMES, LABEL_VARIABLE, VARIABLE_NAMES
 
 
@@ -164,7 +164,7 @@ def _inspect_netcdf(path, nc, info, problems) -> None:
 
 
 def format_inspection(info: dict) -> str:
-    lines = [f"{info['file']}: layout {info['layout']}, {info['size_bytes'] / 2**20:.1f} MiB"]
+    lines = [f"{one_line(info['file'])}: layout {info['layout']}, {info['size_bytes'] / 2**20:.1f} MiB"]
     if "dimensions" in info:
         lines.append("dimensions: " + ", ".join(f"{k}={v}" for k, v in info["dimensions"].items()))
     if "data" in info:
@@ -176,8 +176,9 @@ def format_inspection(info: dict) -> str:
     lines.append(f"{'variable':<8} {'min':>12} {'mean':>12} {'max':>12} {'NaN':>6} {'Inf':>6}")
     for name, v in info["variables"].items():
         fmt = (lambda x: f"{x:12.5g}" if x is not None else f"{'-':>12}")
-        flag = "  <- non-finite" if v["nan"] or v["inf"] else ""
-        lines.append(f"{name:<8} {fmt(v['min'])} {fmt(v['mean'])} {fmt(v['max'])} {v['nan']:6d} {v['inf']:6d}{flag}")
+        nan, inf = v.get("nan", 0), v.get("inf", 0)  # a variable of the wrong dtype has no values to count
+        flag = "  <- non-finite" if nan or inf else ""
+        lines.append(f"{name:<8} {fmt(v.get('min'))} {fmt(v.get('mean'))} {fmt(v.get('max'))} {nan:6d} {inf:6d}{flag}")
     if "labels" in info:
         lab = info["labels"]
         lines.append("classes: " + ", ".join(f"{k} {v:.4%}" for k, v in lab["fractions"].items())
@@ -194,5 +195,5 @@ def format_inspection(info: dict) -> str:
                       for r in b["rows"]]
     problems = info.get("problems") or []
     lines.append(f"problems: {len(problems)}" if problems else "problems: none")
-    lines += [f"PROBLEM {p}" for p in problems]
+    lines += [f"PROBLEM {one_line(p)}" for p in problems]
     return "\n".join(lines)
