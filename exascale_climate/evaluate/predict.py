@@ -242,7 +242,7 @@ def predict_file(segmenter: Segmenter, path: Path, keep_probabilities: bool = Fa
         masks.append(mask)
         if keep_probabilities:
             probs.append(p)
-        events += events_for_sample(sample, mask, source=path.name)
+        events += events_for_sample(sample, mask, source=printable(path.name))
         first = first or sample
     return FilePrediction(np.stack(masks), np.stack(probs) if probs else None, events, first)
 
@@ -301,7 +301,7 @@ def predict(checkpoint: str | Path, inputs: list[str | Path], out_dir: str | Pat
             target = out_dir / output_name(path)
             write_mask_netcdf(target, result.masks, coords, result.probabilities, attrs={
                 "source": f"exascale_climate {__version__}, model {segmenter.cfg.model.name}, "
-                          f"checkpoint {segmenter.source}",
+                          f"checkpoint {printable(segmenter.source)}",
                 "input_file": printable(str(path)),
                 "grid_handling": f"padded to multiples of {segmenter.divisor} (longitude wrap, latitude "
                                  "reflection), cropped back" + ("; mask = predicted boxes filled" if boxes else ""),
