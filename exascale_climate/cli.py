@@ -620,6 +620,28 @@ def bench_train_command(models, grid, batch, steps, convergence, data_dir, png, 
     _report(records, json_path)
 
 
+@bench.command("fuzz")
+@click.option("--examples", default=1000, show_default=True, type=click.IntRange(min=1),
+              help="Malformed inputs to draw (3/4 data files, 1/4 config files and --set values).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Hypothesis seed (the same inputs each run).")
+@click.option("--subprocess-every", default=50, show_default=True, type=click.IntRange(min=0),
+              help="Also run every N-th input as a real process (crash and hang detection); 0: never.")
+@click.option("--json", "json_path", metavar="OUT", help="Append the records as JSON lines to OUT.")
+def bench_fuzz_command(examples, seed, subprocess_every, json_path):
+    """Property-based fuzzing (hypothesis) of data inspect/convert/stats/label, predict, config show and train:
+    runs per command and outcome (one-line error, accepted valid, traceback, silent, hang, crash, half-written)."""
+    from exascale_climate.bench.fuzz import bench_fuzz
+
+    from exascale_climate.bench.common import write_records
+
+    records = bench_fuzz(examples, seed=seed, subprocess_every=subprocess_every)
+    _report([r for r in records if r["metric"] != "failure"], None)
+    write_records(records, json_path)  # the failures too, each with its case
+    for r in records:
+        if r["metric"] == "failure":
+            click.echo(f"FAILURE {r['command']} {r['outcome']}: {r['case']}: {r['detail']}")
+
+
 # ---------------------------------------------------------------------------------------- scale
 @main.group(cls=ExaclimateGroup)
 def scale():
