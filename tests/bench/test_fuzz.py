@@ -146,7 +146,7 @@ def test_a_thousand_malformed_inputs(tmp_path):
     """The full run (as `exaclimate bench fuzz --examples 1000`): every command, predict on a real checkpoint,
     every 50th input as a real process too."""
     checkpoint = F.make_checkpoint(tmp_path / "checkpoint")
-    tally = F.fuzz(1000, tmp_path / "work", checkpoint, seed=0, subprocess_every=50)
+    tally = F.fuzz_in_chunks(1000, tmp_path / "work", checkpoint, seed=0, subprocess_every=50)
     assert sum(tally.inputs.values()) >= 1000
     assert set(tally.counts) == {*F.FILE_COMMANDS, *F.CONFIG_COMMANDS}
     assert tally.subprocess_runs > 0
