@@ -94,7 +94,10 @@ def inspect_file(path) -> dict:
     info["problems"] = problems
     if layout == "netcdf":
         with open_netcdf(path) as nc:
-            _inspect_netcdf(path, nc, info, problems)
+            try:
+                _inspect_netcdf(path, nc, info, problems)
+            except (RuntimeError, OSError) as e:  # the netCDF library on corrupt data ("NetCDF: HDF error")
+                raise DataError(path, f"corrupt netCDF file ({type(e).__name__}: {e})") from None
         return info
     with open_hdf5(path) as f, hdf5_errors(path):
         where = HDF5_LAYOUTS[layout]

@@ -174,3 +174,12 @@ def test_bench_fuzz_writes_counts_per_command_and_outcome(tmp_path):
     (summary,) = [r for r in records if r["metric"] == "inputs"]
     assert summary["value"] == 8 and summary["files"] + summary["configs"] == 8
     assert sum(runs.values()) == summary["runs"]
+
+
+def test_corrupt_netcdf4_data_is_one_line_in_inspect(tmp_path):
+    """Zeroed bytes inside a netCDF-4 variable's data: the library's RuntimeError is named, not raised."""
+    path = F.materialize(F.Case("netcdf4", "zero-range", {"start": 116742, "length": 3496}, "data with spaces",
+                                None), tmp_path)
+    run = _cli("data", "inspect", path)
+    assert run.exception is None and run.exit_code == 2
+    assert run.stderr.strip() == f"error: {path}: corrupt netCDF file (RuntimeError: NetCDF: HDF error)"
