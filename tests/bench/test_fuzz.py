@@ -30,7 +30,7 @@ def assert_ok(results, case):
         assert outcome in F.OK_OUTCOMES, f"{command} on {case.describe()}: {outcome}: {detail}"
 
 
-@settings(max_examples=160, **FAST)
+@settings(max_examples=120, **FAST)
 @given(case=F.file_cases())
 def test_malformed_data_files_end_in_one_line_naming_the_file(tmp_path_factory, case):
     results = F.run_file_case(case, tmp_path_factory.mktemp("fuzz"), None, ("inspect", "convert", "stats", "label"))
@@ -38,7 +38,7 @@ def test_malformed_data_files_end_in_one_line_naming_the_file(tmp_path_factory, 
     assert_ok(results, case)
 
 
-@settings(max_examples=120, **FAST)
+@settings(max_examples=100, **FAST)
 @given(case=F.config_cases())
 def test_malformed_configs_and_set_values_end_in_one_line_naming_the_key(tmp_path_factory, case):
     assert_ok(F.run_config_case(case, tmp_path_factory.mktemp("fuzz"), ("config show",)), case)
