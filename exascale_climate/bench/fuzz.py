@@ -782,10 +782,10 @@ def run_config_case(case: ConfigCase, workdir: Path, commands=CONFIG_COMMANDS,
             full = ["train", *args, "--set", f"data.train_dir={cdir / 'no-data'}", "--run-dir", run_dir]
         else:
             full = ["config", "show", *args]
-        isolated = use_subprocess or (case.kind in ISOLATED_KINDS and command == "config show")
-        run = run_subprocess(full, ISOLATED_TIMEOUT_S) if isolated else run_in_process(full)
         if case.kind in ISOLATED_KINDS and command == "train":
-            continue  # the same parse as config show, which ran as a process
+            continue  # the same parse as config show, which runs as a process
+        isolated = use_subprocess or case.kind in ISOLATED_KINDS
+        run = run_subprocess(full, ISOLATED_TIMEOUT_S) if isolated else run_in_process(full)
         leftovers = _temporaries(cdir)
         valid = config_valid(case, command)
         if command == "train" and run.exit_code not in (0, None) and valid is False and \
