@@ -143,10 +143,11 @@ def test_a_yaml_alias_bomb_is_rejected_in_a_real_process(tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(7200)
 def test_a_thousand_malformed_inputs(tmp_path):
-    """The full run (as `exaclimate bench fuzz --examples 1000`): every command, predict on a real checkpoint,
-    every 50th input as a real process too."""
+    """The full run, the inputs of `exaclimate bench fuzz --examples 1000 --predict-every 20
+    --subprocess-every 100` (docs/RELIABILITY.md): every command, predict on a real checkpoint, every 100th
+    input as real processes too."""
     checkpoint = F.make_checkpoint(tmp_path / "checkpoint")
-    tally = F.fuzz_in_chunks(1000, tmp_path / "work", checkpoint, seed=0, subprocess_every=50)
+    tally = F.fuzz_in_chunks(1000, tmp_path / "work", checkpoint, seed=0, subprocess_every=100, predict_every=20)
     assert sum(tally.inputs.values()) >= 1000
     assert set(tally.counts) == {*F.FILE_COMMANDS, *F.CONFIG_COMMANDS}
     assert tally.subprocess_runs > 0
