@@ -35,6 +35,7 @@ INSTALL_REQUIRES = [
 DEV_REQUIRES = [
     "pytest==9.2.0",
     "pytest-timeout==2.4.0",
+    "hypothesis==6.170.15",  # property-based fuzzing of the input commands (bench/fuzz.py, tests/bench/test_fuzz.py)
     "nbclient==0.11.0",
     "nbformat==5.11.1",
     "ipykernel==7.4.0",

@@ -12,7 +12,7 @@ import traceback
 import click
 
 from exascale_climate import __version__
-from exascale_climate.errors import ExaclimateError
+from exascale_climate.errors import ExaclimateError, one_line
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
@@ -28,7 +28,7 @@ class ExaclimateGroup(click.Group):
         except (ExaclimateError, Interrupted) as e:
             if (ctx.obj or {}).get("verbosity", 0) > 0:
                 traceback.print_exc()
-            click.echo(f"error: {e}", err=True)
+            click.echo(f"error: {one_line(str(e))}", err=True)
             sys.exit(getattr(e, "exit_code", 2))  # Interrupted: 130 (SIGINT) or 143 (SIGTERM)
         except OSError as e:
             from exascale_climate.utils.io import out_of_space_message
@@ -75,6 +75,9 @@ def main(ctx, verbose, quiet):
 
     verbosity = -1 if quiet else verbose
     ctx.obj = {"verbosity": verbosity}
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 is printed with escapes, not a crash
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     setup_logging(verbosity)
 
 
@@ -621,6 +624,35 @@ def bench_train_command(models, grid, batch, steps, convergence, data_dir, png, 
                           list(overrides), convergence=convergence, data_dir=data_dir, png=png,
                           ranks=rank_counts, controller=controller)
     _report(records, json_path)
+
+
+@bench.command("fuzz")
+@click.option("--examples", default=1000, show_default=True, type=click.IntRange(min=1),
+              help="Malformed inputs to draw (3/4 data files, 1/4 config files and --set values).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Hypothesis seed (the same inputs each run).")
+@click.option("--subprocess-every", default=50, show_default=True, type=click.IntRange(min=0),
+              help="Also run every N-th input as a real process (crash and hang detection); 0: never.")
+@click.option("--predict-every", default=4, show_default=True, type=click.IntRange(min=0),
+              help="Run predict (about 3 s each: it loads a model) on every N-th data file; 0: never.")
+@click.option("--json", "json_path", metavar="OUT", help="Append the records as JSON lines to OUT.")
+def bench_fuzz_command(examples, seed, subprocess_every, predict_every, json_path):
+    """Property-based fuzzing (hypothesis) of data inspect/convert/stats/label, predict, config show and train:
+    runs per command and outcome (one-line error, accepted valid, traceback, silent, hang, crash, half-written)."""
+    from exascale_climate.bench.fuzz import bench_fuzz
+
+    from exascale_climate.bench.common import write_records
+
+    def progress(tally, seconds):
+        click.echo(f"fuzz: {sum(tally.inputs.values())}/{examples} inputs, {tally.runs()} runs, "
+                   f"{len(tally.failures)} failing, {seconds:.0f} s", err=True)
+
+    records = bench_fuzz(examples, seed=seed, subprocess_every=subprocess_every, predict_every=predict_every,
+                         on_chunk=progress)
+    _report([r for r in records if r["metric"] != "failure"], None)
+    write_records(records, json_path)  # the failures too, each with its case
+    for r in records:
+        if r["metric"] == "failure":
+            click.echo(f"FAILURE {r['command']} {r['outcome']}: {r['case']}: {r['detail']}")
 
 
 # ---------------------------------------------------------------------------------------- scale

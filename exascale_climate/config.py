@@ -431,9 +431,21 @@ def _to_plain(value):
     return value
 
 
+def _short_repr():
+    import reprlib
+
+    short = reprlib.Repr()
+    short.maxlevel, short.maxlist, short.maxtuple, short.maxdict, short.maxstring, short.maxother = 3, 6, 6, 6, 60, 60
+    return short
+
+
+_SHORT_REPR = _short_repr()
+
+
 def _show(value) -> str:
-    """repr() for an error message, cut short: a value may be a megabyte long."""
-    text = repr(value)
+    """repr() for an error message, cut short: a value may be a megabyte long, or a YAML alias "bomb" whose
+    full repr has billions of items (reprlib stops at a few items and levels)."""
+    text = _SHORT_REPR.repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
 
@@ -505,15 +517,15 @@ def _coerce(key: str, tp, value):
                 return _coerce(key, arg, value)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} is not a {_describe(tp)}")
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {_show(value)} is not a {_describe(tp)}")
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, key)
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: {value!r} is not a list")
+            raise ConfigError(f"{key}: {_show(value)} is not a list")
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
-                raise ConfigError(f"{key}: {value!r} must have {len(args)} items")
+                raise ConfigError(f"{key}: {_show(value)} must have {len(args)} items")
             return tuple(_coerce(f"{key}[{i}]", a, v) for i, (a, v) in enumerate(zip(args, value)))
         item = args[0] if args else Any
         return origin(_coerce(f"{key}[{i}]", item, v) for i, v in enumerate(value))
@@ -522,11 +534,11 @@ def _coerce(key: str, tp, value):
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{key}: {value!r} is not a boolean; use true or false")
+        raise ConfigError(f"{key}: {_show(value)} is not a boolean; use true or false")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise ConfigError(f"{key}: {value!r} is not an integer")
+        raise ConfigError(f"{key}: {_show(value)} is not an integer")
     if tp is float:
         number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -547,7 +559,7 @@ def _coerce(key: str, tp, value):
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
-        raise ConfigError(f"{key}: {value!r} is not a string")
+        raise ConfigError(f"{key}: {_show(value)} is not a string")
     return value
 
 
@@ -569,7 +581,7 @@ def _build(cls, data, prefix: str = ""):
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{prefix or 'config'}: expected a mapping of keys, got {data!r}")
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping of keys, got {_show(data)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
@@ -594,7 +606,7 @@ def _set_dotted(tree: dict, dotted: str, value) -> None:
     for part in parts[:-1]:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise ConfigError(f"{dotted}: {part!r} is a value, not a section")
+            raise ConfigError(f"{dotted}: {_show(part)} is a value, not a section")
         node = child
     node[parts[-1]] = value
 
@@ -602,11 +614,11 @@ def _set_dotted(tree: dict, dotted: str, value) -> None:
 def parse_override(item: str) -> tuple[str, Any]:
     """`train.batch_size=4` -> ("train.batch_size", 4); values are parsed as YAML."""
     if "=" not in item:
-        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.batch_size=4")
+        raise ConfigError(f"--set {_show(item)}: expected KEY=VALUE, e.g. train.batch_size=4")
     key, raw = item.split("=", 1)
     key = key.strip()
     if not key:
-        raise ConfigError(f"--set {item!r}: empty key")
+        raise ConfigError(f"--set {_show(item)}: empty key")
     if key.count(".") >= MAX_DEPTH:
         raise ConfigError(f"--set {_show(key)}: nested deeper than {MAX_DEPTH} levels")
     try:

@@ -2,6 +2,12 @@
 from __future__ import annotations
 
 
+def one_line(text: str) -> str:
+    """`text` with control characters (a newline in a file name or a YAML key) and undecodable bytes escaped,
+    so an error or a reported problem stays one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
 class ExaclimateError(Exception):
     """An error the user can fix (bad input, bad config); carries a one-line message."""
 

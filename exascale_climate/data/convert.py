@@ -16,7 +16,7 @@ from exascale_climate.data.layouts import detect_layout, expand_inputs, netcdf_t
 from exascale_climate.data.samples import read_sample
 from exascale_climate.data.writers import write_deepcam_sample, write_labels
 from exascale_climate.errors import DataError
-from exascale_climate.utils.io import atomic_path, remove_stale_temps
+from exascale_climate.utils.io import atomic_path, printable, remove_stale_temps
 from exascale_climate.utils.log import get_logger
 from exascale_climate.utils.progress import progress_bar
 
@@ -40,7 +40,7 @@ def _convert_file(path: Path, out_dir: Path, channels, dtype, compression, chunk
             existing += 1
             continue
         sample = read_sample(path, channels=channels, with_labels=True, time_index=t)
-        write_deepcam_sample(target, sample.data, sample.labels, sample.variables, source=path.name,
+        write_deepcam_sample(target, sample.data, sample.labels, sample.variables, source=printable(path.name),
                              time=sample.time, lat=sample.lat, lon=sample.lon, dtype=dtype,
                              compression=compression, chunks=chunks,
                              attrs={k: sample.attrs[k] for k in KEPT_ATTRS if k in sample.attrs})

@@ -25,7 +25,7 @@ from exascale_climate.data.validate import (
     check_ranges,
     unit_conversion,
 )
-from exascale_climate.errors import DataError
+from exascale_climate.errors import DataError, one_line
 from exascale_climate.variables import BY_NAME, CLASS_NAMES, LABEL_VARIABLE, VARIABLE_NAMES
 
 
@@ -95,7 +95,10 @@ def inspect_file(path) -> dict:
     info["problems"] = problems
     if layout == "netcdf":
         with open_netcdf(path) as nc:
-            _inspect_netcdf(path, nc, info, problems)
+            try:
+                _inspect_netcdf(path, nc, info, problems)
+            except (RuntimeError, OSError) as e:  # the netCDF library on corrupt data ("NetCDF: HDF error")
+                raise DataError(path, f"corrupt netCDF file ({type(e).__name__}: {e})") from None
         return info
     with open_hdf5(path) as f, hdf5_errors(path):
         where = HDF5_LAYOUTS[layout]
@@ -171,7 +174,7 @@ def _inspect_netcdf(path, nc, info, problems) -> None:
 
 
 def format_inspection(info: dict) -> str:
-    lines = [f"{info['file']}: layout {info['layout']}, {info['size_bytes'] / 2**20:.1f} MiB"]
+    lines = [f"{one_line(info['file'])}: layout {info['layout']}, {info['size_bytes'] / 2**20:.1f} MiB"]
     if "dimensions" in info:
         lines.append("dimensions: " + ", ".join(f"{k}={v}" for k, v in info["dimensions"].items()))
     if "data" in info:
@@ -183,8 +186,9 @@ def format_inspection(info: dict) -> str:
     lines.append(f"{'variable':<8} {'min':>12} {'mean':>12} {'max':>12} {'NaN':>6} {'Inf':>6}")
     for name, v in info["variables"].items():
         fmt = (lambda x: f"{x:12.5g}" if x is not None else f"{'-':>12}")
-        flag = "  <- non-finite" if v["nan"] or v["inf"] else ""
-        lines.append(f"{name:<8} {fmt(v['min'])} {fmt(v['mean'])} {fmt(v['max'])} {v['nan']:6d} {v['inf']:6d}{flag}")
+        nan, inf = v.get("nan", 0), v.get("inf", 0)  # a variable of the wrong dtype has no values to count
+        flag = "  <- non-finite" if nan or inf else ""
+        lines.append(f"{name:<8} {fmt(v.get('min'))} {fmt(v.get('mean'))} {fmt(v.get('max'))} {nan:6d} {inf:6d}{flag}")
     if "labels" in info:
         lab = info["labels"]
         lines.append("classes: " + ", ".join(f"{k} {v:.4%}" for k, v in lab["fractions"].items())
@@ -201,5 +205,5 @@ def format_inspection(info: dict) -> str:
                       for r in b["rows"]]
     problems = info.get("problems") or []
     lines.append(f"problems: {len(problems)}" if problems else "problems: none")
-    lines += [f"PROBLEM {p}" for p in problems]
+    lines += [f"PROBLEM {one_line(p)}" for p in problems]
     return "\n".join(lines)

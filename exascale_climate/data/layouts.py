@@ -101,8 +101,11 @@ def _signature(path: Path) -> bytes:
 
 
 def _open(path: Path, kind: str, opener):
+    from exascale_climate.utils.io import library_path
+
     try:
-        return opener(path, "r")
+        with library_path(path) as name:  # the library opens a descriptor of its own
+            return opener(name, "r")
     except OSError as e:
         raise DataError(path, f"not a readable {kind} file (truncated or corrupt?): {e}") from None
 
@@ -200,6 +203,8 @@ def check_netcdf3_length(path: Path) -> None:
     except (ValueError, IndexError, TypeError) as e:
         raise DataError(path, f"truncated netCDF-3 file: the header declares more data than its "
                         f"{os.path.getsize(path):,} bytes hold ({e})") from None
+    except Exception as e:  # noqa: BLE001 - scipy's parser on a corrupt header: KeyError, struct.error, ...
+        raise DataError(path, f"corrupt netCDF-3 header ({type(e).__name__}: {e})") from None
 
 
 def open_netcdf(path: Path):
@@ -237,7 +242,10 @@ def detect_layout(path: str | Path) -> Layout:
 def netcdf_time_steps(path: str | Path) -> int:
     """How many time steps a ClimateNet/CAM5 netCDF file holds (1 when it has no time dimension)."""
     with open_netcdf(Path(path)) as nc:
-        return len(nc.dimensions["time"]) if "time" in nc.dimensions else 1
+        steps = len(nc.dimensions["time"]) if "time" in nc.dimensions else 1
+    if steps == 0:  # else convert writes nothing and label rewrites the file, both "successfully"
+        raise DataError(path, "zero time records", field="time")
+    return steps
 
 
 def time_steps(path: str | Path) -> int:

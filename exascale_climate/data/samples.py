@@ -182,7 +182,11 @@ def _nc_coordinate(path, nc, name: str) -> np.ndarray | None:
     var = nc.variables[name]
     if problem := _nc_dtype_problem(var):
         raise DataError(path, problem, field=name)
-    return np.ma.filled(np.ma.asarray(var[:], np.float64), np.nan)
+    try:
+        values = var[:]
+    except (OSError, RuntimeError, IndexError) as e:
+        raise DataError(path, f"cannot read ({e}); the file is truncated or corrupt", field=name) from None
+    return np.ma.filled(np.ma.asarray(values, np.float64), np.nan)
 
 
 def _nc_labels(path, nc, time_index: int, grid) -> np.ndarray:

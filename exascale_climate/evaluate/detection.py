@@ -18,7 +18,7 @@ import numpy as np
 
 from exascale_climate.data.boxes import box_iou, boxes_from_mask, boxes_to_mask, decode_predictions
 from exascale_climate.errors import DataError
-from exascale_climate.utils.io import atomic_write_text
+from exascale_climate.utils.io import atomic_write_text, printable
 from exascale_climate.utils.log import get_logger
 from exascale_climate.variables import CLASS_NAMES, NUM_CLASSES
 
@@ -273,6 +273,6 @@ def predict_boxes_file(detector, path: Path):
         periodic = spans_globe(sample_coordinates(sample)[1])
         boxes = detector.detect(fields, periodic)
         masks.append(boxes_to_mask(boxes[:, :5], sample.grid, periodic).astype(np.int8))
-        events += detection_events(sample, boxes, source=path.name)
+        events += detection_events(sample, boxes, source=printable(path.name))
         first = first or sample
     return FilePrediction(np.stack(masks), None, events, first)

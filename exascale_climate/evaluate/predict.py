@@ -20,7 +20,7 @@ from exascale_climate.data.samples import read_sample
 from exascale_climate.errors import DataError, ExaclimateError
 from exascale_climate.data.grid import sample_coordinates, spans_globe
 from exascale_climate.evaluate.events import Event, find_events, wind_speed, write_event_table
-from exascale_climate.utils.io import atomic_path
+from exascale_climate.utils.io import atomic_path, printable
 from exascale_climate.utils.log import get_logger
 from exascale_climate.utils.progress import progress_bar
 from exascale_climate.variables import CLASS_NAMES, NUM_CLASSES
@@ -144,8 +144,10 @@ def _input_coordinates(path: Path, sample: Sample, steps: int):
     """lat/lon/time coordinates as in the input file (netCDF: copied with their attributes, raw values)."""
     import xarray as xr
 
+    from exascale_climate.utils.io import library_path
+
     if detect_layout(path) == "netcdf":
-        with xr.open_dataset(path, decode_times=False, decode_cf=False) as ds:
+        with library_path(path) as name, xr.open_dataset(name, decode_times=False, decode_cf=False) as ds:
             coords = {name: ds[name].load() for name in ("time", "lat", "lon") if name in ds.variables}
         if {"lat", "lon"} <= coords.keys():
             coords = {k: xr.Variable(v.dims, v.values, {a: x for a, x in v.attrs.items() if a not in NO_COPY})
@@ -240,7 +242,7 @@ def predict_file(segmenter: Segmenter, path: Path, keep_probabilities: bool = Fa
         masks.append(mask)
         if keep_probabilities:
             probs.append(p)
-        events += events_for_sample(sample, mask, source=path.name)
+        events += events_for_sample(sample, mask, source=printable(path.name))
         first = first or sample
     return FilePrediction(np.stack(masks), np.stack(probs) if probs else None, events, first)
 
@@ -299,8 +301,8 @@ def predict(checkpoint: str | Path, inputs: list[str | Path], out_dir: str | Pat
             target = out_dir / output_name(path)
             write_mask_netcdf(target, result.masks, coords, result.probabilities, attrs={
                 "source": f"exascale_climate {__version__}, model {segmenter.cfg.model.name}, "
-                          f"checkpoint {segmenter.source}",
-                "input_file": str(path),
+                          f"checkpoint {printable(segmenter.source)}",
+                "input_file": printable(str(path)),
                 "grid_handling": f"padded to multiples of {segmenter.divisor} (longitude wrap, latitude "
                                  "reflection), cropped back" + ("; mask = predicted boxes filled" if boxes else ""),
             })

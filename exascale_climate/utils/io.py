@@ -10,9 +10,38 @@ from pathlib import Path
 
 
 def temp_name(path: str | Path) -> Path:
-    """A hidden, unique temporary name in the target's directory (same file system, so rename is atomic)."""
+    """A hidden, unique temporary name in the target's directory (same file system, so rename is atomic). Bytes
+    of the target's name that are not UTF-8 become "_" here: HDF5 and netCDF take names as UTF-8 strings and
+    could not create the temporary otherwise (the rename gives the file its real name)."""
     path = Path(path)
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{os.urandom(3).hex()}")
+    name = os.fsencode(path.name).decode("utf-8", "replace").replace("\ufffd", "_").replace("\\", "_")
+    return path.with_name(f".{name}.tmp-{os.getpid()}-{os.urandom(3).hex()}")
+
+
+def printable(text: str) -> str:
+    """`text` (a file name) with bytes that are not UTF-8 written as escapes (\\xff), for attributes and
+    messages: HDF5 and netCDF store UTF-8 and cannot take the surrogates Python carries such bytes as."""
+    return str(text).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+@contextlib.contextmanager
+def library_path(path: str | Path):
+    """A name of `path` that HDF5 and netCDF can open for reading. They take names as UTF-8 strings, so a file
+    whose name is not UTF-8 (a byte such as 0xff, which Python carries as a surrogate) or holds a backslash
+    (netCDF turns it into "/") is given to them as /proc/self/fd/N of a descriptor held open for the block."""
+    text = str(path)
+    try:
+        text.encode("utf-8")
+        if "\\" in text:
+            raise UnicodeEncodeError("utf-8", text, 0, 1, "a backslash")
+    except UnicodeEncodeError:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            yield f"/proc/self/fd/{fd}"
+        finally:
+            os.close(fd)
+        return
+    yield path
 
 
 def is_temp_name(path: str | Path) -> bool:
