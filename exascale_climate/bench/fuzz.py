@@ -14,7 +14,6 @@ output left behind.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import shutil
