@@ -274,13 +274,12 @@ class Watchdog:
 
     def check_peers(self) -> None:
         """Leave with EXIT_RANK_LOST, naming the lost rank(s) and the last good checkpoint, if a peer is gone."""
-        from exascale_climate.train.peers import EXIT_RANK_LOST, lost_line
+        from exascale_climate.train.peers import leave
 
         message = self.peers.message() if self.peers is not None else None
         if message:
             self.peers.leave_note()
-            log.error("%s", lost_line(self.what, message, self._extra()))
-            os._exit(EXIT_RANK_LOST)
+            leave(self.what, message, self._extra())
 
     def _run(self) -> None:
         from exascale_climate.train.peers import POLL_S

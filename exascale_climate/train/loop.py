@@ -20,7 +20,7 @@ from exascale_climate.config import Config, save_config
 from exascale_climate.errors import DistributedError, ExaclimateError
 from exascale_climate.train.distributed import (GradientReducer, Watchdog, allreduce_numpy, broadcast_object,
                                                 broadcast_variables, setup_world)
-from exascale_climate.train.peers import PeerWatch, RankLost, lost_line
+from exascale_climate.train.peers import PeerWatch, leave
 from exascale_climate.train.preempt import EXIT_PREEMPTED, Preempted, StopSignals, agreed_stop, resume_command
 from exascale_climate.utils.log import JsonLinesWriter, get_logger
 from exascale_climate.utils.progress import progress_bar
@@ -389,13 +389,17 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict:
     except Exception as e:
         import tensorflow as tf
 
+        from exascale_climate.pipeline.readers import strict_failure
+
+        if isinstance(e, tf.errors.OpError) and strict_failure() is not None:  # a bad file with --strict
+            raise strict_failure() from e
         if world.distributed and isinstance(e, (tf.errors.OpError, RuntimeError)) and \
                 not isinstance(e, ExaclimateError):
             last_good = f"last good checkpoint: {ckpts.latest() or 'none yet'} (continue with --resume)"
             failed = f"a collective failed at step {position.step}: {str(e).splitlines()[0][:160]}"
             lost = _lost_peers(peers)
-            if lost:  # the same line as the watchdog thread's (train/peers.py)
-                raise RankLost(lost_line("training", lost, f"; {last_good}; {failed}")) from e
+            if lost:  # the same line as the watchdog thread's, and out at once (train/peers.py)
+                leave("training", lost, f"; {last_good}; {failed}")
             raise DistributedError(f"rank {world.rank}: {failed}; another rank probably died "
                                    f"({peers.unknown()}); {last_good}") from e
         raise

@@ -23,6 +23,7 @@ and a peer with such a note is not named as the lost one.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import socket
@@ -30,22 +31,25 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from exascale_climate.errors import DistributedError
 from exascale_climate.utils.runtime import World, host_name
 
 EXIT_RANK_LOST = 4  # a peer rank died (3 is "no progress", distributed.EXIT_STALLED)
 POLL_S = 0.5
 
 
-class RankLost(DistributedError):
-    """A peer rank died; raised where the main thread meets it (a failed collective)."""
+def leave(what: str, message: str, extra: str = "") -> None:
+    """Print the one line every survivor prints (watchdog thread or main thread alike) and leave at once with
+    EXIT_RANK_LOST: a normal interpreter exit would shut Horovod down with a dead peer (slow, or a hang) while
+    the launcher's SIGTERM/SIGKILL is on its way."""
+    import sys
 
-    exit_code = EXIT_RANK_LOST
+    from exascale_climate.utils.log import get_logger
 
-
-def lost_line(what: str, message: str, extra: str = "") -> str:
-    """The one line every survivor prints, from the watchdog thread or the main thread alike."""
-    return f"{what}: {message}; exiting with code {EXIT_RANK_LOST}{extra}"
+    get_logger("distributed").error("%s: %s; exiting with code %d%s", what, message, EXIT_RANK_LOST, extra)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(EXIT_RANK_LOST)
 
 
 @dataclass(frozen=True)
