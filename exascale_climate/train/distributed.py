@@ -240,8 +240,10 @@ class Watchdog:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, *exc):
         self._stop.set()
+        if self.peers is not None:  # a rank leaving on purpose is not a dead peer (train/peers.py)
+            self.peers.leave_note("done" if exc_type is None else "error")
         if self._wake:
             r, w, previous = self._wake
             signal.set_wakeup_fd(previous)

@@ -397,11 +397,10 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict:
                 not isinstance(e, ExaclimateError):
             last_good = f"last good checkpoint: {ckpts.latest() or 'none yet'} (continue with --resume)"
             failed = f"a collective failed at step {position.step}: {str(e).splitlines()[0][:160]}"
-            lost = _lost_peers(peers)
+            lost = _lost_peers(peers)  # (says that this rank leaves on purpose)
             if lost:  # the same line as the watchdog thread's, and out at once (train/peers.py)
                 leave("training", lost, f"; {last_good}; {failed}")
-            raise DistributedError(f"rank {world.rank}: {failed}; another rank probably died "
-                                   f"({peers.unknown()}); {last_good}") from e
+            raise DistributedError(f"rank {world.rank}: {failed}; {peers.unknown()}; {last_good}") from e
         raise
     finally:
         reporter.close()

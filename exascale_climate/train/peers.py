@@ -17,15 +17,18 @@ A peer on ANOTHER machine (its boot id or pid namespace differs) cannot be check
 a failed collective (the TCP connection resets), reported with the peers' hosts that could not be checked, or
 for a lost node as no progress (the watchdog); every message names the last good checkpoint.
 
-A survivor that leaves because a peer died is gone too by the time a slower survivor looks: before leaving it
-drops a note in this machine's temporary directory (`left-<rank>`, in a directory named after the job's ranks),
-and a peer with such a note is not named as the lost one.
+A rank that leaves on purpose is gone too by the time a slower peer looks: a survivor that leaves because a peer
+died, a rank that finished (it may exit while rank 0 still writes the last checkpoint) or one that stopped on
+its own error (which it prints itself). Each drops a note in this machine's temporary directory (`left-<rank>`,
+in a directory named after the job's ranks), and a peer with a note is not named as the lost one; the last rank
+of the machine to finish normally removes the directory.
 """
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import os
+import shutil
 import socket
 import tempfile
 from dataclasses import dataclass
@@ -116,15 +119,25 @@ class PeerWatch:
     def gather(cls, world: World) -> "PeerWatch":
         return cls(gather_peers(world), world.rank)
 
-    def lost(self) -> list[Peer]:
-        """Peers gone without a note (the ones that died, not the survivors that left after them)."""
-        return [p for p in self.checkable if is_gone(p) and not (self.notes / f"left-{p.rank}").exists()]
+    def _note(self, rank: int) -> str | None:
+        try:
+            return (self.notes / f"left-{rank}").read_text().split(" ", 1)[0]
+        except OSError:
+            return None
 
-    def leave_note(self) -> None:
-        """Say that this rank leaves because a peer died (see the module docstring)."""
+    def lost(self) -> list[Peer]:
+        """Peers gone without a note: the ones that died, not those that finished, stopped on their own error
+        or left after a dead peer."""
+        return [p for p in self.checkable if is_gone(p) and self._note(p.rank) is None]
+
+    def leave_note(self, reason: str = "left") -> None:
+        """Say why this rank leaves: `left` (a peer died), `done` (finished, or stopped for preemption), `error`
+        (its own error, which it prints). The last rank of this machine to finish removes the notes."""
         try:
             self.notes.mkdir(exist_ok=True)
-            (self.notes / f"left-{self.me.rank}").write_text(f"{self.me}\n")
+            (self.notes / f"left-{self.me.rank}").write_text(f"{reason} {self.me}\n")
+            if reason == "done" and all(self._note(p.rank) == "done" for p in self.checkable):
+                shutil.rmtree(self.notes, ignore_errors=True)
         except OSError:
             pass
 
@@ -138,9 +151,13 @@ class PeerWatch:
         return f"{names} {verb} gone (killed or crashed); this is {self.me}"
 
     def unknown(self) -> str:
-        """For a failed collective with no dead peer found here: the ranks that could not be checked."""
+        """For a failed collective with no dead peer found here: a peer that stopped on its own error, or the
+        ranks that could not be checked."""
+        errored = [p for p in self.checkable if self._note(p.rank) == "error"]
+        if errored:
+            return f"{', '.join(str(p) for p in errored)} stopped on its own error (its output names it)"
         if not self.elsewhere:
             return "no rank on this machine died"
         hosts = sorted({p.host for p in self.elsewhere})
-        return (f"no rank on this machine died; ranks {[p.rank for p in self.elsewhere]} on host(s) "
-                f"{', '.join(hosts)} cannot be checked from here")
+        return (f"no rank on this machine died, another rank probably did (ranks {[p.rank for p in self.elsewhere]} "
+                f"on host(s) {', '.join(hosts)} cannot be checked from here)")
