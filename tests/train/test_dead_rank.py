@@ -10,6 +10,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -72,6 +73,11 @@ def test_survivors_name_the_dead_rank_and_resume_is_exact(blob_data, tmp_path, n
             proc.communicate()
     assert proc.returncode != 0
 
+    def host_of(rank: int) -> str:  # horovodrun -H names each slot's host; mpirun's ranks name the machine
+        if controller == "mpirun":
+            return socket.gethostname()
+        return "localhost" if hosts is None or rank < 2 else "127.0.0.1"
+
     # each survivor's own output: the lost rank named with its pid and host, this rank, the checkpoint
     found = {}
     for rank in range(np_):
@@ -82,7 +88,7 @@ def test_survivors_name_the_dead_rank_and_resume_is_exact(blob_data, tmp_path, n
         assert match, f"rank {rank} did not name the dead rank:\n{text[-3000:]}\n{launcher_out[-2000:]}"
         lost, pid, host, me, me_host, code, named = match.groups()
         assert (int(lost), int(pid), int(me), int(code)) == (1, victim, rank, EXIT_RANK_LOST), match.group(0)
-        assert host == "localhost" and me_host == ("localhost" if hosts is None or rank < 2 else "127.0.0.1")
+        assert (host, me_host) == (host_of(1), host_of(rank)), match.group(0)
         assert "Traceback" not in text
         found[rank] = Path(named)
     if controller == "gloo":  # horovodrun reports every rank's status: the survivors' own 4
