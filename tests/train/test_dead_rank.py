@@ -50,6 +50,7 @@ CASES = [pytest.param(4, "gloo", TWO_HOSTS, id="4-gloo-2hosts"),
 
 
 @pytest.mark.multirank
+@pytest.mark.timeout(2400)  # three 4-rank runs on 2 shared cores
 @pytest.mark.parametrize("np_,controller,hosts", CASES)
 def test_survivors_name_the_dead_rank_and_resume_is_exact(blob_data, tmp_path, np_, controller, hosts):
     sets = overrides(blob_data, **{"train.epochs": 4, "train.checkpoint.every_steps": 2,
