@@ -89,6 +89,7 @@ CASES = [pytest.param(2, "gloo", None, id="2-gloo"),
 
 
 @pytest.mark.multirank
+@pytest.mark.timeout(2400)  # three multi-rank runs on 2 shared cores
 @pytest.mark.parametrize("np_,controller,hosts", CASES)
 def test_sigusr1_to_one_rank_stops_all_and_resume_is_exact(blob_data, tmp_path, np_, controller, hosts):
     sets = overrides(blob_data, **{"train.epochs": np_, "train.checkpoint.every_steps": 2,

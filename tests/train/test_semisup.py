@@ -150,6 +150,7 @@ def test_evaluate_predict_plot_and_the_sample_without_boxes(blob_data, tmp_path)
 
 
 @pytest.mark.multirank
+@pytest.mark.timeout(2400)  # three multi-rank runs on 2 shared cores
 @pytest.mark.slow
 def test_two_ranks_lower_the_loss_and_resume(blob_data, tmp_path):
     """The slim detector on 2 Horovod ranks (half the files labelled): the loss falls; a second call with
