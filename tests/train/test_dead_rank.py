@@ -45,7 +45,7 @@ def rank_output(out: Path, rank: int) -> str:
     return "".join(f.read_text(errors="replace") for f in files)
 
 
-CASES = [pytest.param(4, "gloo", TWO_HOSTS, id="4-gloo-2hosts"),
+CASES = [pytest.param(4, "gloo", TWO_HOSTS, id="4-gloo-2hosts", marks=pytest.mark.slow),
          pytest.param(4, "mpirun", None, id="4-mpirun", marks=pytest.mark.slow)]
 
 
