@@ -476,7 +476,9 @@ def verify_command(tracks_path, use_ibtracs, best_path, start, end, json_path, c
               help="Override Horovod's node grouping with nodes of N consecutive ranks (= distributed.ranks_per_node; "
                    "a difference from what Horovod reports is logged).")
 @click.option("--loss-scale", metavar="dynamic|N", help="Loss scale for mixed_float16 (overrides train.loss_scale).")
-def train_command(config_path, overrides, run_dir, resume, ranks_per_node, loss_scale):
+@click.option("--strict", is_flag=True,
+              help="Stop at the first unreadable or non-finite sample (= pipeline.strict; default: name it, skip it).")
+def train_command(config_path, overrides, run_dir, resume, ranks_per_node, loss_scale, strict):
     """Train a segmentation model; alone, or under horovodrun / mpirun / srun / jsrun (one process per rank).
 
     Writes config.yaml, metrics.jsonl, tensorboard/, checkpoints/ (last K + best) and events.log to DIR.
@@ -488,6 +490,8 @@ def train_command(config_path, overrides, run_dir, resume, ranks_per_node, loss_
         overrides = (*overrides, f"distributed.ranks_per_node={ranks_per_node}")
     if loss_scale is not None:
         overrides = (*overrides, f"train.loss_scale={loss_scale}")
+    if strict:
+        overrides = (*overrides, "pipeline.strict=true")
     cfg = load_cli_config(config_path, overrides)
     from exascale_climate.utils.runtime import current_rank
 

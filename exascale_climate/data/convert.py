@@ -15,8 +15,8 @@ from exascale_climate.config import LabellerConfig
 from exascale_climate.data.layouts import detect_layout, expand_inputs, netcdf_time_steps, time_steps
 from exascale_climate.data.samples import read_sample
 from exascale_climate.data.writers import write_deepcam_sample, write_labels
-from exascale_climate.errors import DataError
-from exascale_climate.utils.io import atomic_path, printable, remove_stale_temps
+from exascale_climate.errors import DataError, ExaclimateError
+from exascale_climate.utils.io import atomic_path, out_of_space_message, printable, remove_stale_temps
 from exascale_climate.utils.log import get_logger
 from exascale_climate.utils.progress import progress_bar
 
@@ -76,6 +76,38 @@ def convert(inputs, out_dir, *, channels: list[str] | None = None, dtype: str = 
     jobs = [(str(p), str(out), list(channels) if channels else None, dtype, compression, chunks, overwrite)
             for p in inputs]
     summary = {"out_dir": str(out), "written": 0, "existing": 0, "skipped": []}
+    try:
+        _run_jobs(jobs, workers, summary, skip_bad)
+    except OSError as e:
+        message = out_of_space_message(e, _still_needed(inputs, out))
+        if message is None:
+            raise
+        raise ExaclimateError(message) from e
+    log.info("converted into %s: %d written, %d already there, %d skipped", out, summary["written"],
+             summary["existing"], len(summary["skipped"]))
+    return summary
+
+
+def _still_needed(inputs, out: Path) -> str | None:
+    """What a full disk still had to take: the samples not yet in `out` times the size of one written sample
+    (the largest there; the same options give the same size uncompressed, compressed it is an estimate)."""
+    try:
+        missing = sum(1 for path in inputs for t, n in _steps(path) if not (out / output_name(path, t, n)).exists())
+        sizes = [p.stat().st_size for p in out.glob("data-*.h5")]
+    except (OSError, DataError):
+        return None
+    if not missing or not sizes:
+        return None
+    each = max(sizes)
+    return f"about {missing * each} bytes needed for the {missing} sample(s) still to write, {each} bytes each"
+
+
+def _steps(path: Path):
+    n = time_steps(path)
+    return [(t, n) for t in range(n)]
+
+
+def _run_jobs(jobs, workers: int, summary: dict, skip_bad: bool) -> None:
     with progress_bar("convert", len(jobs)) as advance:
         if workers > 1 and len(jobs) > 1:
             with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=get_context("spawn")) as pool:
@@ -87,9 +119,6 @@ def convert(inputs, out_dir, *, channels: list[str] | None = None, dtype: str = 
             for job in jobs:
                 _collect(summary, _convert_one(job), skip_bad)
                 advance()
-    log.info("converted into %s: %d written, %d already there, %d skipped", out, summary["written"],
-             summary["existing"], len(summary["skipped"]))
-    return summary
 
 
 def _collect(summary: dict, result, skip_bad: bool) -> None:

@@ -27,6 +27,7 @@ log = get_logger("pipeline")
 
 _failed: dict[str, str] = {}
 _failed_lock = threading.Lock()
+_strict: list[DataError] = []  # the error of a strict read, for strict_failure()
 _pool = {"pool": None, "workers": 0}
 _buffers = BufferPool()  # sample arrays reused once TensorFlow has let go of them
 
@@ -59,10 +60,29 @@ def _count_slot(tally: dict | None, data, errors) -> None:
             tally["repeats"] += bool(errors)
 
 
+def strict_failure() -> DataError | None:
+    """The DataError that stopped a strict read, if any: tf.data hands it to the training loop wrapped in a
+    TensorFlow error, and the loop raises this one instead (one line naming the file and dataset)."""
+    with _failed_lock:
+        return _strict[0] if _strict else None
+
+
+def _what(path: str, message: str) -> tuple[str | None, str]:
+    """(field, message) from a DataError's text `path [field]: message` (it crossed a thread or process)."""
+    rest = message[len(path):] if message.startswith(path) else ": " + message
+    if rest.startswith(" [") and "]: " in rest:
+        field, text = rest[2:].split("]: ", 1)
+        return field, text
+    return None, rest[2:] if rest.startswith(": ") else rest
+
+
 def _note_failures(errors: list[tuple[str, str]], strict: bool) -> None:
     for path, message in errors:
         if strict:
-            raise DataError(path, f"{message.replace(path + ': ', '')} (pipeline.strict is set)")
+            error = DataError(path, f"{_what(path, message)[1]} (pipeline.strict is set)", _what(path, message)[0])
+            with _failed_lock:
+                _strict[:] = [error]
+            raise error
         with _failed_lock:
             _failed[path] = message
         log.warning("skipping unreadable sample: %s", message if path in message else f"{path}: {message}")

@@ -8,7 +8,10 @@ machine, or the checked `distributed.ranks_per_node` override (the only way unde
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import select
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -200,45 +203,98 @@ def broadcast_object(world: World, obj, root_rank: int = 0, name: str = "exaclim
 
 
 class Watchdog:
-    """Ends this process with EXIT_STALLED when no progress was reported for `timeout_s`.
+    """Ends this process with EXIT_STALLED when no progress was reported for `timeout_s`, and with
+    peers.EXIT_RANK_LOST as soon as a peer rank on this machine is gone (`peers`, a train.peers.PeerWatch).
 
     Why: a hung peer can leave a collective blocked forever on some controllers; a bounded failure lets the
-    launcher (horovodrun, srun) tear the job down and the scheduler requeue it.
+    launcher (horovodrun, srun) tear the job down and the scheduler requeue it. A dead peer is named by the
+    survivors themselves, before the launcher's teardown kills them (see train/peers.py).
     """
 
     def __init__(self, timeout_s: float, first_timeout_s: float | None = None, what: str = "training",
-                 context=None):
+                 context=None, peers=None):
         self.context = context  # () -> str appended to the message, e.g. the last good checkpoint
+        self.peers = peers
         self.timeout_s = float(timeout_s)
         self.first_timeout_s = float(first_timeout_s or timeout_s)
         self.what = what
         self._last = time.monotonic()
         self._beats = 0
         self._stop = threading.Event()
+        self._wake = None  # (read fd, write fd, the previous wakeup fd)
         self._thread = threading.Thread(target=self._run, name="exaclimate-watchdog", daemon=True)
 
     def __enter__(self):
         self._last = time.monotonic()
+        if self.peers is not None and threading.current_thread() is threading.main_thread():
+            # A signal (the launcher's SIGTERM after a rank died) wakes the thread at once, even while the main
+            # thread is blocked inside a TensorFlow op and cannot run Python signal handlers.
+            r, w = os.pipe()
+            os.set_blocking(r, False)
+            os.set_blocking(w, False)
+            try:
+                self._wake = (r, w, signal.set_wakeup_fd(w, warn_on_full_buffer=False))
+            except ValueError:
+                os.close(r)
+                os.close(w)
         self._thread.start()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, *exc):
         self._stop.set()
+        if self.peers is not None:  # a rank leaving on purpose is not a dead peer (train/peers.py)
+            self.peers.leave_note("done" if exc_type is None else "error")
+        if self._wake:
+            r, w, previous = self._wake
+            signal.set_wakeup_fd(previous)
+            with contextlib.suppress(OSError):
+                os.write(w, b"\0")
+            self._thread.join(timeout=5)
+            os.close(r)
+            os.close(w)
+            self._wake = None
 
     def beat(self) -> None:
         self._last = time.monotonic()
         self._beats += 1
 
+    def _extra(self) -> str:
+        try:
+            return f"; {self.context()}" if self.context else ""
+        except Exception:  # the message must go out whatever the context callback does
+            return ""
+
+    def _wait(self, seconds: float) -> bool:
+        """Sleep up to `seconds` (woken early by a signal); True when stopped."""
+        if not self._wake:
+            return self._stop.wait(seconds)
+        with contextlib.suppress(OSError, ValueError):
+            select.select([self._wake[0]], [], [], seconds)
+            with contextlib.suppress(BlockingIOError):
+                os.read(self._wake[0], 512)
+        return self._stop.is_set()
+
+    def check_peers(self) -> None:
+        """Leave with EXIT_RANK_LOST, naming the lost rank(s) and the last good checkpoint, if a peer is gone."""
+        from exascale_climate.train.peers import leave
+
+        message = self.peers.message() if self.peers is not None else None
+        if message:
+            self.peers.leave_note()
+            leave(self.what, message, self._extra())
+
     def _run(self) -> None:
-        while not self._stop.wait(min(1.0, self.timeout_s / 4)):
+        from exascale_climate.train.peers import POLL_S
+
+        interval = min(1.0, self.timeout_s / 4, POLL_S if self.peers is not None else 1.0)
+        while not self._wait(interval):
+            self.check_peers()
             limit = self.timeout_s if self._beats else self.first_timeout_s
             idle = time.monotonic() - self._last
             if idle > limit:
-                extra = ""
-                try:
-                    extra = f"; {self.context()}" if self.context else ""
-                except Exception:  # the message must go out whatever the context callback does
-                    pass
+                self.check_peers()
+                if self.peers is not None:
+                    self.peers.leave_note()
                 log.error("%s made no progress for %.0f s (distributed.stall_timeout_s=%g): a rank died or hung; "
-                          "exiting with code %d%s", self.what, idle, self.timeout_s, EXIT_STALLED, extra)
+                          "exiting with code %d%s", self.what, idle, self.timeout_s, EXIT_STALLED, self._extra())
                 os._exit(EXIT_STALLED)

@@ -20,6 +20,7 @@ from exascale_climate.config import Config, save_config
 from exascale_climate.errors import DistributedError, ExaclimateError
 from exascale_climate.train.distributed import (GradientReducer, Watchdog, allreduce_numpy, broadcast_object,
                                                 broadcast_variables, setup_world)
+from exascale_climate.train.peers import PeerWatch, leave
 from exascale_climate.train.preempt import EXIT_PREEMPTED, Preempted, StopSignals, agreed_stop, resume_command
 from exascale_climate.utils.log import JsonLinesWriter, get_logger
 from exascale_climate.utils.progress import progress_bar
@@ -381,23 +382,42 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict:
     if world.is_root:
         ckpts.clean_temps()
     position = restore_or_broadcast(run, ckpts, resume)
+    peers = PeerWatch.gather(world) if world.distributed else None
     reporter = Reporter(run)
     try:
-        return _loop(run, ckpts, position, reporter)
+        return _loop(run, ckpts, position, reporter, peers)
     except Exception as e:
         import tensorflow as tf
 
+        from exascale_climate.pipeline.readers import strict_failure
+
+        if isinstance(e, tf.errors.OpError) and strict_failure() is not None:  # a bad file with --strict
+            raise strict_failure() from e
         if world.distributed and isinstance(e, (tf.errors.OpError, RuntimeError)) and \
                 not isinstance(e, ExaclimateError):
-            raise DistributedError(f"rank {world.rank} at step {position.step}: a collective failed "
-                                   f"({str(e).splitlines()[0][:200]}); another rank probably died; last good "
-                                   f"checkpoint: {ckpts.latest() or 'none yet'} (continue with --resume)") from e
+            last_good = f"last good checkpoint: {ckpts.latest() or 'none yet'} (continue with --resume)"
+            failed = f"a collective failed at step {position.step}: {str(e).splitlines()[0][:160]}"
+            lost = _lost_peers(peers)  # (says that this rank leaves on purpose)
+            if lost:  # the same line as the watchdog thread's, and out at once (train/peers.py)
+                leave("training", lost, f"; {last_good}; {failed}")
+            raise DistributedError(f"rank {world.rank}: {failed}; {peers.unknown()}; {last_good}") from e
         raise
     finally:
         reporter.close()
 
 
-def _loop(run: Run, ckpts, position: Position, reporter: Reporter) -> dict:
+def _lost_peers(peers, wait_s: float = 3.0) -> str | None:
+    """Which peer died, for a failed collective: the connection may reset a moment before the process is gone."""
+    peers.leave_note()
+    deadline = time.monotonic() + wait_s
+    while True:
+        message = peers.message()
+        if message or time.monotonic() > deadline:
+            return message
+        time.sleep(0.2)
+
+
+def _loop(run: Run, ckpts, position: Position, reporter: Reporter, peers=None) -> dict:
     from exascale_climate.pipeline.dataset import build_dataset, epoch_summary
     from exascale_climate.pipeline.readers import new_tally
 
@@ -439,7 +459,7 @@ def _loop(run: Run, ckpts, position: Position, reporter: Reporter) -> dict:
     def last_good() -> str:
         return f"last good checkpoint: {ckpts.latest() or 'none yet'} (continue with --resume)"
 
-    watchdog = Watchdog(timeout, first_timeout_s=10 * timeout, context=last_good) if world.distributed \
+    watchdog = Watchdog(timeout, first_timeout_s=10 * timeout, context=last_good, peers=peers) if world.distributed \
         else _NoWatchdog()
     with watchdog, \
             progress_bar(f"train {cfg.model.name}", total) as advance, StopSignals() as signals:

@@ -149,9 +149,10 @@ def make_temp_dir(prefix: str = "exaclimate-") -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix))
 
 
-def out_of_space_message(e: OSError) -> str | None:
+def out_of_space_message(e: OSError, needed: str | None = None) -> str | None:
     """One line for a full disk or quota (ENOSPC/EDQUOT, also as h5py words it), naming the file and the space
-    left; None for any other OSError. The file is the final name: temporaries are removed by `atomic_path`."""
+    left (and `needed`, what the command still had to write, when it knows); None for any other OSError. The
+    file is the final name: temporaries are removed by `atomic_path`."""
     import errno
     import re
 
@@ -169,5 +170,6 @@ def out_of_space_message(e: OSError) -> str | None:
         free = f"{shutil.disk_usage(path.parent).free} bytes free"
     except OSError:
         free = "free space unknown"
-    return (f"{path}: no space left on the device ({free} on {path.parent}); the file was not written, "
+    need = f"; {needed}" if needed else ""
+    return (f"{path}: no space left on the device ({free} on {path.parent}{need}); the file was not written, "
             f"no temporary is left, the files already there are complete")

@@ -165,7 +165,8 @@ def _rank_processes(root: psutil.Process) -> dict[int, psutil.Process]:
 @pytest.mark.multirank
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSTOP], ids=["dead", "hung"])
 def test_failed_rank_fails_the_job_in_bounded_time(blob_data, tmp_path, sig):
-    """A rank killed (SIGKILL) or frozen (SIGSTOP) mid-training: horovodrun exits non-zero instead of hanging."""
+    """A rank killed (SIGKILL) or frozen (SIGSTOP) mid-training: the job ends non-zero instead of hanging; the
+    surviving rank names the dead rank (SIGKILL) or the stall (SIGSTOP) and the last good checkpoint."""
     run_dir = tmp_path / "run"
     argv = exaclimate("train", "--run-dir", str(run_dir),
                       *sum((["--set", s] for s in blob_overrides(
@@ -199,11 +200,13 @@ def test_failed_rank_fails_the_job_in_bounded_time(blob_data, tmp_path, sig):
     assert returncode != 0, output[-3000:]
     if sig == signal.SIGSTOP:  # the surviving rank names the problem and the checkpoint to resume from
         assert "no progress" in output or "stall" in output.lower() or "collective failed" in output, output[-3000:]
-        named = output.split("last good checkpoint: ", 1)[1].split(" ", 1)[0]
-        from exascale_climate.train.checkpoints import list_checkpoints, load_arrays
+    else:  # the surviving rank itself names the rank that died, with the pid the test killed (exit status 4)
+        assert f"rank 1 (pid {ranks[1].pid} on host localhost) is gone (killed or crashed); this is rank 0" \
+            in output, output[-3000:]
+        assert "Process 0 exit with status code 4." in output and "Process name: 1" in output, output[-3000:]
+    named = output.split("last good checkpoint: ", 1)[1].split(" ", 1)[0]
+    from exascale_climate.train.checkpoints import list_checkpoints, load_arrays
 
-        assert Path(named) in list_checkpoints(run_dir / "checkpoints"), output[-3000:]
-        assert load_arrays(Path(named))["model"]  # intact: every array reads back
-    else:  # the launcher names the rank that died
-        assert "Process name: 1" in output, output[-3000:]
+    assert Path(named) in list_checkpoints(run_dir / "checkpoints"), output[-3000:]
+    assert load_arrays(Path(named))["model"]  # intact: every array reads back
     assert not survivor_alive

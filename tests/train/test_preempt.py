@@ -82,17 +82,24 @@ def test_sigterm_alone_exits_75_with_checkpoint_and_resume_command(blob_data, tm
     assert final_checkpoint(run_dir).name == "ckpt-16"
 
 
+CASES = [pytest.param(2, "gloo", None, id="2-gloo"),
+         pytest.param(2, "mpirun", None, id="2-mpirun", marks=pytest.mark.slow),
+         pytest.param(4, "gloo", "localhost:2,127.0.0.1:2", id="4-gloo-2hosts", marks=pytest.mark.slow),
+         pytest.param(4, "mpirun", None, id="4-mpirun", marks=pytest.mark.slow)]
+
+
 @pytest.mark.multirank
-@pytest.mark.parametrize("controller", ["gloo", pytest.param("mpirun", marks=pytest.mark.slow)])
-def test_sigusr1_to_one_rank_stops_all_and_resume_is_exact(blob_data, tmp_path, controller):
-    sets = overrides(blob_data, **{"train.epochs": 2, "train.checkpoint.every_steps": 2,
-                                   "distributed.stop_check_every_steps": 5})  # 16 steps on 2 ranks
+@pytest.mark.timeout(2400)  # three multi-rank runs on 2 shared cores
+@pytest.mark.parametrize("np_,controller,hosts", CASES)
+def test_sigusr1_to_one_rank_stops_all_and_resume_is_exact(blob_data, tmp_path, np_, controller, hosts):
+    sets = overrides(blob_data, **{"train.epochs": np_, "train.checkpoint.every_steps": 2,
+                                   "distributed.stop_check_every_steps": 5})  # 16 steps on 2 and on 4 ranks
     reference = tmp_path / "uninterrupted"
-    finish(launch(2, controller, None, train_argv(reference, sets)))
+    finish(launch(np_, controller, hosts, train_argv(reference, sets)))
     assert final_checkpoint(reference).name == "ckpt-16"
 
     stopped = tmp_path / "stopped"
-    proc = launch(2, controller, None, train_argv(stopped, sets))
+    proc = launch(np_, controller, hosts, train_argv(stopped, sets))
     wait_for_checkpoint(proc, stopped)
     os.kill(rank_pid(proc.pid, 1), signal.SIGUSR1)  # rank 1 only: rank 0 must learn it from the allreduce
     out, _ = proc.communicate(timeout=600)
@@ -104,9 +111,9 @@ def test_sigusr1_to_one_rank_stops_all_and_resume_is_exact(blob_data, tmp_path, 
     if controller == "gloo":  # horovodrun itself raises (its own traceback) naming the first failed rank's status
         assert "Exit code: 75" in out, out[-3000:]
 
-    out = finish(launch(2, controller, None, train_argv(stopped, sets, "--resume")))
+    out = finish(launch(np_, controller, hosts, train_argv(stopped, sets, "--resume")))
     assert f"resumed from {last}" in out
-    assert_same_files(final_checkpoint(reference), final_checkpoint(stopped), steps_per_epoch=8)
+    assert_same_files(final_checkpoint(reference), final_checkpoint(stopped), steps_per_epoch=16 // np_)
 
 
 if __name__ == "__main__":

@@ -150,21 +150,24 @@ def test_evaluate_predict_plot_and_the_sample_without_boxes(blob_data, tmp_path)
 
 
 @pytest.mark.multirank
+@pytest.mark.timeout(2400)  # three multi-rank runs on 2 shared cores
 @pytest.mark.slow
 def test_two_ranks_lower_the_loss_and_resume(blob_data, tmp_path):
     """The slim detector on 2 Horovod ranks (half the files labelled): the loss falls; a second call with
-    --resume continues from the last checkpoint to the new step budget."""
+    --resume continues from the last checkpoint to the new step budget, and ends with the same checkpoint
+    arrays as one run of the whole budget (deterministic mode)."""
     from exascale_climate.utils.launch import run_ranks
+    from test_resume_ranks import assert_same_arrays
 
     run_dir = tmp_path / "run"
     overrides = blob_overrides(blob_data, **{
         "model.name": "semisup", "data.labelled_fraction": 0.5, "train.epochs": 100, "train.max_steps": 40,
         "train.log_every_steps": 4, "train.checkpoint.every_steps": 8, "train.checkpoint.every_epochs": 0,
-        "train.validate_every_steps": 40, "optimizer.learning_rate": 1e-3,
+        "train.validate_every_steps": 40, "optimizer.learning_rate": 1e-3, "train.deterministic": "true",
         "data.channels": "[" + ",".join(CHANNELS) + "]"})
 
-    def train(*extra):
-        argv = exaclimate("train", "--config", "semisup_demo", "--run-dir", str(run_dir), *extra,
+    def train(*extra, where=run_dir):
+        argv = exaclimate("train", "--config", "semisup_demo", "--run-dir", str(where), *extra,
                           *sum((["--set", s] for s in overrides), []))
         result = run_ranks(2, argv, timeout=900)
         assert result.returncode == 0, result.stdout[-4000:]
@@ -182,3 +185,6 @@ def test_two_ranks_lower_the_loss_and_resume(blob_data, tmp_path):
     steps = [r["step"] for r in read_json_lines(run_dir / "metrics.jsonl") if r["kind"] == "train"]
     assert steps[-1] == 48 and 44 in steps
     assert (run_dir / "checkpoints" / "ckpt-48").is_dir()
+    train(where=tmp_path / "whole")  # 48 steps in one run
+    arrays = assert_same_arrays(tmp_path / "whole" / "checkpoints" / "ckpt-48", run_dir / "checkpoints" / "ckpt-48")
+    assert {"model", "optimizer"} <= set(arrays) and arrays["model"]

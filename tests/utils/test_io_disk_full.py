@@ -1,5 +1,5 @@
-"""A full disk met by `exaclimate data convert`, on a real 2 MB tmpfs the test mounts: one line naming the file
-and the space left, exit 2, no traceback, no temporary left, the samples written before it complete."""
+"""A full disk met by `exaclimate data convert`, on a real 2 MB tmpfs the test mounts: one line naming the file,
+the space left and the space still needed, exit 2, no traceback, no temporary left, the samples written before it complete."""
 from __future__ import annotations
 
 import subprocess
@@ -30,6 +30,11 @@ def test_convert_on_a_full_disk(small_disk, tmp_path):
     missing = sorted(p.name for p in roomy.glob("data-*.h5") if p.name not in written)
     assert missing and f"error: {out / missing[0]}: no space left on the device" in error
     assert "bytes free" in error
+    # the space still needed: the samples missing from the full disk, as big as on the roomy one (summed here)
+    need = sum((roomy / name).stat().st_size for name in missing)
+    said = int(error.split("about ", 1)[1].split(" bytes needed", 1)[0])
+    assert abs(said - need) <= 0.01 * need, (said, need, error)
+    assert f"for the {len(missing)} sample(s) still to write" in error
     for name in written:  # complete: the same arrays as the copy written to a roomy disk
         with h5py.File(out / name) as a, h5py.File(roomy / name) as b:
             for key in b:
