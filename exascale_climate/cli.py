@@ -724,6 +724,35 @@ def scale_fit(records, out_dir, fit_on, fit_ranks, cores, timing):
     click.echo(format_check(fit_and_check(list(records), out_dir, models, fit_ranks, cores, timing)))
 
 
+@scale.command("validate")
+@click.argument("records", nargs=-1, type=click.Path(dir_okay=False))
+@click.option("--out", "out_dir", required=True, metavar="DIR",
+              help="Records (measurements.jsonl unless RECORDS are given), host-gloo.yaml, validate.json.")
+@click.option("--repeats", default=2, show_default=True, type=click.IntRange(min=1, max=20),
+              help="Times every run is repeated (the spread is reported).")
+@click.option("--steps", default=2, show_default=True, type=click.IntRange(min=1, max=1000),
+              help="Timed steps per run (after 2 untimed ones).")
+@click.option("--fit-on", default="tiramisu@96x144", show_default=True, metavar="CONFIG[@HxW],...",
+              help="Fit on these runs (up to 2 ranks, flat/hierarchical/fp16); every other run is predicted.")
+@click.option("--timing", type=click.Choice(["wall", "cpu"]), default="cpu", show_default=True,
+              help="cpu: CPU seconds x max(1, ranks/cores), what other jobs on a shared machine do not inflate.")
+def scale_validate(records, out_dir, repeats, steps, fit_on, timing):
+    """Measure 1, 2 and 4-rank runs of Tiramisu (two grids) and DeepLabv3+ here, repeated, fit this host's
+    constants on some of them and predict the others (docs/PERFORMANCE.md). RECORDS: check existing records
+    instead of measuring."""
+    from pathlib import Path
+
+    from exascale_climate.scale.validate import DEFAULT_PLAN, format_validation, measure, validate
+
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    if not records:
+        path = Path(out_dir) / "measurements.jsonl"
+        measure(DEFAULT_PLAN, steps, repeats, path, log=lambda line: click.echo(line, err=True))
+        records = (str(path),)
+    fit_models = tuple(m.strip() for m in fit_on.split(",") if m.strip())
+    click.echo(format_validation(validate(list(records), out_dir, fit_models, timing=timing)))
+
+
 @scale.command("paper")
 @click.option("--json", "json_path", metavar="OUT", help="Write the cases and ablations as JSON to OUT.")
 def scale_paper(json_path):

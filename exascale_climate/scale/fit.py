@@ -132,6 +132,44 @@ def cycle_ms(settings: Settings) -> float:
     return settings.cycle_time_ms if settings.cycle_time_ms is not None else CPU_CYCLE_TIME_MS
 
 
+def median_runs(measurements: list[Measurement]) -> list[Measurement]:
+    """One measurement per configuration (model, grid, overrides, ranks, variant, controller): the median of its
+    repeats, its source naming every record."""
+    groups: dict[tuple, list[Measurement]] = {}
+    for m in measurements:
+        groups.setdefault((m.key, m.batch, m.ranks, m.variant, m.controller), []).append(m)
+    out = []
+    for group in groups.values():
+        seconds = float(np.median([m.seconds for m in group]))
+        out.append(dataclasses.replace(group[0], seconds=seconds, source="+".join(m.source for m in group)))
+    return out
+
+
+def parts_of(m: Measurement, parts: dict[tuple, float] | None) -> float | None:
+    """Seconds of m's layers run standalone: the probe of its config, grid and overrides, else one recorded
+    without overrides (it then stands for every run of that config and grid)."""
+    if not parts:
+        return None
+    return parts.get((m.config, m.grid, m.overrides), parts.get((m.config, m.grid, ())))
+
+
+def fit_parts_factor(measurements: list[Measurement], parts: dict[tuple, float]) -> tuple[float, list[str]]:
+    """Whole training step / sum of its layers run standalone (scale/validate.py), median over the 1-rank runs."""
+    ones = [m for m in measurements if m.ranks == 1 and parts_of(m, parts) is not None]
+    if not ones:
+        raise ConfigError("scale fit: no 1-rank records with a parts probe to fit the compute factor from")
+    return float(np.median([m.seconds / m.batch / parts_of(m, parts) for m in ones])), [m.source for m in ones]
+
+
+def parts_rate(m: Measurement, parts: dict[tuple, float] | None, factor: float | None) -> float | None:
+    """The FLOP rate that makes the model's compute time factor x parts (None without a parts probe)."""
+    seconds = parts_of(m, parts)
+    if seconds is None or factor is None:
+        return None
+    work, _ = workload_of(m)
+    return work.flops_per_sample / (factor * seconds)
+
+
 def fit_compute(measurements: list[Measurement]) -> tuple[float, float, list[str]]:
     """(overhead seconds per sample, FLOP/s per rank) from 1-rank runs; least squares over the workloads."""
     ones = [m for m in measurements if m.ranks == 1]
@@ -186,10 +224,10 @@ def host_system(name: str, overhead: float, rate: float, alpha: float, beta: flo
         rates={"any/float32": (rate, fitted["compute"])})
 
 
-def _comm_terms(m: Measurement, system: System) -> tuple[float, list[float], float]:
+def _comm_terms(m: Measurement, system: System, rate: float | None = None) -> tuple[float, list[float], float]:
     """(compute seconds, coefficients of [alpha, beta, tensor cost, cycle cost], constant) of a multi-rank run."""
     work, settings = workload_of(m)
-    s = variant_settings(settings, m.variant)
+    s = dataclasses.replace(variant_settings(settings, m.variant), rate=rate)
     if m.variant == "hierarchical":  # TrainStep's hierarchical reducer concatenates the gradients into one buffer
         work = dataclasses.replace(work, tensors=1)
     cycle = cycle_ms(settings) / 1e3
@@ -202,14 +240,23 @@ def _comm_terms(m: Measurement, system: System) -> tuple[float, list[float], flo
             cycle / 2)
 
 
-def fit(measurements: list[Measurement], cores: int | None = None) -> dict:
-    """Fitted constants and system YAML text per controller: {"compute": {...}, "controllers": {name: {...}}}."""
+def fit(measurements: list[Measurement], cores: int | None = None,
+        parts: dict[tuple, float] | None = None) -> dict:
+    """Fitted constants and system YAML text per controller: {"compute": {...}, "controllers": {name: {...}}}.
+
+    With `parts` ({(config, grid): seconds of its layers run standalone}), each workload's compute is
+    factor x parts, the factor fitted on the 1-rank runs; otherwise overhead + FLOPs / rate."""
     import tempfile
 
     cores = cores or os.cpu_count() or 1
     overhead, rate, compute_src = fit_compute(measurements)
     src_c = f"fitted: least squares over {len(compute_src)} 1-rank record(s) ({', '.join(compute_src[:4])}...)"
     result = {"compute": {"overhead_s": overhead, "rate_flops": rate, "records": compute_src}, "controllers": {}}
+    factor = None
+    if parts:
+        factor, _ = fit_parts_factor(measurements, parts)
+        result["compute"]["parts_factor"] = factor
+        overhead = 0.0  # the parts model replaces overhead + FLOPs / rate wherever a probe exists
     for controller in sorted({m.controller for m in measurements if m.ranks > 1}):
         multi = [m for m in measurements if m.ranks > 1 and m.controller == controller and m.variant in FIT_VARIANTS]
         if not multi:
@@ -221,7 +268,7 @@ def fit(measurements: list[Measurement], cores: int | None = None) -> dict:
             probe = load_system(probe_path)
         a, b = [], []
         for m in multi:
-            compute, coefficients, const = _comm_terms(m, probe)
+            compute, coefficients, const = _comm_terms(m, probe, parts_rate(m, parts, factor))
             a.append(coefficients)
             b.append(m.seconds - compute - const)
         from scipy.optimize import nnls
@@ -241,40 +288,46 @@ def fit(measurements: list[Measurement], cores: int | None = None) -> dict:
     return result
 
 
-def predict_measurement(m: Measurement, system: System) -> float:
-    """Predicted seconds per step of a measured run on the fitted host system."""
+def predict_measurement(m: Measurement, system: System, rate: float | None = None) -> float:
+    """Predicted seconds per step of a measured run on the fitted host system (`rate`: FLOP/s for this workload,
+    e.g. from the parts model; None = the system's fitted rate)."""
     work, settings = workload_of(m)
-    s = variant_settings(settings, m.variant)
+    s = dataclasses.replace(variant_settings(settings, m.variant), rate=rate)
     if m.variant == "hierarchical":
         work = dataclasses.replace(work, tensors=1)
     return predict(work, system, m.ranks, dataclasses.replace(s, cycle_time_ms=cycle_ms(settings)))["step_s"]
 
 
-def check(measurements: list[Measurement], systems: dict[str, System], fitted_on: set[str]) -> list[dict]:
+def check(measurements: list[Measurement], systems: dict[str, System], fitted_on: set[str],
+          parts: dict[tuple, float] | None = None, factor: float | None = None) -> list[dict]:
     """Predicted vs measured step time of every measurement, marking the ones the constants were fitted on."""
     rows = []
     for m in measurements:
         controller = m.controller if m.controller in systems else next(iter(systems))
-        predicted = predict_measurement(m, systems[controller])
+        predicted = predict_measurement(m, systems[controller], parts_rate(m, parts, factor))
         rows.append({"run": m.label(), "source": m.source, "measured_s": m.seconds, "predicted_s": predicted,
                      "error": predicted / m.seconds - 1, "fitted_on": m.source in fitted_on})
     return rows
 
 
 def fit_and_check(paths: list[str | Path], out_dir: str | Path, fit_models: list[str] | None = None,
-                  fit_ranks: int = 2, cores: int | None = None, timing: str = "wall") -> dict:
+                  fit_ranks: int = 2, cores: int | None = None, timing: str = "wall",
+                  parts: dict[tuple, float] | None = None, median: bool = False) -> dict:
     """Fit on the records of `fit_models` (default: all) up to `fit_ranks` ranks (flat variant), write one
-    system file per controller to out_dir, and predict every record (held-out ones are the validation)."""
+    system file per controller to out_dir, and predict every record (held-out ones are the validation).
+    `median`: repeated runs count once, at their median; `parts`: the parts compute model (scale/validate.py)."""
     from exascale_climate.utils.io import atomic_write_text
 
     every = read_measurements(paths, timing, cores)
+    if median:
+        every = median_runs(every)
     def chosen(m: Measurement) -> bool:  # "tiramisu" = every grid of it, "tiramisu@96x144" = that grid only
         return not fit_models or m.config in fit_models or f"{m.config}@{m.grid}" in fit_models
 
     train = [m for m in every if chosen(m) and m.ranks <= fit_ranks and m.variant in FIT_VARIANTS]
     if not train:
         raise ConfigError(f"--fit-on {','.join(fit_models or [])}: no records of those models to fit on")
-    result = fit(train, cores)
+    result = fit(train, cores, parts)
     out_dir = Path(out_dir)
     systems = {}
     for controller, info in result["controllers"].items():
@@ -284,7 +337,8 @@ def fit_and_check(paths: list[str | Path], out_dir: str | Path, fit_models: list
         info["system_file"] = str(path)
     if not systems:
         raise ConfigError("scale fit: no multi-rank flat/hierarchical records to fit the allreduce from")
-    result["check"] = check(every, systems, {m.source for m in train})
+    result["check"] = check(every, systems, {m.source for m in train}, parts,
+                            result["compute"].get("parts_factor"))
     held = [abs(r["error"]) for r in result["check"] if not r["fitted_on"]]
     result["timing"] = timing
     result["held_out"] = {"count": len(held), "max_abs_error": max(held) if held else None,
@@ -300,6 +354,8 @@ def format_check(result: dict) -> str:
     lines = [f"timing: {result['timing']} seconds per step",
              f"compute: {c['overhead_s'] * 1e3:.2f} ms + FLOPs / {c['rate_flops'] / 1e9:.1f} GFLOP/s per sample "
              f"and rank ({len(c['records'])} 1-rank records)"]
+    if c.get("parts_factor"):
+        lines.append(f"compute (parts model): {c['parts_factor']:.3f} x the sum of the layers run standalone")
     for name, info in result["controllers"].items():
         lines.append(f"allreduce ({name}): alpha {info['alpha_s'] * 1e6:.1f} us, bandwidth "
                      f"{info['bandwidth_Bps'] / 1e9:.3f} GB/s, {info['tensor_cost_s'] * 1e6:.1f} us per tensor, "
