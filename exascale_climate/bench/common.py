@@ -100,23 +100,3 @@ def matmul_peak_flops(n: int = 2048, repeat: int = 5) -> float:
     seconds = timed(run, repeat=repeat, warmup=2)
     return 2.0 * n**3 / seconds
 
-
-# The issue-17 probe: one 5x5 convolution, 64 -> 32 channels, at the paper models' 384x576 (22.6 GFLOP).
-CONV_PEAK_SHAPE = (384, 576, 64, 32, 5)
-
-
-def conv_peak_flops(shape: tuple[int, int, int, int, int] = CONV_PEAK_SHAPE, repeat: int = 3) -> float:
-    """FLOP/s of one large forward convolution (H, W, C_in, C_out, K; batch 1, 'same'): oneDNN's convolutions
-    can outrun TensorFlow's matmul (an AVX2 host: 114 vs 80-85 GFLOP/s), so the dense baseline takes both."""
-    import tensorflow as tf
-
-    h, w, cin, cout, k = shape
-    x = tf.random.normal((1, h, w, cin))
-    kernel = tf.random.normal((k, k, cin, cout))
-
-    @tf.function
-    def conv(a, b):
-        return tf.nn.conv2d(a, b, 1, "SAME")
-
-    seconds = timed(lambda: conv(x, kernel).numpy(), repeat=repeat, warmup=1)
-    return 2.0 * h * w * cin * cout * k * k / seconds

@@ -32,6 +32,7 @@ def test_bench_model_records_rates_ratio_and_the_best_dense_baseline(tmp_path):
         flops = by_metric[f"{label} {phase} FLOP/s"]
         assert rate["value"] > 0 and rate["seconds"] > 0 and rate["cpu_seconds"] >= 0
         assert flops["baseline"] == best["value"] and flops["value"] > 0
+        assert flops["cpu_baseline_gflops"] == best["cpu_gflops"] > 0
         assert flops["value"] == pytest.approx(flops["flops_per_sample"] * 2 / rate["seconds"] / 1e9)
     step, fwd = by_metric[f"{label} train_step FLOP/s"], by_metric[f"{label} forward FLOP/s"]
     assert step["flops_per_sample"] > 2.9 * fwd["flops_per_sample"]
