@@ -25,6 +25,7 @@ def test_bench_model_records_rates_ratio_and_the_best_dense_baseline(tmp_path):
     best = by_metric["best dense rate"]
     assert matmul["value"] > 0 and conv["value"] > 0
     assert best["value"] == max(matmul["value"], conv["value"])
+    assert best["cpu_gflops"] == max(matmul["cpu_gflops"], conv["cpu_gflops"])
     assert best["machine"]["isa"] == cpu_isa()  # the vector ISA is in every record
     label = "tiramisu 16x24 b2"
     for phase in ("forward", "train_step"):
