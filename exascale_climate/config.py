@@ -282,7 +282,7 @@ class TrainConfig:
     seed: int = bounded(0, min=0, max=2**31 - 1)  # TF and numpy both take it
     deterministic: bool = False
     # XLA for the forward+backward pass (the collectives and the update stay outside): "auto" = off on CPU
-    # hosts, where it measured 3-8x slower than oneDNN (docs/PERFORMANCE.md), on when a GPU is visible
+    # hosts, where it measured 1.25-4.5x slower than oneDNN (docs/PERFORMANCE.md), on when a GPU is visible
     jit_compile: str | bool = choice("auto", ("auto", True, False))
     log_every_steps: int = bounded(10, min=1, max=10**9)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)

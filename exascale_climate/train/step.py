@@ -140,7 +140,7 @@ class TrainStep:
 
 def resolve_jit_compile(setting) -> bool:
     """`train.jit_compile`: True/False as given; "auto" = XLA only where a GPU is visible. On CPU hosts
-    TensorFlow's XLA convolutions (Eigen) measured 3-8x slower per training step than the oneDNN kernels the
+    TensorFlow's XLA convolutions (Eigen) measured 1.25-4.5x slower per training step than the oneDNN kernels the
     graph runs (docs/PERFORMANCE.md, "The training step on CPUs"); on GPUs XLA is TensorFlow's usual choice."""
     if setting == "auto":
         return bool(tf.config.list_physical_devices("GPU"))
