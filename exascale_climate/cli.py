@@ -577,8 +577,9 @@ def bench_stage_command(grid, samples, repeat, ranks, workdir, json_path):
 
 
 @bench.command("model")
-@click.option("--model", "models", multiple=True, type=click.Choice(["tiramisu", "deeplabv3plus", "semisup"]),
-              help="Network(s) to time (repeatable; default: tiramisu and deeplabv3plus).")
+@click.option("--model", "models", multiple=True,
+              type=click.Choice(["tiramisu", "deeplabv3plus", "semisup", "demo"]),
+              help="Network(s) to time (repeatable; default: tiramisu and deeplabv3plus; demo = configs/demo.yaml's).")
 @click.option("--grid", "grids", multiple=True, metavar="HxW",
               help="Input grid(s) (repeatable; default: 768x1152 + 96x144 for Tiramisu, 384x576 + 96x144 for "
                    "DeepLabv3+, whose 768x1152 training step needs ~20 GB).")
@@ -587,15 +588,18 @@ def bench_stage_command(grid, samples, repeat, ranks, workdir, json_path):
               help="Timed calls after the first (tracing) call; the best is reported.")
 @click.option("--precision", type=click.Choice(["float32", "mixed_float16"]), default="float32", show_default=True)
 @click.option("--json", "json_path", metavar="OUT", help="Append the records as JSON lines to OUT.")
+@click.option("--profile", "profile_dir", metavar="DIR",
+              help="Also trace one forward and one training step per model and grid into DIR (TensorBoard "
+                   "profiler) and report their time per op type.")
 @config_options
-def bench_model_command(models, grids, batch, repeat, precision, json_path, config_path, overrides):
-    """Forward / training-step samples/s and FLOP/s vs this machine's matmul peak (same run)."""
+def bench_model_command(models, grids, batch, repeat, precision, json_path, profile_dir, config_path, overrides):
+    """Forward / training-step FLOP/s, their ratio, and this machine's best dense rate (same run)."""
     from exascale_climate.bench.model import bench_model
     from exascale_climate.config import parse_grid
 
     records = bench_model(load_cli_config(config_path, overrides), list(models) or ["tiramisu", "deeplabv3plus"],
                           [parse_grid(g) for g in grids] or None, batch=batch,
-                          repeat=repeat, precision=precision)
+                          repeat=repeat, precision=precision, profile_dir=profile_dir)
     _report(records, json_path)
 
 

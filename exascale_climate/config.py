@@ -284,6 +284,9 @@ class TrainConfig:
     max_bad_steps: int = bounded(5, min=1, max=10**6)  # consecutive non-finite steps before aborting
     seed: int = bounded(0, min=0, max=2**31 - 1)  # TF and numpy both take it
     deterministic: bool = False
+    # XLA for the forward+backward pass (the collectives and the update stay outside): "auto" = off on CPU
+    # hosts, where it measured 1.25-4.5x slower than oneDNN (docs/PERFORMANCE.md), on when a GPU is visible
+    jit_compile: str | bool = choice("auto", ("auto", True, False))
     log_every_steps: int = bounded(10, min=1, max=10**9)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 

@@ -56,6 +56,7 @@ def test_override_wins_over_file(tmp_path):
     ("train.precision=fp8", "train.precision: 'fp8' is not allowed; choose one of 'float32', 'mixed_float16'"),
     ("model.tiramisu.dropout=1.5", "model.tiramisu.dropout: 1.5 is too large; must be <= 1.0"),
     ("train.deterministic=maybe", "train.deterministic: 'maybe' is not a boolean"),
+    ("train.jit_compile=maybe", "train.jit_compile: 'maybe' is not allowed; choose one of 'auto', True, False"),
     ("data.synth.grid=12", "data.synth.grid: 12 is not a grid"),
     ("model.tiramisu.down_layers=3", "model.tiramisu.down_layers: 3 is not a list"),
     ("train.batch_size.inner=3", "train.batch_size: {'inner': 3} is not an integer"),

@@ -13,12 +13,27 @@ from pathlib import Path
 from exascale_climate.utils.io import atomic_write_text
 
 
+def cpu_isa(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
+    """The widest x86 vector / matrix extension this CPU reports (the kernels oneDNN picks follow it):
+    AMX, AVX-512, AVX2 or the platform's machine name when none (or not Linux)."""
+    try:
+        flags = next((line.split(":", 1)[1].split() for line in Path(cpuinfo).read_text().splitlines()
+                      if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    for flag, name in (("amx_tile", "AMX"), ("avx512f", "AVX-512"), ("avx2", "AVX2")):
+        if flag in flags:
+            return name
+    return platform.machine() or "unknown"
+
+
 def machine_info() -> dict:
     import psutil
 
     return {
         "host": platform.node(),
         "cpus": os.cpu_count(),
+        "isa": cpu_isa(),
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "platform": platform.platform(),
         "python": platform.python_version(),
@@ -84,3 +99,4 @@ def matmul_peak_flops(n: int = 2048, repeat: int = 5) -> float:
 
     seconds = timed(run, repeat=repeat, warmup=2)
     return 2.0 * n**3 / seconds
+

@@ -65,7 +65,7 @@ def time_variants(cfg: Config, grid: tuple[int, int], batch: int, steps: int, va
     from exascale_climate.train.losses import segmentation_loss
     from exascale_climate.train.optimizers import build_optimizer
     from exascale_climate.train.precision import LossScaler
-    from exascale_climate.train.step import TrainStep
+    from exascale_climate.train.step import TrainStep, resolve_jit_compile
 
     channels = len(cfg.data.channels) or 16
     shape = (grid[0], grid[1], channels)
@@ -81,7 +81,8 @@ def time_variants(cfg: Config, grid: tuple[int, int], batch: int, steps: int, va
         optimizer = build_optimizer(vcfg.optimizer, world.size)
         step = TrainStep(model, optimizer, GradientReducer.from_config(world, vcfg.distributed),
                          LossScaler.from_config(vcfg.train), lambda a, b, c: segmentation_loss(a, b, c),
-                         gradient_lag=vcfg.distributed.gradient_lag)
+                         gradient_lag=vcfg.distributed.gradient_lag,
+                         jit_compile=resolve_jit_compile(vcfg.train.jit_compile))
         broadcast_variables(world, list(model.variables) + list(optimizer.variables))
         for _ in range(2):  # tracing + warm-up
             step([(x, y, w)])["loss"].numpy()

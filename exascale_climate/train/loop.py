@@ -111,7 +111,7 @@ def setup_run(cfg: Config, run_dir: str | Path, world: World | None = None) -> R
     from exascale_climate.train.losses import segmentation_loss
     from exascale_climate.train.optimizers import build_optimizer
     from exascale_climate.train.precision import LossScaler
-    from exascale_climate.train.step import TrainStep, make_eval_step
+    from exascale_climate.train.step import TrainStep, make_eval_step, resolve_jit_compile
 
     train_files = split_files(cfg, "train", world)
     try:
@@ -136,7 +136,8 @@ def setup_run(cfg: Config, run_dir: str | Path, world: World | None = None) -> R
 
         loss_fn = semisup.make_loss_fn(cfg.model.semisup, cfg.model.num_classes)
         make_eval_step = semisup.eval_step_factory(cfg.model.semisup.score_threshold)
-    step = TrainStep(model, optimizer, reducer, scaler, loss_fn, gradient_lag=cfg.distributed.gradient_lag)
+    step = TrainStep(model, optimizer, reducer, scaler, loss_fn, gradient_lag=cfg.distributed.gradient_lag,
+                     jit_compile=resolve_jit_compile(cfg.train.jit_compile))
     updates = steps_per_epoch(cfg, len(train_files), world) // accumulation
     if updates < 1:
         raise ExaclimateError(f"train.gradient_accumulation: {accumulation} exceeds the batches per epoch")

@@ -30,7 +30,7 @@ class TrainStep:
     """
 
     def __init__(self, model, optimizer, reducer: GradientReducer, scaler: LossScaler, loss_fn: LossFn,
-                 *, gradient_lag: int = 0):
+                 *, gradient_lag: int = 0, jit_compile: bool = False):
         self.model = model
         self.optimizer = optimizer
         self.reducer = reducer
@@ -47,6 +47,11 @@ class TrainStep:
         else:
             self.lag_grads, self.lag_valid = [], None
         self.prereduced = False  # the lag buffers hold the reduced gradient (just restored from a checkpoint)
+        # XLA compiles the forward+backward pass only: Horovod's collectives are not XLA ops, so the reduction,
+        # loss-scale bookkeeping, LARC and the update run in the enclosing (plain) tf.function.
+        self.jit_compile = bool(jit_compile)
+        self._gradients = (tf.function(self.local_gradients, jit_compile=True, reduce_retracing=True)
+                           if self.jit_compile else self.local_gradients)
         self._compiled = tf.function(lambda b: self._step(b, reduce_previous=True), reduce_retracing=True)
         self._compiled_prereduced = None
         self._reduce_lag = None
@@ -109,7 +114,7 @@ class TrainStep:
         return tf.constant(True)
 
     def _step(self, batches, reduce_previous: bool = True):
-        loss, grads = self.local_gradients(batches)
+        loss, grads = self._gradients(batches)
         if self.gradient_lag:
             previous = [v.read_value() for v in self.lag_grads]
             has_previous = self.lag_valid.read_value()
@@ -131,6 +136,15 @@ class TrainStep:
             self.scaler.update(finite)
         return {"loss": loss, "finite": finite, "applied": applied, "loss_scale": self.scaler.scale.read_value(),
                 "lr": tf.cast(self.optimizer.learning_rate, tf.float32)}
+
+
+def resolve_jit_compile(setting) -> bool:
+    """`train.jit_compile`: True/False as given; "auto" = XLA only where a GPU is visible. On CPU hosts
+    TensorFlow's XLA convolutions (Eigen) measured 1.25-4.5x slower per training step than the oneDNN kernels the
+    graph runs (docs/PERFORMANCE.md, "The training step on CPUs"); on GPUs XLA is TensorFlow's usual choice."""
+    if setting == "auto":
+        return bool(tf.config.list_physical_devices("GPU"))
+    return bool(setting)
 
 
 def make_eval_step(model, num_classes: int):

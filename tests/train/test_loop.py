@@ -145,3 +145,30 @@ def test_target_iou_stops_at_the_first_validation_reaching_it(blob_data, tmp_pat
     assert stop < 32 and max(r["step"] for r in train_records) <= stop  # not one step after it
     assert [p.name for p in list_checkpoints(run_dir / "checkpoints")][-1] == f"ckpt-{stop}"
     assert json.loads(result.stdout.strip().splitlines()[-1])["step"] == stop
+
+
+@pytest.mark.multirank
+@pytest.mark.slow  # two 4-rank runs with an XLA compile on each rank: minutes on 2 shared cores
+def test_xla_step_on_four_ranks_is_deterministic(blob_data, tmp_path):
+    """train.jit_compile=true on 4 ranks as 2 hosts x 2 (horovodrun --gloo) with gradient lag, LARC and
+    deterministic mode: the collectives run outside the XLA-compiled pass, the run trains (finite losses that
+    change from step to step), and a second identical run writes bitwise the same final weights."""
+    from exascale_climate.utils.launch import run_ranks
+
+    overrides = blob_overrides(blob_data, **{"train.jit_compile": "true", "train.deterministic": "true",
+                                             "distributed.gradient_lag": 1, "optimizer.name": "sgd",
+                                             "optimizer.learning_rate": 0.05, "optimizer.larc.enabled": "true",
+                                             "train.batch_size": 1, "train.log_every_steps": 1,
+                                             "train.epochs": 2})
+    arrays = []
+    for name in ("a", "b"):
+        run_dir = tmp_path / name
+        result = run_ranks(4, cli_args(run_dir, overrides), hosts="localhost:2,127.0.0.1:2", timeout=1800)
+        assert result.returncode == 0, result.stdout[-4000:]
+        losses = [r["loss"] for r in read_json_lines(run_dir / "metrics.jsonl") if r["kind"] == "train"]
+        assert len(losses) >= 6 and all(np.isfinite(losses))
+        assert len(set(np.round(losses, 6))) > 1
+        arrays.append(final_arrays(run_dir))
+    for group in arrays[0]:
+        for x, y in zip(arrays[0][group], arrays[1][group]):
+            assert np.array_equal(x, y), group

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from exascale_climate.train.distributed import GradientReducer
@@ -10,6 +11,7 @@ from exascale_climate.train.losses import segmentation_loss
 from exascale_climate.train.precision import LossScaler
 from exascale_climate.train.step import TrainStep
 from exascale_climate.utils.runtime import World
+from tests.models.tiny_models import tiny_deeplab, tiny_tiramisu, toy_batch
 
 
 def model_and_step(lag=0, lr=0.1):
@@ -54,3 +56,51 @@ def test_gradient_lag_applies_previous_gradients():
     s_plain([batch(0, 2)])  # the update of step 2 is the plain update from batch 0 at w0
     np.testing.assert_allclose(flat_weights(lagged), flat_weights(plain), atol=1e-7)
     assert not np.allclose(flat_weights(lagged), w0)
+
+
+def _losses_and_weights(model_cfg, jit: bool, steps: int = 3):
+    """`steps` training steps of a tiny network with LARC, dynamic loss scaling (enabled on float32 weights,
+    so the scale/unscale path runs) and gradient lag 1; returns the per-step losses and the final weights."""
+    from exascale_climate.config import LarcConfig, OptimizerConfig
+    from exascale_climate.models import build_model
+    from exascale_climate.train.optimizers import build_optimizer
+
+    keras.utils.set_random_seed(11)
+    model = build_model(model_cfg, (32, 48, 4))
+    optimizer = build_optimizer(OptimizerConfig(name="sgd", learning_rate=0.05, larc=LarcConfig(enabled=True)))
+    step = TrainStep(model, optimizer, GradientReducer(World()), LossScaler(enabled=True, initial_scale=1024.0),
+                     lambda y, logits, w: segmentation_loss(y, logits, w), gradient_lag=1, jit_compile=jit)
+    losses = []
+    for t in range(steps):
+        x, y = toy_batch(2, seed=t)
+        out = step([(tf.constant(x), tf.constant(y), tf.ones(y.shape, tf.float32))])
+        losses.append(float(out["loss"].numpy()))
+        assert bool(out["finite"].numpy())
+    return step, np.array(losses), flat_weights(model)
+
+
+@pytest.mark.parametrize("arch", ["tiramisu", pytest.param("deeplabv3plus", marks=pytest.mark.slow)])
+def test_jit_compile_keeps_the_loss_curve(arch):
+    """XLA for the forward+backward pass (train.jit_compile) gives the graph's losses and weights within float32
+    round-off, with LARC, loss scaling and gradient lag on; and XLA really compiled the pass (its HLO holds the
+    convolutions and, for DeepLabv3+, the batch-norm statistics)."""
+    model_cfg = tiny_tiramisu() if arch == "tiramisu" else tiny_deeplab()
+    _, graph_losses, graph_w = _losses_and_weights(model_cfg, jit=False)
+    step, xla_losses, xla_w = _losses_and_weights(model_cfg, jit=True)
+    assert len(set(graph_losses.round(4))) == 3  # the weights moved: three different losses
+    np.testing.assert_allclose(xla_losses, graph_losses, rtol=2e-4)
+    np.testing.assert_allclose(xla_w, graph_w, rtol=1e-3, atol=1e-5)
+    x, y = toy_batch(2, seed=0)
+    hlo = step._gradients.experimental_get_compiler_ir(((tf.constant(x), tf.constant(y),
+                                                          tf.ones(y.shape, tf.float32)),))(stage="hlo")
+    assert "convolution(" in hlo
+    if arch == "deeplabv3plus":
+        assert "rsqrt(" in hlo  # batch norm, lowered by XLA
+
+
+def test_jit_compile_auto_is_off_on_this_cpu_host():
+    from exascale_climate.train.step import resolve_jit_compile
+
+    assert not tf.config.list_physical_devices("GPU")  # the test host has none
+    assert resolve_jit_compile("auto") is False
+    assert resolve_jit_compile(True) is True and resolve_jit_compile(False) is False
