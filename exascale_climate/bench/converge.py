@@ -157,7 +157,9 @@ def _train(model: str, config: str, data: Path, run_dir: Path, ranks: int, targe
             f"data.stats_file={data / 'stats.h5'}", "pipeline.stage_dir=", f"train.target_iou={target}",
             f"train.time_budget_s={budget_s}", f"train.validate_every_steps={validate_every}",
             "train.epochs=100000", "train.checkpoint.keep=1", "train.checkpoint.every_epochs=0",
-            f"train.precision={precision}", "train.mllog.enabled=true", f"model.name={model}", *overrides]
+            f"train.precision={precision}", "train.mllog.enabled=true", f"model.name={model}",
+            # a full DeepLabv3+ step on one shared core can take minutes: the 60 s stall default killed such a run
+            "distributed.stall_timeout_s=1800", *overrides]
     argv = exaclimate("train", "--config", config, "--run-dir", str(run_dir), *sum((["--set", s] for s in sets), []))
     result = run_ranks(ranks, argv, timeout=timeout)
     if result.returncode != 0:
