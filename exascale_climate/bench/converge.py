@@ -7,7 +7,7 @@
    gradient lag, hierarchical allreduce, fp16 gradient compression; loss scaling with `--precision
    mixed_float16`) trained on N Horovod ranks until the target validation mean IoU (`train.target_iou`) or the
    time budget (`train.time_budget_s`), with mllog events (`train.mllog`).
-3. The best checkpoint evaluated on the test split (`exaclimate evaluate`), and the labeller's own agreement
+3. The checkpoint at the stop (the only one written) evaluated on the test split (`exaclimate evaluate`), and the labeller's own agreement
    with itself when its input fields are perturbed (the ceiling of a network trained on its labels).
 4. JSON-lines records and a convergence plot (validation mean IoU against time and against samples).
 """
@@ -242,7 +242,8 @@ def bench_converge(model: str, grid: tuple[int, int] = (96, 144), target: float 
                    precision: str = "float32", overrides: list[str] | None = None,
                    png: str | Path | None = None, noise_levels: tuple[float, ...] = (0.01, 0.05),
                    workers: int = 2, config: str | None = None) -> list[dict]:
-    """The whole benchmark for one model; returns its JSON-lines records."""
+    """The whole benchmark for one model; returns its JSON-lines records. The test split is scored with the
+    checkpoint at the stop (the only one the run writes)."""
     if model not in MODELS:
         raise ExaclimateError(f"--model {model!r}: choose one of {', '.join(MODELS)}")
     params = params or ConvergeData(grid=tuple(grid))
