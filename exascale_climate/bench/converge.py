@@ -7,8 +7,9 @@
    gradient lag, hierarchical allreduce, fp16 gradient compression; loss scaling with `--precision
    mixed_float16`) trained on N Horovod ranks until the target validation mean IoU (`train.target_iou`) or the
    time budget (`train.time_budget_s`), with mllog events (`train.mllog`).
-3. The checkpoint at the stop (the only one written) evaluated on the test split (`exaclimate evaluate`), and the labeller's own agreement
-   with itself when its input fields are perturbed (the ceiling of a network trained on its labels).
+3. The checkpoint at the stop (the only one written) scored on the test split (`exaclimate evaluate`), and the
+   labeller's agreement with itself when its input fields are perturbed (the ceiling of a network trained on
+   its labels).
 4. JSON-lines records and a convergence plot (validation mean IoU against time and against samples).
 """
 from __future__ import annotations
