@@ -663,6 +663,42 @@ def bench_fuzz_command(examples, seed, subprocess_every, predict_every, json_pat
             click.echo(f"FAILURE {r['command']} {r['outcome']}: {r['case']}: {r['detail']}")
 
 
+@bench.command("converge")
+@click.option("--model", type=click.Choice(["tiramisu", "deeplabv3plus"]), required=True,
+              help="Paper network (the bundled config of that name: full depth and width, LARC, warm-up, lag).")
+@click.option("--grid", default="96x144", show_default=True, metavar="HxW", help="Grid of the synthetic samples.")
+@click.option("--target-iou", default=0.82, show_default=True, type=click.FloatRange(0.0, 1.0),
+              help="Stop at this validation mean IoU (MLPerf DeepCAM: 0.82).")
+@click.option("--budget", default=30.0, show_default=True, type=click.FloatRange(min=0.0, min_open=True),
+              metavar="MIN", help="Training time budget in minutes (validation included).")
+@click.option("--ranks", default=2, show_default=True, type=click.IntRange(min=1), help="Horovod ranks.")
+@click.option("--samples-per-seed", default=64, show_default=True, type=click.IntRange(min=1),
+              help="Time steps per synthetic run; 4 runs train, 1 validates, 1 tests.")
+@click.option("--validate-every", type=click.IntRange(min=1), metavar="STEPS",
+              help="Steps between validations (default: 40 Tiramisu, 20 DeepLabv3+).")
+@click.option("--precision", type=click.Choice(["float32", "mixed_float16"]), default="float32", show_default=True,
+              help="mixed_float16 = the paper's float16 + dynamic loss scaling (emulated, slow, on CPUs).")
+@click.option("--data-root", default="converge-data", show_default=True, metavar="DIR",
+              help="Datasets are kept here, keyed by their parameters, and reused.")
+@click.option("--run-dir", metavar="DIR", help="Run directory (default: DATA_ROOT/run-MODEL-TIME).")
+@click.option("--png", metavar="PNG", help="Convergence plot (default: RUN_DIR/convergence.png).")
+@click.option("--config", "config_name", metavar="NAME|FILE",
+              help="Training config (default: the one named like --model; e.g. deepcam for the MLPerf settings).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Config override for the training run.")
+@click.option("--json", "json_path", metavar="OUT", help="Append the records as JSON lines to OUT.")
+def bench_converge_command(model, grid, target_iou, budget, ranks, samples_per_seed, validate_every, precision,
+                           data_root, run_dir, png, config_name, overrides, json_path):
+    """Time to a target IoU of a paper network on held-out synthetic data (seeds never trained on), test IoU,
+    the labeller's ceiling, mllog compliance and a convergence plot."""
+    from exascale_climate.bench.converge import ConvergeData, bench_converge
+    from exascale_climate.config import parse_grid
+
+    params = ConvergeData(grid=parse_grid(grid), samples_per_seed=samples_per_seed)
+    records = bench_converge(model, parse_grid(grid), target_iou, budget, ranks, data_root, run_dir, params,
+                             validate_every, precision, list(overrides), png, config=config_name)
+    _report(records, json_path)
+
+
 # ---------------------------------------------------------------------------------------- scale
 @main.group(cls=ExaclimateGroup)
 def scale():

@@ -268,6 +268,19 @@ class CheckpointConfig:
 
 
 @dataclass
+class MllogConfig:
+    """MLPerf HPC-style `mllog` events (train/mlperf.py) beside metrics.jsonl, for MLCommons' compliance checker."""
+
+    enabled: bool = False
+    file: str = "mllog.log"  # in the run directory
+    benchmark: str = choice("deepcam", ("deepcam",))
+    org: str = "exascale_climate"
+    platform: str = ""  # empty = this host's CPU model and core count
+    division: str = choice("open", ("open", "closed"))  # closed needs the published DeepCAM dataset
+    status: str = choice("research", ("onprem", "cloud", "preview", "research"))
+
+
+@dataclass
 class TrainConfig:
     batch_size: int = bounded(2, min=1, max=65536)  # per rank
     epochs: int = bounded(1, min=1, max=10**6)
@@ -275,6 +288,8 @@ class TrainConfig:
     gradient_accumulation: int = bounded(1, min=1, max=4096)
     validate_every_steps: int = bounded(0, min=0, max=10**9)  # 0 = once per epoch
     target_iou: float = bounded(0.0, min=0.0, max=1.0)  # early stop when reached; 0 = off
+    # stop at the first validation after this many seconds of training (MLPerf's clock: set-up excluded); 0 = off
+    time_budget_s: float = bounded(0.0, min=0.0, max=10**9)
     precision: str = choice("float32", ("float32", "mixed_float16"))
     loss_scale: str = "dynamic"  # "dynamic" or a number (static scale), used with mixed_float16
     loss: str = choice("weighted_ce", ("weighted_ce", "focal"))
@@ -289,6 +304,7 @@ class TrainConfig:
     jit_compile: str | bool = choice("auto", ("auto", True, False))
     log_every_steps: int = bounded(10, min=1, max=10**9)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    mllog: MllogConfig = field(default_factory=MllogConfig)
 
 
 # -------------------------------------------------------------------------------------- distributed

@@ -21,7 +21,7 @@ from exascale_climate.utils.log import get_logger
 from exascale_climate.utils.progress import progress_bar
 
 log = get_logger("data.convert")
-KEPT_ATTRS = ("label_source", "calendar")  # carried from the input into each sample
+KEPT_ATTRS = ("label_source", "calendar", "seed")  # carried from the input into each sample (seed: provenance)
 
 
 def output_name(path: Path, time_index: int, steps: int) -> str:

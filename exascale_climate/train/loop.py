@@ -366,13 +366,30 @@ def _next_batches(iterator, count: int, position: Position):
 
 def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict:
     """Train as configured; returns the final metrics (the same dict on every rank)."""
-    from exascale_climate.train.checkpoints import CheckpointManager
+    from exascale_climate.train.mlperf import MlLog
 
     run_dir = Path(run_dir)
     world = setup_world(cfg)
     if world.is_root:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
+    mllog = MlLog(cfg, run_dir, world.is_root)
+    mllog.init_start()
+    status = None
+    try:
+        result = _train(cfg, run_dir, world, resume, mllog)
+        status = "success" if result.get("stop_reason") == "target" else "aborted"
+        return result
+    except BaseException:
+        status = "aborted"
+        raise
+    finally:
+        mllog.close(status if mllog.started else None)
+
+
+def _train(cfg: Config, run_dir: Path, world: World, resume: bool, mllog) -> dict:
+    from exascale_climate.train.checkpoints import CheckpointManager
+
     run = setup_run(cfg, run_dir, world)
     if world.is_root:  # the run keeps its normalisation statistics: predict/evaluate/track work from anywhere
         from exascale_climate.pipeline.dataset import stats_path
@@ -385,8 +402,10 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict:
     position = restore_or_broadcast(run, ckpts, resume)
     peers = PeerWatch.gather(world) if world.distributed else None
     reporter = Reporter(run)
+    mllog.hyperparameters(world, len(run.train_files), len(run.valid_files))
+    mllog.init_stop_run_start()
     try:
-        return _loop(run, ckpts, position, reporter, peers)
+        return _loop(run, ckpts, position, reporter, peers, mllog)
     except Exception as e:
         import tensorflow as tf
 
@@ -418,7 +437,7 @@ def _lost_peers(peers, wait_s: float = 3.0) -> str | None:
         time.sleep(0.2)
 
 
-def _loop(run: Run, ckpts, position: Position, reporter: Reporter, peers=None) -> dict:
+def _loop(run: Run, ckpts, position: Position, reporter: Reporter, peers=None, mllog=None) -> dict:
     from exascale_climate.pipeline.dataset import build_dataset, epoch_summary
     from exascale_climate.pipeline.readers import new_tally
 
@@ -430,6 +449,13 @@ def _loop(run: Run, ckpts, position: Position, reporter: Reporter, peers=None) -
         total = min(total, tcfg.max_steps)
     last = {"step": position.step, "epoch": position.epoch}
     window, streak, saved_at, validated_at, stop = Window(), 0, position.step, -1, False
+    stop_reason = None  # "target" | "time_budget" | None (epochs/max_steps ran out, or preempted)
+    if mllog is None:
+        from exascale_climate.train.mlperf import MlLog
+
+        mllog = MlLog(cfg, run.run_dir, False)
+    samples_per_step = tcfg.batch_size * accumulation * world.size
+    train_samples = max(len(run.train_files), 1)
     preempted = None  # the signal number all ranks agreed to stop on (train/preempt.py)
     started = time.perf_counter()
     log.info("training %s on %d rank(s): %d files from %s, %d steps/epoch, %d steps, input %s", cfg.model.name,
@@ -437,19 +463,35 @@ def _loop(run: Run, ckpts, position: Position, reporter: Reporter, peers=None) -
              run.input_shape)
 
     def evaluate_and_maybe_save(force_save: bool, reason: str):
-        nonlocal saved_at, validated_at, stop
+        nonlocal saved_at, validated_at, stop, stop_reason
         paused = time.perf_counter()
+        samples = position.step * samples_per_step
+        epoch_num = round(samples / train_samples, 4)
+        if run.valid_files:
+            mllog.start("eval_start", epoch_num=epoch_num)
         metrics = validate(run, watchdog) if run.valid_files else {}
         validated_at = position.step
         if metrics:
+            mllog.event("eval_accuracy", metrics["val_mean_iou"], epoch_num=epoch_num)
+            mllog.end("eval_stop", epoch_num=epoch_num)
             position.history[str(position.step)] = metrics["val_mean_iou"]
-            reporter.write({"kind": "valid", "step": position.step, "epoch": position.epoch, **metrics})
+            # seconds since the loop started, validation included (MLPerf's time-to-train clock)
+            elapsed = time.perf_counter() - started
+            reporter.write({"kind": "valid", "step": position.step, "epoch": position.epoch, "samples": samples,
+                            "train_seconds": elapsed, **metrics})
             log.info("step %d (%s): validation mean IoU %.4f, per class %s", position.step, reason,
                      metrics["val_mean_iou"], [round(v, 4) for v in metrics["val_iou"]])
             last.update(metrics)
             if tcfg.target_iou and metrics["val_mean_iou"] >= tcfg.target_iou:
                 log.info("target IoU %.3f reached at step %d: stopping", tcfg.target_iou, position.step)
-                stop = True
+                stop, stop_reason = True, "target"
+                last["time_to_target_s"] = elapsed
+        if tcfg.time_budget_s and not stop:  # rank 0's clock decides, so every rank stops at the same step
+            over = broadcast_object(world, time.perf_counter() - started >= tcfg.time_budget_s,
+                                    name="exaclimate_budget")
+            if over:
+                log.info("time budget of %.0f s used at step %d: stopping", tcfg.time_budget_s, position.step)
+                stop, stop_reason = True, "time_budget"
         if force_save or stop:
             _save(run, ckpts, position, metrics.get("val_mean_iou"))
             saved_at = position.step
@@ -467,6 +509,8 @@ def _loop(run: Run, ckpts, position: Position, reporter: Reporter, peers=None) -
         advance(position.step)
         while position.epoch < tcfg.epochs and position.step < total and not stop and not preempted:
             tally = new_tally()
+            if position.step_in_epoch == 0:
+                mllog.start("epoch_start", epoch_num=position.epoch + 1)
             ds = build_dataset(cfg, run.train_files, run.stats, training=True, world=world, epoch=position.epoch,
                                skip_batches=position.step_in_epoch * accumulation, tally=tally)
             iterator = iter(ds)
@@ -508,6 +552,7 @@ def _loop(run: Run, ckpts, position: Position, reporter: Reporter, peers=None) -
                                 "distinct_samples": tally["slots"] - tally["repeats"],
                                 "unreadable_files": tally["repeats"] + tally["empty"]})
             if position.step_in_epoch >= run.steps_per_epoch:  # the epoch is complete
+                mllog.end("epoch_stop", epoch_num=position.epoch + 1)
                 position.epoch += 1
                 position.step_in_epoch = 0
                 epoch_save = bool(ccfg.every_epochs) and position.epoch % ccfg.every_epochs == 0
@@ -535,7 +580,7 @@ def _loop(run: Run, ckpts, position: Position, reporter: Reporter, peers=None) -
     result = {**last, "step": position.step, "epoch": position.epoch,
               "skipped_steps": int(run.scaler.skipped_steps.numpy()),
               "best_mean_iou": position.best_metric, "seconds": time.perf_counter() - started,
-              "world_size": world.size}
+              "world_size": world.size, "samples": position.step * samples_per_step, "stop_reason": stop_reason}
     log.info("done: %d steps, %s", position.step,
              ", ".join(f"{k} {v:.4g}" for k, v in result.items() if isinstance(v, float)))
     return result

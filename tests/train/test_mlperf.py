@@ -1,0 +1,67 @@
+"""`train.mllog`: MLPerf HPC mllog events beside metrics.jsonl (one process, the blob dataset), and the time
+budget (`train.time_budget_s`) that `bench converge` stops on."""
+from __future__ import annotations
+
+import json
+import subprocess
+
+from conftest import blob_overrides
+from exascale_climate.utils.launch import exaclimate, rank_env
+from exascale_climate.utils.log import read_json_lines
+
+
+def _train(run_dir, overrides):
+    argv = exaclimate("train", "--run-dir", str(run_dir), *sum((["--set", s] for s in overrides), []))
+    result = subprocess.run(argv, env=rank_env(1, 2), text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _events(path):
+    """The mllog file read by hand: every `:::MLLOG {json}` line."""
+    return [json.loads(line.split(":::MLLOG ", 1)[1]) for line in path.read_text().splitlines()
+            if line.startswith(":::MLLOG ")]
+
+
+def test_mllog_events_follow_the_run_and_a_reached_target_is_success(blob_data, tmp_path):
+    run_dir = tmp_path / "run"
+    _train(run_dir, blob_overrides(blob_data, **{"train.epochs": 4, "train.validate_every_steps": 2,
+                                                 "train.target_iou": 0.5, "train.deterministic": "true",
+                                                 "train.mllog.enabled": "true"}))
+    events = _events(run_dir / "mllog.log")
+    keys = [e["key"] for e in events]
+    for key in ("submission_benchmark", "submission_org", "submission_division", "submission_status",
+                "submission_platform", "number_of_nodes", "accelerators_per_node", "seed", "global_batch_size",
+                "batchnorm_group_size", "gradient_accumulation_frequency", "opt_name", "opt_lr", "opt_betas",
+                "opt_eps", "scheduler_lr_warmup_steps", "scheduler_lr_warmup_factor", "train_samples",
+                "eval_samples", "init_start", "init_stop", "run_start", "run_stop", "cache_clear"):
+        assert keys.count(key) == 1, key
+    assert keys.index("init_start") < keys.index("init_stop") < keys.index("run_start") < keys.index("run_stop")
+    valid = [r for r in read_json_lines(run_dir / "metrics.jsonl") if r["kind"] == "valid"]
+    accuracy = [e for e in events if e["key"] == "eval_accuracy"]
+    assert [e["value"] for e in accuracy] == [r["val_mean_iou"] for r in valid]
+    # every 2 steps of 2 samples = 4 of the 16 training samples: a quarter epoch more each time
+    assert [e["metadata"]["epoch_num"] for e in accuracy] == [0.25 * (i + 1) for i in range(len(accuracy))]
+    by_key = {e["key"]: e for e in events}
+    assert by_key["train_samples"]["value"] == 16 and by_key["eval_samples"]["value"] == 4
+    assert by_key["global_batch_size"]["value"] == 2 and by_key["opt_name"]["value"] == "Adam"
+    assert by_key["run_stop"]["metadata"]["status"] == "success"
+    assert events[-1]["key"] == "run_stop" and accuracy[-1]["value"] >= 0.5
+    # epoch_start 1 opens the first epoch; every closed epoch has its epoch_stop with the same number
+    starts = [e["metadata"]["epoch_num"] for e in events if e["key"] == "epoch_start"]
+    stops = [e["metadata"]["epoch_num"] for e in events if e["key"] == "epoch_stop"]
+    assert starts[0] == 1 and stops == starts[:len(stops)]
+
+
+def test_time_budget_stops_at_the_next_validation_and_is_logged_aborted(blob_data, tmp_path):
+    run_dir = tmp_path / "run"
+    result = _train(run_dir, blob_overrides(blob_data, **{"train.epochs": 4, "train.validate_every_steps": 2,
+                                                          "train.time_budget_s": 0.001,
+                                                          "train.mllog.enabled": "true"}))
+    valid = [r for r in read_json_lines(run_dir / "metrics.jsonl") if r["kind"] == "valid"]
+    assert [r["step"] for r in valid] == [2]  # the first validation is already past a 1 ms budget
+    assert result["step"] == 2 and result["stop_reason"] == "time_budget" and result["samples"] == 4
+    assert valid[0]["samples"] == 4 and valid[0]["train_seconds"] > 0
+    events = _events(run_dir / "mllog.log")
+    assert [e for e in events if e["key"] == "run_stop"][0]["metadata"]["status"] == "aborted"
