@@ -58,7 +58,9 @@ def setup_world(cfg: Config, use_horovod: bool | None = None) -> World:
     configure_threads(cfg.distributed.threads_per_rank)
     for key, value in horovod_environment(cfg.distributed).items():
         os.environ.setdefault(key, value)
-    return init_world(use_horovod, ranks_per_node=cfg.distributed.ranks_per_node)
+    d = cfg.distributed
+    hybrid = (d.groups, d.parameter_servers) if d.mode == "hybrid" else None
+    return init_world(use_horovod, ranks_per_node=d.ranks_per_node, hybrid=hybrid)
 
 
 # ------------------------------------------------------------------------------------------ topology

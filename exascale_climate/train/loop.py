@@ -135,7 +135,14 @@ def setup_run(cfg: Config, run_dir: str | Path, world: World | None = None) -> R
 
         loss_fn = semisup.make_loss_fn(cfg.model.semisup, cfg.model.num_classes)
         make_eval_step = semisup.eval_step_factory(cfg.model.semisup.score_threshold)
-    step = TrainStep(model, optimizer, reducer, scaler, loss_fn, gradient_lag=cfg.distributed.gradient_lag)
+    step = TrainStep(model, optimizer, reducer, scaler, loss_fn, gradient_lag=cfg.distributed.gradient_lag,
+                     apply_updates=not world.hybrid)
+    if world.hybrid:  # the group's reduced gradient goes to the parameter servers (train/hybrid.py)
+        from exascale_climate.train.hybrid import HybridStep
+
+        step = HybridStep(step, world, model, cfg, scaler)
+        if world.group != 0:  # one group validates (the servers' newest weights), the others keep computing
+            valid_files = []
     updates = steps_per_epoch(cfg, len(train_files), world) // accumulation
     if updates < 1:
         raise ExaclimateError(f"train.gradient_accumulation: {accumulation} exceeds the batches per epoch")
@@ -323,6 +330,8 @@ class Window:
 def _save(run: Run, ckpt_manager, position: Position, metric: float | None) -> None:
     """Rank 0 writes a checkpoint, refusing to persist non-finite weights. Every rank calls it: the
     gradient-lag buffers are reduced over the ranks first (see train.step)."""
+    if run.world.hybrid:  # the parameter servers write hybrid checkpoints (train/hybrid.py)
+        return
     lag = run.step.reduced_lag()
     if not run.world.is_root:
         return
@@ -368,23 +377,36 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict:
 
     run_dir = Path(run_dir)
     world = setup_world(cfg)
-    if world.is_root:
+    if world.role == "server":  # hybrid mode: this rank is a parameter server
+        from exascale_climate.train.hybrid import serve
+
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return serve(cfg, run_dir, world, resume)
+    if world.writes_run_dir:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
     run = setup_run(cfg, run_dir, world)
-    if world.is_root:  # the run keeps its normalisation statistics: predict/evaluate/track work from anywhere
+    if world.writes_run_dir:  # the run keeps its normalisation statistics: predict/evaluate/track work from anywhere
         from exascale_climate.pipeline.dataset import stats_path
         from exascale_climate.train.rundir import keep_stats
 
         keep_stats(stats_path(cfg), run_dir)
     ckpts = CheckpointManager(run_dir, cfg.train.checkpoint.keep, cfg.train.checkpoint.keep_best)
-    if world.is_root:
+    if world.is_root and not world.hybrid:
         ckpts.clean_temps()
-    position = restore_or_broadcast(run, ckpts, resume)
+    if world.hybrid:  # the servers hold the state: weights, version and position come from them
+        position = Position(**run.step.join(resume).get("position") or {})
+    else:
+        position = restore_or_broadcast(run, ckpts, resume)
     reporter = Reporter(run)
     try:
-        return _loop(run, ckpts, position, reporter)
+        result = _loop(run, ckpts, position, reporter)
+        if world.hybrid:
+            run.step.close(stop=bool(result.get("stopped")))
+        return result
     except Exception as e:
+        if world.hybrid and not isinstance(e, DistributedError):
+            run.step.close(stop=False, error=str(e).splitlines()[0][:300] if str(e) else type(e).__name__)
         import tensorflow as tf
 
         if world.distributed and isinstance(e, (tf.errors.OpError, RuntimeError)) and \
@@ -439,6 +461,7 @@ def _loop(run: Run, ckpts, position: Position, reporter: Reporter) -> dict:
     def last_good() -> str:
         return f"last good checkpoint: {ckpts.latest() or 'none yet'} (continue with --resume)"
 
+    straggle = cfg.distributed.straggler_delay_s if world.rank_in_job == cfg.distributed.straggler_rank else 0.0
     watchdog = Watchdog(timeout, first_timeout_s=10 * timeout, context=last_good) if world.distributed \
         else _NoWatchdog()
     with watchdog, \
@@ -459,6 +482,12 @@ def _loop(run: Run, ckpts, position: Position, reporter: Reporter) -> dict:
                 log.debug("step %d: data %.3f s, compute %.3f s", position.step + 1, t1 - t0, time.perf_counter() - t1)
                 position.step += 1
                 position.step_in_epoch += 1
+                if straggle:  # benchmark-only: this rank is the slow one
+                    time.sleep(straggle)
+                if world.hybrid:
+                    stop = stop or bool(out["stop"])
+                    if run.step.last_push:
+                        reporter.write(run.step.last_push)
                 watchdog.beat()
                 advance(1)
                 streak = _check_step(run, out, position, streak)
@@ -468,6 +497,8 @@ def _loop(run: Run, ckpts, position: Position, reporter: Reporter) -> dict:
                     record = {"kind": "train", "step": position.step, "epoch": position.epoch,
                               "lr": float(out["lr"]), "loss_scale": float(out["loss_scale"]),
                               "skipped_steps": int(run.scaler.skipped_steps.numpy()), **window.summary(run)}
+                    if world.hybrid:
+                        record.update(run.step.window_fields())
                     last.update(record)
                     reporter.write(record)
                     window.reset()
@@ -514,7 +545,7 @@ def _loop(run: Run, ckpts, position: Position, reporter: Reporter) -> dict:
     result = {**last, "step": position.step, "epoch": position.epoch,
               "skipped_steps": int(run.scaler.skipped_steps.numpy()),
               "best_mean_iou": position.best_metric, "seconds": time.perf_counter() - started,
-              "world_size": world.size}
+              "world_size": world.size, "stopped": stop}
     log.info("done: %d steps, %s", position.step,
              ", ".join(f"{k} {v:.4g}" for k, v in result.items() if isinstance(v, float)))
     return result
