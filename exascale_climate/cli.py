@@ -467,7 +467,11 @@ def verify_command(tracks_path, use_ibtracs, best_path, start, end, json_path, c
               help="Override Horovod's node grouping with nodes of N consecutive ranks (= distributed.ranks_per_node; "
                    "a difference from what Horovod reports is logged).")
 @click.option("--loss-scale", metavar="dynamic|N", help="Loss scale for mixed_float16 (overrides train.loss_scale).")
-def train_command(config_path, overrides, run_dir, resume, ranks_per_node, loss_scale):
+@click.option("--status", "status_only", is_flag=True,
+              help="Do not train: print the hybrid run's report (hybrid_report.json in DIR) and exit with its code "
+                   "(0 ok, 4 groups lost, 5 a parameter server lost); run it after `mpirun --enable-recovery`, "
+                   "which itself exits 0 whatever the ranks did.")
+def train_command(config_path, overrides, run_dir, resume, ranks_per_node, loss_scale, status_only):
     """Train a segmentation model; alone, or under horovodrun / mpirun / srun / jsrun (one process per rank).
 
     Writes config.yaml, metrics.jsonl, tensorboard/, checkpoints/ (last K + best) and events.log to DIR.
@@ -482,6 +486,12 @@ def train_command(config_path, overrides, run_dir, resume, ranks_per_node, loss_
     cfg = load_cli_config(config_path, overrides)
     from exascale_climate.utils.runtime import current_rank
 
+    if status_only:
+        from exascale_climate.train.hybrid import job_status
+
+        code, line = job_status(run_dir or cfg.job.run_dir)
+        click.echo(line, err=bool(code))
+        sys.exit(code)
     try:
         result = train(cfg, run_dir or cfg.job.run_dir, resume=resume)
     except Preempted as e:  # not an error: checkpoint written, the job template requeues on this status

@@ -325,6 +325,7 @@ class Server:
         self.updates = 0  # updates this server applied
         self.position = {"step": 0, "epoch": 0, "step_in_epoch": 0}
         self.scalers: dict = {}
+        self.restored_updates: list = []
         self.nontrainable = None
         del keras
         log.info("parameter server %d of %d (rank %d): %d of %d variables, %.2f MB of %.2f MB", self.index,
@@ -354,6 +355,7 @@ class Server:
         self.version = int(state.get("version", state.get("optimizer_iterations", state["step"])))
         self.position = {"step": state["step"], "epoch": state["epoch"], "step_in_epoch": state["step_in_epoch"]}
         self.scalers = {int(k): v for k, v in state.get("group_scalers", {}).items()}
+        self.restored_updates = list(state.get("updates_per_group", []))
         if not self.scalers and "loss_scale" in state:  # a sync checkpoint: every group takes its scale
             self.scalers = {g: {k: state[k] for k in ("loss_scale", "loss_scale_good_steps", "skipped_steps")}
                             for g in range(len(self.roots))}
@@ -601,6 +603,9 @@ class Lead:
                 path = str(latest)
         self.order(op="restore", path=path)
         s.restore(path)
+        if len(s.restored_updates) == len(self.updates_per_group):
+            self.updates_per_group = list(s.restored_updates)
+        self.steps = [int(s.position["step"])] * len(self.steps)
         try:
             return self._finish(self._serve())
         finally:
