@@ -723,11 +723,16 @@ def scale_paper(json_path):
 @click.option("--log-dir", metavar="DIR", help="Scheduler logs [DIR/logs of the run dir].")
 @click.option("--stage/--no-stage", default=None, help="Stage the data to node-local storage first [yes].")
 @click.option("--evaluate/--no-evaluate", default=None, help="Evaluate after training [yes].")
+@click.option("--groups", type=int, metavar="G",
+              help="Hybrid training: G synchronous groups + parameter servers (sets distributed.mode=hybrid).")
+@click.option("--parameter-servers", type=int, metavar="P",
+              help="Hybrid training: P parameter servers, one per extra node [distributed.parameter_servers].")
 @config_options
 @click.option("--dry-run", is_flag=True, help="Print the script (checked, not written, not submitted).")
 @click.option("--wait", is_flag=True, help="Wait for the job to end and exit with its exit code.")
 def submit(scheduler, template, nodes, tasks_per_node, cpus_per_task, gpus_per_task, walltime, account, partition,
-           job_name, run_dir, log_dir, stage, evaluate, config_path, overrides, dry_run, wait):
+           job_name, run_dir, log_dir, stage, evaluate, groups, parameter_servers, config_path, overrides, dry_run,
+           wait):
     """Render a SLURM/LSF batch job (stage-in, training, evaluation), check it, keep it in the run directory,
     submit it and print the job id. Options override the config's `job` section.
 
@@ -737,6 +742,10 @@ def submit(scheduler, template, nodes, tasks_per_node, cpus_per_task, gpus_per_t
     """
     from exascale_climate.jobs.submit import submit as submit_job
 
+    if groups is not None or parameter_servers is not None:
+        overrides = (*overrides, "distributed.mode=hybrid",
+                     *([f"distributed.groups={groups}"] if groups is not None else []),
+                     *([f"distributed.parameter_servers={parameter_servers}"] if parameter_servers is not None else []))
     cfg = load_cli_config(config_path, overrides)
     options = {"scheduler": scheduler, "template": template, "nodes": nodes, "tasks_per_node": tasks_per_node,
                "cpus_per_task": cpus_per_task, "gpus_per_task": gpus_per_task, "time": walltime,
