@@ -596,6 +596,33 @@ def bench_model_command(models, grids, batch, repeat, precision, json_path, conf
     _report(records, json_path)
 
 
+@bench.command("hybrid")
+@click.option("--data", "data_dir", metavar="DIR", help="train/, valid/, stats.h5 (default: fresh demo data).")
+@click.option("--compute-ranks", default=4, show_default=True, type=click.IntRange(min=1),
+              help="Compute ranks of every variant (hybrid adds one parameter-server rank).")
+@click.option("--groups", "groups_list", default="1,2,3", show_default=True, metavar="G,G,...",
+              help="Group counts; 1 = synchronous (the baseline); counts that do not divide the ranks are skipped.")
+@click.option("--delay", default=1.0, show_default=True, type=click.FloatRange(min=0),
+              help="Straggler: this many seconds of sleep per step on one rank (0 = no straggler runs).")
+@click.option("--straggler", default=1, show_default=True, type=click.IntRange(min=0), help="The slow rank.")
+@click.option("--target", default=0.5, show_default=True, type=click.FloatRange(0, 1), help="Target val mean IoU.")
+@click.option("--epochs", default=4, show_default=True, type=click.IntRange(min=1), help="Epochs per variant.")
+@click.option("--config", "config_name", default="demo", show_default=True, help="Config of every variant.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Config override for every variant.")
+@click.option("--png", default="docs/figures/hybrid.png", show_default=True, metavar="PNG", help="The plot.")
+@click.option("--json", "json_path", metavar="OUT", help="Append the records as JSON lines to OUT.")
+def bench_hybrid_command(data_dir, compute_ranks, groups_list, delay, straggler, target, epochs, config_name,
+                         overrides, png, json_path):
+    """Sync vs hybrid (groups + parameter servers) under mpirun, with and without a straggler: samples/s, time
+    and model updates to a target validation IoU, in one run."""
+    from exascale_climate.bench.hybrid import bench_hybrid
+
+    groups = tuple(int(g) for g in groups_list.split(",") if g.strip())
+    records = bench_hybrid(data_dir, compute_ranks, groups, delay, straggler, target, epochs, config_name,
+                           tuple(overrides), png)
+    _report(records, json_path)
+
+
 @bench.command("train")
 @click.option("--model", "models", multiple=True, metavar="CONFIG",
               help="Config(s) whose model to time (repeatable; default: demo, tiramisu, deeplabv3plus).")
