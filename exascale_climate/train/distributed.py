@@ -36,10 +36,11 @@ def default_cycle_time_ms() -> float | None:
 
 def horovod_environment(cfg: DistributedConfig) -> dict[str, str]:
     """Horovod's own knobs from the config (read by hvd.init, so they must be in the environment first)."""
+    stall = group_stall_timeout_s(cfg)
     env = {
         # A rank that stops answering: warn after half the timeout, shut the job down after the timeout.
-        "HOROVOD_STALL_CHECK_TIME_SECONDS": str(max(1, cfg.stall_timeout_s // 2)),
-        "HOROVOD_STALL_SHUTDOWN_TIME_SECONDS": str(cfg.stall_timeout_s),
+        "HOROVOD_STALL_CHECK_TIME_SECONDS": str(max(1, stall // 2)),
+        "HOROVOD_STALL_SHUTDOWN_TIME_SECONDS": str(stall),
     }
     if cfg.fusion_threshold_mb is not None:
         env["HOROVOD_FUSION_THRESHOLD"] = str(int(cfg.fusion_threshold_mb * 1024 * 1024))
@@ -51,6 +52,12 @@ def horovod_environment(cfg: DistributedConfig) -> dict[str, str]:
     if cfg.allreduce == "hierarchical":
         env["HOROVOD_DYNAMIC_PROCESS_SETS"] = "1"  # node groups are known only after init
     return env
+
+
+def group_stall_timeout_s(cfg: DistributedConfig) -> int:
+    """How long a rank may wait inside its group. Hybrid mode: 3x stall_timeout_s, because a group root may wait
+    up to 2x for the servers (they hold an answer until a slow group acts or is dropped after stall_timeout_s)."""
+    return cfg.stall_timeout_s * (3 if cfg.mode == "hybrid" else 1)
 
 
 def setup_world(cfg: Config, use_horovod: bool | None = None) -> World:

@@ -133,7 +133,7 @@ class GroupClient:
                 missing = [self.servers[k] for k in range(len(self.servers)) if k not in replies]
                 self.abort(f"no answer from parameter server rank(s) {missing}")
                 raise ServerLost(f"group {self.world.group}: parameter server rank(s) {missing} did not answer "
-                                 f"for {timeout_s:.0f} s (distributed.stall_timeout_s): a server died or hung; the "
+                                 f"for {timeout_s:.0f} s (2 x distributed.stall_timeout_s): a server died or hung; the "
                                  f"job stops, the last checkpoint in the run directory is intact (continue with "
                                  f"--resume)")
             if not got:
@@ -184,7 +184,8 @@ class HybridStep:
         self.inner, self.world, self.model, self.cfg, self.scaler = inner, world, model, cfg, scaler
         self.trainable = list(model.trainable_variables)
         self.shards = shard_by_layer(self.trainable, len(world.server_ranks))
-        timeout = float(cfg.distributed.stall_timeout_s)
+        # the servers may hold an answer until another group acts or is dropped (stall_timeout_s): wait longer
+        timeout = 2.0 * cfg.distributed.stall_timeout_s
         self.client = GroupClient(world, self.shards, timeout) if world.is_root else None
         self.step = 0
         self.version = 0

@@ -19,7 +19,7 @@ import numpy as np
 from exascale_climate.config import Config, save_config
 from exascale_climate.errors import DistributedError, ExaclimateError
 from exascale_climate.train.distributed import (GradientReducer, Watchdog, allreduce_numpy, broadcast_object,
-                                                broadcast_variables, setup_world)
+                                                broadcast_variables, group_stall_timeout_s, setup_world)
 from exascale_climate.train.preempt import EXIT_PREEMPTED, Preempted, StopSignals, agreed_stop, resume_command
 from exascale_climate.utils.log import JsonLinesWriter, get_logger
 from exascale_climate.utils.progress import progress_bar
@@ -456,7 +456,7 @@ def _loop(run: Run, ckpts, position: Position, reporter: Reporter) -> dict:
             saved_at = position.step
         window.start += time.perf_counter() - paused  # throughput figures count training time only
 
-    timeout = cfg.distributed.stall_timeout_s
+    timeout = group_stall_timeout_s(cfg.distributed)
     check_every = cfg.distributed.stop_check_every_steps
     def last_good() -> str:
         return f"last good checkpoint: {ckpts.latest() or 'none yet'} (continue with --resume)"

@@ -248,3 +248,34 @@ def test_resume_of_a_hybrid_run_after_sigkill(blob_data, tmp_path):
     arrays = load_arrays(last)
     assert {"model", "optimizer", "optimizer_s1"} <= set(arrays)
     assert status(run_dir).returncode == 0
+
+
+@pytest.mark.multirank
+@pytest.mark.slow
+def test_a_dead_server_stops_the_job_with_an_intact_checkpoint(blob_data, tmp_path):
+    """2 groups of 1 + 2 servers (ranks 2, 3); SIGKILL of server rank 3 after the first checkpoint."""
+    run_dir = tmp_path / "hybrid"
+    sets = sets_for(blob_data, **{"distributed.mode": "hybrid", "distributed.groups": 2,
+                                  "distributed.parameter_servers": 2, "distributed.max_staleness": 2,
+                                  "distributed.stall_timeout_s": 10, "train.epochs": 3,
+                                  "train.checkpoint.every_steps": 4, "distributed.straggler_rank": 0,
+                                  "distributed.straggler_delay_s": 0.3})
+    proc = mpirun(4, run_dir, sets)
+    deadline = time.monotonic() + 900
+    while not list_checkpoints(run_dir / "checkpoints"):
+        assert proc.poll() is None, proc.stdout.read()[-4000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    os.kill(rank_pid(proc, 3), signal.SIGKILL)
+    out, _ = proc.communicate(timeout=900)
+    assert "parameter server rank(s) [3] did not answer" in out, out[-4000:]
+    report = json.loads((run_dir / "hybrid_report.json").read_text())
+    assert report["status"] == "server_lost" and report["exit_code"] == 5
+    done = status(run_dir)
+    assert done.returncode == 5, done.stdout
+    last = final_checkpoint(run_dir)  # intact: every array and the state readable, the step a checkpoint step
+    state = json.loads((last / "state.json").read_text())
+    assert state["step"] % 4 == 0 and state["step"] < 12
+    arrays = load_arrays(last)
+    assert {"model", "optimizer", "optimizer_s1"} <= set(arrays)
+    assert all(np.all(np.isfinite(a)) for a in arrays["model"] if a.dtype.kind == "f")
