@@ -155,6 +155,12 @@ class GroupClient:
                 weights[i] = w
         return {**replies[0], "weights": weights}
 
+    def alive(self) -> None:
+        """A heartbeat for the lead (outside the ordered stream): this group is making progress (validating)."""
+        self.beats = [r for r in getattr(self, "beats", []) if not r.test()[0]]
+        self.beats.append(self.comm.isend({"kind": "alive", "group": self.world.group}, dest=self.servers[0],
+                                          tag=TAG_PUSH))
+
     def done(self, step: int, stop: bool, error: str | None = None) -> None:
         """Tell the servers this group has finished (or failed); no reply."""
         self._send({"kind": "done" if error is None else "failed", "step": step, "stop": stop, "error": error})
@@ -270,6 +276,14 @@ class HybridStep:
         out["staleness"] = tf.constant(float(staleness))
         out["stop"] = tf.constant(bool(stop))
         return out
+
+    def heartbeat(self) -> None:
+        """Called on every progress beat (steps, validation batches); at most every stall_timeout_s / 4 it tells
+        the lead that this group is alive. Progress, not a timer: a group stuck in a collective sends nothing."""
+        now = time.monotonic()
+        if self.client and now - getattr(self, "_beat_at", 0.0) > self.cfg.distributed.stall_timeout_s / 4:
+            self._beat_at = now
+            self.client.alive()
 
     def window_fields(self) -> dict:
         """Staleness over the log window (the train record in metrics.jsonl)."""
@@ -629,6 +643,9 @@ class Lead:
                 g = payload["group"]
                 if self.status[g] == "lost":
                     continue
+                if payload["kind"] == "alive":
+                    self.last_heard[g] = time.monotonic()
+                    continue
                 if payload["kind"] in ("done", "failed"):
                     self.status[g] = "done" if payload["kind"] == "done" else "lost"
                     self.steps[g] = max(self.steps[g], int(payload["step"]))
@@ -716,3 +733,21 @@ def job_status(run_dir: str | Path) -> tuple[int, str]:
     line = f"{report['status']}: {report['updates']} updates from {report['groups']} groups" + \
         (f"; lost {lost}" if lost else "") + (f"; {report['error']}" if report.get("error") else "")
     return int(report["exit_code"]), line
+
+
+class Heartbeat:
+    """The loop's watchdog, also telling the servers that the group progresses (validation can be long)."""
+
+    def __init__(self, watchdog, step: HybridStep):
+        self.watchdog, self.step = watchdog, step
+
+    def __enter__(self):
+        self.watchdog.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.watchdog.__exit__(*exc)
+
+    def beat(self) -> None:
+        self.watchdog.beat()
+        self.step.heartbeat()

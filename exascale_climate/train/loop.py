@@ -464,6 +464,10 @@ def _loop(run: Run, ckpts, position: Position, reporter: Reporter) -> dict:
     straggle = cfg.distributed.straggler_delay_s if world.rank_in_job == cfg.distributed.straggler_rank else 0.0
     watchdog = Watchdog(timeout, first_timeout_s=10 * timeout, context=last_good) if world.distributed \
         else _NoWatchdog()
+    if world.hybrid:  # progress beats also reach the parameter servers (a long validation is not a lost group)
+        from exascale_climate.train.hybrid import Heartbeat
+
+        watchdog = Heartbeat(watchdog, run.step)
     with watchdog, \
             progress_bar(f"train {cfg.model.name}", total) as advance, StopSignals() as signals:
         advance(position.step)
