@@ -396,6 +396,9 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict:
         ckpts.clean_temps()
     if world.hybrid:  # the servers hold the state: weights, version and position come from them
         position = Position(**run.step.join(resume).get("position") or {})
+        if resume and position.step:
+            log.info("resumed from the parameter servers' checkpoint: step %d, epoch %d, version %d", position.step,
+                     position.epoch, run.step.version)
     else:
         position = restore_or_broadcast(run, ckpts, resume)
     reporter = Reporter(run)

@@ -241,7 +241,11 @@ def test_resume_of_a_hybrid_run_after_sigkill(blob_data, tmp_path):
     saved = json.loads((first / "state.json").read_text())
     assert saved["step"] % 2 == 0 and saved["step"] < 8 and saved["version"] == sum(saved["updates_per_group"])
     out = finish(mpirun(6, run_dir, sets, "--resume"))
-    assert "restored" in out
+    assert f"resumed from the parameter servers' checkpoint: step {saved['step']}" in out, out[-3000:]
+    updates = [r for r in read_json_lines(run_dir / "servers.jsonl") if r["kind"] == "update"]
+    after = updates[-(16 - saved["version"]):]  # the resumed run's updates continue the checkpoint's version
+    assert [r["version"] for r in after] == list(range(saved["version"] + 1, 17))
+    assert sorted(r["step"] for r in after) == sorted(list(range(saved["step"] + 1, 9)) * 2)
     last = final_checkpoint(run_dir)
     state = json.loads((last / "state.json").read_text())
     assert last.name == "ckpt-8" and state["updates_per_group"] == [8, 8] and state["version"] == 16
