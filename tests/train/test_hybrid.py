@@ -132,6 +132,7 @@ def check_records(run_dir: Path, groups: int, steps: int, max_staleness: int) ->
 
 
 @pytest.mark.multirank
+@pytest.mark.timeout(1800)  # 5 ranks on 2 cores: minutes when the machine is shared
 def test_two_groups_of_two_and_a_server_under_mpirun(blob_data, tmp_path):
     """mpirun -np 5: groups [0,1] and [2,3], server 4; rank 3 is a straggler, the bound (1) makes group 0 wait."""
     run_dir = tmp_path / "hybrid"
@@ -152,6 +153,7 @@ def test_two_groups_of_two_and_a_server_under_mpirun(blob_data, tmp_path):
 
 @pytest.mark.multirank
 @pytest.mark.slow
+@pytest.mark.timeout(3000)
 def test_one_group_and_one_server_gives_the_weights_of_sync(blob_data, tmp_path):
     """2 compute ranks in 1 group + 1 server == plain sync on 2 ranks, checkpoint files compared."""
     sets = sets_for(blob_data, **{"train.epochs": 1})
@@ -194,6 +196,7 @@ def wait_for_updates(proc: subprocess.Popen, run_dir: Path, count: int, timeout:
 
 @pytest.mark.multirank
 @pytest.mark.slow
+@pytest.mark.timeout(3000)
 def test_sigkill_of_a_rank_drops_its_group_and_the_other_finishes(blob_data, tmp_path):
     run_dir = tmp_path / "hybrid"
     sets = sets_for(blob_data, **{"distributed.mode": "hybrid", "distributed.groups": 2,
@@ -218,6 +221,7 @@ def test_sigkill_of_a_rank_drops_its_group_and_the_other_finishes(blob_data, tmp
 
 @pytest.mark.multirank
 @pytest.mark.slow
+@pytest.mark.timeout(3000)
 def test_resume_of_a_hybrid_run_after_sigkill(blob_data, tmp_path):
     """The whole job killed after its first checkpoint; --resume ends with the step counts of an uninterrupted
     run: ckpt-8, 8 updates from each group."""
@@ -256,6 +260,7 @@ def test_resume_of_a_hybrid_run_after_sigkill(blob_data, tmp_path):
 
 @pytest.mark.multirank
 @pytest.mark.slow
+@pytest.mark.timeout(3000)
 def test_a_dead_server_stops_the_job_with_an_intact_checkpoint(blob_data, tmp_path):
     """2 groups of 1 + 2 servers (ranks 2, 3); SIGKILL of server rank 3 after the first checkpoint."""
     run_dir = tmp_path / "hybrid"
