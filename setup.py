@@ -32,6 +32,7 @@ INSTALL_REQUIRES = [
     "scikit-learn==1.9.1",  # the 2017 patch study's baselines (exascale_climate.classify)
     "optuna==5.0.0",  # its hyper-parameter search (TPE), for every method
     "mlperf-logging==4.1.68",  # MLCommons mllog events + compliance checker (train.mllog, bench converge)
+    "mpi4py==4.1.2",  # hybrid training: groups <-> parameter servers, non-blocking point-to-point (train/hybrid.py)
 ]
 DEV_REQUIRES = [
     "pytest==9.2.0",

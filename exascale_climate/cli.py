@@ -478,7 +478,11 @@ def verify_command(tracks_path, use_ibtracs, best_path, start, end, json_path, c
 @click.option("--loss-scale", metavar="dynamic|N", help="Loss scale for mixed_float16 (overrides train.loss_scale).")
 @click.option("--strict", is_flag=True,
               help="Stop at the first unreadable or non-finite sample (= pipeline.strict; default: name it, skip it).")
-def train_command(config_path, overrides, run_dir, resume, ranks_per_node, loss_scale, strict):
+@click.option("--status", "status_only", is_flag=True,
+              help="Do not train: print the hybrid run's report (hybrid_report.json in DIR) and exit with its code "
+                   "(0 ok, 4 groups lost, 5 a parameter server lost); run it after `mpirun --enable-recovery`, "
+                   "which itself exits 0 whatever the ranks did.")
+def train_command(config_path, overrides, run_dir, resume, ranks_per_node, loss_scale, strict, status_only):
     """Train a segmentation model; alone, or under horovodrun / mpirun / srun / jsrun (one process per rank).
 
     Writes config.yaml, metrics.jsonl, tensorboard/, checkpoints/ (last K + best) and events.log to DIR.
@@ -495,6 +499,12 @@ def train_command(config_path, overrides, run_dir, resume, ranks_per_node, loss_
     cfg = load_cli_config(config_path, overrides)
     from exascale_climate.utils.runtime import current_rank
 
+    if status_only:
+        from exascale_climate.train.hybrid import job_status
+
+        code, line = job_status(run_dir or cfg.job.run_dir)
+        click.echo(line, err=bool(code))
+        sys.exit(code)
     try:
         result = train(cfg, run_dir or cfg.job.run_dir, resume=resume)
     except Preempted as e:  # not an error: checkpoint written, the job template requeues on this status
@@ -600,6 +610,33 @@ def bench_model_command(models, grids, batch, repeat, precision, json_path, prof
     records = bench_model(load_cli_config(config_path, overrides), list(models) or ["tiramisu", "deeplabv3plus"],
                           [parse_grid(g) for g in grids] or None, batch=batch,
                           repeat=repeat, precision=precision, profile_dir=profile_dir)
+    _report(records, json_path)
+
+
+@bench.command("hybrid")
+@click.option("--data", "data_dir", metavar="DIR", help="train/, valid/, stats.h5 (default: fresh demo data).")
+@click.option("--compute-ranks", default=4, show_default=True, type=click.IntRange(min=1),
+              help="Compute ranks of every variant (hybrid adds one parameter-server rank).")
+@click.option("--groups", "groups_list", default="1,2,3", show_default=True, metavar="G,G,...",
+              help="Group counts; 1 = synchronous (the baseline); counts that do not divide the ranks are skipped.")
+@click.option("--delay", default=1.0, show_default=True, type=click.FloatRange(min=0),
+              help="Straggler: this many seconds of sleep per step on one rank (0 = no straggler runs).")
+@click.option("--straggler", default=1, show_default=True, type=click.IntRange(min=0), help="The slow rank.")
+@click.option("--target", default=0.5, show_default=True, type=click.FloatRange(0, 1), help="Target val mean IoU.")
+@click.option("--epochs", default=4, show_default=True, type=click.IntRange(min=1), help="Epochs per variant.")
+@click.option("--config", "config_name", default="demo", show_default=True, help="Config of every variant.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Config override for every variant.")
+@click.option("--png", default="docs/figures/hybrid.png", show_default=True, metavar="PNG", help="The plot.")
+@click.option("--json", "json_path", metavar="OUT", help="Append the records as JSON lines to OUT.")
+def bench_hybrid_command(data_dir, compute_ranks, groups_list, delay, straggler, target, epochs, config_name,
+                         overrides, png, json_path):
+    """Sync vs hybrid (groups + parameter servers) under mpirun, with and without a straggler: samples/s, time
+    and model updates to a target validation IoU, in one run."""
+    from exascale_climate.bench.hybrid import bench_hybrid
+
+    groups = tuple(int(g) for g in groups_list.split(",") if g.strip())
+    records = bench_hybrid(data_dir, compute_ranks, groups, delay, straggler, target, epochs, config_name,
+                           tuple(overrides), png)
     _report(records, json_path)
 
 
@@ -824,11 +861,16 @@ def scale_paper(json_path):
 @click.option("--log-dir", metavar="DIR", help="Scheduler logs [DIR/logs of the run dir].")
 @click.option("--stage/--no-stage", default=None, help="Stage the data to node-local storage first [yes].")
 @click.option("--evaluate/--no-evaluate", default=None, help="Evaluate after training [yes].")
+@click.option("--groups", type=int, metavar="G",
+              help="Hybrid training: G synchronous groups + parameter servers (sets distributed.mode=hybrid).")
+@click.option("--parameter-servers", type=int, metavar="P",
+              help="Hybrid training: P parameter servers, one per extra node [distributed.parameter_servers].")
 @config_options
 @click.option("--dry-run", is_flag=True, help="Print the script (checked, not written, not submitted).")
 @click.option("--wait", is_flag=True, help="Wait for the job to end and exit with its exit code.")
 def submit(scheduler, template, nodes, tasks_per_node, cpus_per_task, gpus_per_task, walltime, account, partition,
-           job_name, run_dir, log_dir, stage, evaluate, config_path, overrides, dry_run, wait):
+           job_name, run_dir, log_dir, stage, evaluate, groups, parameter_servers, config_path, overrides, dry_run,
+           wait):
     """Render a SLURM/LSF batch job (stage-in, training, evaluation), check it, keep it in the run directory,
     submit it and print the job id. Options override the config's `job` section.
 
@@ -838,6 +880,10 @@ def submit(scheduler, template, nodes, tasks_per_node, cpus_per_task, gpus_per_t
     """
     from exascale_climate.jobs.submit import submit as submit_job
 
+    if groups is not None or parameter_servers is not None:
+        overrides = (*overrides, "distributed.mode=hybrid",
+                     *([f"distributed.groups={groups}"] if groups is not None else []),
+                     *([f"distributed.parameter_servers={parameter_servers}"] if parameter_servers is not None else []))
     cfg = load_cli_config(config_path, overrides)
     options = {"scheduler": scheduler, "template": template, "nodes": nodes, "tasks_per_node": tasks_per_node,
                "cpus_per_task": cpus_per_task, "gpus_per_task": gpus_per_task, "time": walltime,

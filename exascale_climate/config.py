@@ -324,6 +324,20 @@ class DistributedConfig:
     # every step halved the demo's throughput: docs/RELIABILITY.md). A stop waits at most N steps.
     stop_check_every_steps: int = bounded(20, min=1, max=1_000_000)
     threads_per_rank: int = bounded(0, min=0, max=4096)  # 0 = cores // ranks on this node
+    # Hybrid sync/async training (SC17 "Deep Learning at 15PF", docs/TRAINING.md): the ranks but the last
+    # `parameter_servers` form `groups` equal synchronous groups; the servers hold the model sharded by layer and
+    # apply every group's averaged gradient as it arrives. 1 group = fully synchronous. Needs an MPI launch.
+    mode: str = choice("sync", ("sync", "hybrid"))
+    groups: int = bounded(1, min=1, max=100_000)
+    parameter_servers: int = bounded(1, min=1, max=10_000)
+    # a group's gradient is applied at most this many updates after the version it was computed on (the group
+    # waits otherwise); must be >= groups - 1, or the groups could never all be computing at once
+    max_staleness: int = bounded(8, min=0, max=1_000_000)
+    # "inverse": lr / (1 + staleness), the staleness-dependent rate of Zhang et al., IJCAI 2016 (alpha / tau)
+    staleness_lr: str = choice("none", ("none", "inverse"))
+    # benchmark only: this (global) rank sleeps straggler_delay_s after every step, -1 = nobody
+    straggler_rank: int = bounded(-1, min=-1, max=10**7)
+    straggler_delay_s: float = bounded(0.0, min=0.0, max=3600.0)
 
 
 # --------------------------------------------------------------------------------------------- job
@@ -426,6 +440,10 @@ class Config:
             raise ConfigError(f"verify.domain: {_show(list(dom))} is not allowed; give [south, north, west, east] "
                               "in degrees with -90 <= south < north <= 90 (or [] for the globe)")
         self.model.check()
+        d = self.distributed
+        if d.mode == "hybrid" and d.max_staleness < d.groups - 1:
+            raise ConfigError(f"distributed.max_staleness: {d.max_staleness} is too small for {d.groups} groups; "
+                              f"must be >= groups - 1 = {d.groups - 1} (else every group waits for the others)")
         from exascale_climate.variables import channel_indices
 
         try:

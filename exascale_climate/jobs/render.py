@@ -205,6 +205,7 @@ def job_context(cfg: Config, paths: JobPaths, template: Template | Path, *, pyth
         raise ConfigError(f"data.train_dir: {cfg.data.train_dir!r} must be <data root>/train for node-local "
                           "staging (the root's train/valid/test are copied); or set job.stage=false")
     return {
+        "hybrid": hybrid_context(cfg, template),
         "scheduler": job.scheduler,
         "job_name": job.job_name,
         "nodes": job.nodes,
@@ -234,6 +235,27 @@ def job_context(cfg: Config, paths: JobPaths, template: Template | Path, *, pyth
         "eval_split": eval_split,
         "eval_dir": eval_dir,
     }
+
+
+HYBRID_TEMPLATES = {("slurm", "generic"), ("lsf", "generic")}
+
+
+def hybrid_context(cfg: Config, template: Template | Path) -> dict | None:
+    """Hybrid mode's placement (docs/TRAINING.md): the compute ranks fill `job.nodes` nodes, then one parameter
+    server per node on `distributed.parameter_servers` extra nodes (a server has a node's network to itself)."""
+    d, job = cfg.distributed, cfg.job
+    if d.mode != "hybrid":
+        return None
+    if isinstance(template, Template) and (template.scheduler, template.name) not in HYBRID_TEMPLATES:
+        raise ConfigError(f"job.template: {template.name!r} does not place parameter servers yet; use the generic "
+                          f"{template.scheduler} template for distributed.mode=hybrid")
+    compute = job.nodes * job.tasks_per_node
+    if compute % d.groups:
+        raise ConfigError(f"distributed.groups: {d.groups} groups cannot split {compute} compute ranks "
+                          f"({job.nodes} nodes x {job.tasks_per_node}) evenly")
+    return {"groups": d.groups, "servers": d.parameter_servers, "compute_ranks": compute,
+            "ntasks": compute + d.parameter_servers, "nodes": job.nodes + d.parameter_servers,
+            "slots": (job.nodes + d.parameter_servers) * job.tasks_per_node}
 
 
 def render(template: Template | Path, context: dict) -> str:

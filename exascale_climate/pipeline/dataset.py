@@ -196,7 +196,7 @@ def pixel_weights(y, class_weights):
 # ------------------------------------------------------------------------------------------ dataset
 def steps_per_epoch(cfg: Config, n_files: int, world: World | None = None) -> int:
     """Training steps per epoch, the same on every rank (the smallest shard decides)."""
-    size = world.size if world else 1
+    size = world.data_size if world else 1
     steps = samples_per_rank(n_files, size) // cfg.train.batch_size
     if steps < 1:
         raise ConfigError(f"train.batch_size: {cfg.train.batch_size} per rank x {size} ranks needs at least "
@@ -219,7 +219,8 @@ def build_dataset(cfg: Config, files: list[Path], stats, *, training: bool, worl
     from exascale_climate.data.stats import class_weights
 
     pcfg = cfg.pipeline
-    rank, size = (world.rank, world.size) if world else (0, 1)
+    # training data is sharded over every compute rank (all hybrid groups); validation over this rank's group
+    rank, size = ((world.data_rank, world.data_size) if training else (world.rank, world.size)) if world else (0, 1)
     batch = cfg.train.batch_size
     channels = list(stats.variables)
     if not files:

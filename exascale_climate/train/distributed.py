@@ -39,10 +39,11 @@ def default_cycle_time_ms() -> float | None:
 
 def horovod_environment(cfg: DistributedConfig) -> dict[str, str]:
     """Horovod's own knobs from the config (read by hvd.init, so they must be in the environment first)."""
+    stall = group_stall_timeout_s(cfg)
     env = {
         # A rank that stops answering: warn after half the timeout, shut the job down after the timeout.
-        "HOROVOD_STALL_CHECK_TIME_SECONDS": str(max(1, cfg.stall_timeout_s // 2)),
-        "HOROVOD_STALL_SHUTDOWN_TIME_SECONDS": str(cfg.stall_timeout_s),
+        "HOROVOD_STALL_CHECK_TIME_SECONDS": str(max(1, stall // 2)),
+        "HOROVOD_STALL_SHUTDOWN_TIME_SECONDS": str(stall),
     }
     if cfg.fusion_threshold_mb is not None:
         env["HOROVOD_FUSION_THRESHOLD"] = str(int(cfg.fusion_threshold_mb * 1024 * 1024))
@@ -56,12 +57,20 @@ def horovod_environment(cfg: DistributedConfig) -> dict[str, str]:
     return env
 
 
+def group_stall_timeout_s(cfg: DistributedConfig) -> int:
+    """How long a rank may wait inside its group. Hybrid mode: 3x stall_timeout_s, because a group root may wait
+    up to 2x for the servers (they hold an answer until a slow group acts or is dropped after stall_timeout_s)."""
+    return cfg.stall_timeout_s * (3 if cfg.mode == "hybrid" else 1)
+
+
 def setup_world(cfg: Config, use_horovod: bool | None = None) -> World:
     """Threads per rank, Horovod knobs, then Horovod itself (a 1-rank World without a launcher)."""
     configure_threads(cfg.distributed.threads_per_rank)
     for key, value in horovod_environment(cfg.distributed).items():
         os.environ.setdefault(key, value)
-    return init_world(use_horovod, ranks_per_node=cfg.distributed.ranks_per_node)
+    d = cfg.distributed
+    hybrid = (d.groups, d.parameter_servers) if d.mode == "hybrid" else None
+    return init_world(use_horovod, ranks_per_node=d.ranks_per_node, hybrid=hybrid)
 
 
 # ------------------------------------------------------------------------------------------ topology

@@ -19,7 +19,7 @@ import numpy as np
 from exascale_climate.config import Config, save_config
 from exascale_climate.errors import DistributedError, ExaclimateError
 from exascale_climate.train.distributed import (GradientReducer, Watchdog, allreduce_numpy, broadcast_object,
-                                                broadcast_variables, setup_world)
+                                                broadcast_variables, group_stall_timeout_s, setup_world)
 from exascale_climate.train.peers import PeerWatch, leave
 from exascale_climate.train.preempt import EXIT_PREEMPTED, Preempted, StopSignals, agreed_stop, resume_command
 from exascale_climate.utils.log import JsonLinesWriter, get_logger
@@ -137,7 +137,13 @@ def setup_run(cfg: Config, run_dir: str | Path, world: World | None = None) -> R
         loss_fn = semisup.make_loss_fn(cfg.model.semisup, cfg.model.num_classes)
         make_eval_step = semisup.eval_step_factory(cfg.model.semisup.score_threshold)
     step = TrainStep(model, optimizer, reducer, scaler, loss_fn, gradient_lag=cfg.distributed.gradient_lag,
-                     jit_compile=resolve_jit_compile(cfg.train.jit_compile))
+                     jit_compile=resolve_jit_compile(cfg.train.jit_compile), apply_updates=not world.hybrid)
+    if world.hybrid:  # the group's reduced gradient goes to the parameter servers (train/hybrid.py)
+        from exascale_climate.train.hybrid import HybridStep
+
+        step = HybridStep(step, world, model, cfg, scaler)
+        if world.group != 0:  # one group validates (the servers' newest weights), the others keep computing
+            valid_files = []
     updates = steps_per_epoch(cfg, len(train_files), world) // accumulation
     if updates < 1:
         raise ExaclimateError(f"train.gradient_accumulation: {accumulation} exceeds the batches per epoch")
@@ -325,6 +331,8 @@ class Window:
 def _save(run: Run, ckpt_manager, position: Position, metric: float | None) -> None:
     """Rank 0 writes a checkpoint, refusing to persist non-finite weights. Every rank calls it: the
     gradient-lag buffers are reduced over the ranks first (see train.step)."""
+    if run.world.hybrid:  # the parameter servers write hybrid checkpoints (train/hybrid.py)
+        return
     lag = run.step.reduced_lag()
     if not run.world.is_root:
         return
@@ -370,7 +378,12 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict:
 
     run_dir = Path(run_dir)
     world = setup_world(cfg)
-    if world.is_root:
+    if world.role == "server":  # hybrid mode: this rank is a parameter server
+        from exascale_climate.train.hybrid import serve
+
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return serve(cfg, run_dir, world, resume)
+    if world.writes_run_dir:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
     mllog = MlLog(cfg, run_dir, world.is_root)
@@ -391,22 +404,33 @@ def _train(cfg: Config, run_dir: Path, world: World, resume: bool, mllog) -> dic
     from exascale_climate.train.checkpoints import CheckpointManager
 
     run = setup_run(cfg, run_dir, world)
-    if world.is_root:  # the run keeps its normalisation statistics: predict/evaluate/track work from anywhere
+    if world.writes_run_dir:  # the run keeps its normalisation statistics: predict/evaluate/track work from anywhere
         from exascale_climate.pipeline.dataset import stats_path
         from exascale_climate.train.rundir import keep_stats
 
         keep_stats(stats_path(cfg), run_dir)
     ckpts = CheckpointManager(run_dir, cfg.train.checkpoint.keep, cfg.train.checkpoint.keep_best)
-    if world.is_root:
+    if world.is_root and not world.hybrid:
         ckpts.clean_temps()
-    position = restore_or_broadcast(run, ckpts, resume)
+    if world.hybrid:  # the servers hold the state: weights, version and position come from them
+        position = Position(**run.step.join(resume).get("position") or {})
+        if resume and position.step:
+            log.info("resumed from the parameter servers' checkpoint: step %d, epoch %d, version %d", position.step,
+                     position.epoch, run.step.version)
+    else:
+        position = restore_or_broadcast(run, ckpts, resume)
     peers = PeerWatch.gather(world) if world.distributed else None
     reporter = Reporter(run)
     mllog.hyperparameters(world, len(run.train_files), len(run.valid_files))
     mllog.init_stop_run_start()
     try:
-        return _loop(run, ckpts, position, reporter, peers, mllog)
+        result = _loop(run, ckpts, position, reporter, peers, mllog)
+        if world.hybrid:
+            run.step.close(stop=bool(result.get("stopped")))
+        return result
     except Exception as e:
+        if world.hybrid and not isinstance(e, DistributedError):
+            run.step.close(stop=False, error=str(e).splitlines()[0][:300] if str(e) else type(e).__name__)
         import tensorflow as tf
 
         from exascale_climate.pipeline.readers import strict_failure
@@ -497,13 +521,18 @@ def _loop(run: Run, ckpts, position: Position, reporter: Reporter, peers=None, m
             saved_at = position.step
         window.start += time.perf_counter() - paused  # throughput figures count training time only
 
-    timeout = cfg.distributed.stall_timeout_s
+    timeout = group_stall_timeout_s(cfg.distributed)
     check_every = cfg.distributed.stop_check_every_steps
     def last_good() -> str:
         return f"last good checkpoint: {ckpts.latest() or 'none yet'} (continue with --resume)"
 
+    straggle = cfg.distributed.straggler_delay_s if world.rank_in_job == cfg.distributed.straggler_rank else 0.0
     watchdog = Watchdog(timeout, first_timeout_s=10 * timeout, context=last_good, peers=peers) if world.distributed \
         else _NoWatchdog()
+    if world.hybrid:  # progress beats also reach the parameter servers (a long validation is not a lost group)
+        from exascale_climate.train.hybrid import Heartbeat
+
+        watchdog = Heartbeat(watchdog, run.step)
     with watchdog, \
             progress_bar(f"train {cfg.model.name}", total) as advance, StopSignals() as signals:
         advance(position.step)
@@ -524,6 +553,12 @@ def _loop(run: Run, ckpts, position: Position, reporter: Reporter, peers=None, m
                 log.debug("step %d: data %.3f s, compute %.3f s", position.step + 1, t1 - t0, time.perf_counter() - t1)
                 position.step += 1
                 position.step_in_epoch += 1
+                if straggle:  # benchmark-only: this rank is the slow one
+                    time.sleep(straggle)
+                if world.hybrid:
+                    stop = stop or bool(out["stop"])
+                    if run.step.last_push:
+                        reporter.write(run.step.last_push)
                 watchdog.beat()
                 advance(1)
                 streak = _check_step(run, out, position, streak)
@@ -533,6 +568,8 @@ def _loop(run: Run, ckpts, position: Position, reporter: Reporter, peers=None, m
                     record = {"kind": "train", "step": position.step, "epoch": position.epoch,
                               "lr": float(out["lr"]), "loss_scale": float(out["loss_scale"]),
                               "skipped_steps": int(run.scaler.skipped_steps.numpy()), **window.summary(run)}
+                    if world.hybrid:
+                        record.update(run.step.window_fields())
                     last.update(record)
                     reporter.write(record)
                     window.reset()
@@ -580,7 +617,8 @@ def _loop(run: Run, ckpts, position: Position, reporter: Reporter, peers=None, m
     result = {**last, "step": position.step, "epoch": position.epoch,
               "skipped_steps": int(run.scaler.skipped_steps.numpy()),
               "best_mean_iou": position.best_metric, "seconds": time.perf_counter() - started,
-              "world_size": world.size, "samples": position.step * samples_per_step, "stop_reason": stop_reason}
+              "world_size": world.size, "samples": position.step * samples_per_step, "stop_reason": stop_reason,
+              "stopped": stop}
     log.info("done: %d steps, %s", position.step,
              ", ".join(f"{k} {v:.4g}" for k, v in result.items() if isinstance(v, float)))
     return result

@@ -20,9 +20,10 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
     Decay runs over `decay_steps` steps counted after the warmup; multistep milestones are absolute steps.
     """
 
-    def __init__(self, base_lr: float, cfg: ScheduleConfig):
+    def __init__(self, base_lr: float, cfg: ScheduleConfig, factor=None):
         self.base_lr = float(base_lr)
         self.cfg = cfg
+        self.factor = factor  # a variable multiplying the rate (hybrid mode's staleness-aware scaling), or None
 
     def __call__(self, step):
         cfg = self.cfg
@@ -43,7 +44,7 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
         if cfg.warmup_steps > 0:
             warm = base * (step + 1.0) / float(cfg.warmup_steps)
             lr = ops.where(step < cfg.warmup_steps, warm, lr)
-        return lr
+        return lr if self.factor is None else lr * ops.cast(self.factor, "float32")
 
     def get_config(self):
         return {"base_lr": self.base_lr, "schedule": vars(self.cfg)}
@@ -123,8 +124,9 @@ class Larc:
         return self.base.apply_gradients(zip(self.scale_gradients(list(grads), list(variables)), variables))
 
 
-def build_optimizer(cfg: OptimizerConfig, world_size: int = 1, accumulation: int = 1):
-    """The configured optimizer (LARC-wrapped when enabled) with its warmup/decay schedule."""
-    schedule = WarmupSchedule(scaled_learning_rate(cfg, world_size, accumulation), cfg.schedule)
+def build_optimizer(cfg: OptimizerConfig, world_size: int = 1, accumulation: int = 1, lr_factor=None):
+    """The configured optimizer (LARC-wrapped when enabled) with its warmup/decay schedule; `lr_factor` (a
+    variable) multiplies the rate at every update."""
+    schedule = WarmupSchedule(scaled_learning_rate(cfg, world_size, accumulation), cfg.schedule, lr_factor)
     base = base_optimizer(cfg, schedule)
     return Larc(base, cfg.larc) if cfg.larc.enabled else base

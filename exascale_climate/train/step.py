@@ -30,8 +30,10 @@ class TrainStep:
     """
 
     def __init__(self, model, optimizer, reducer: GradientReducer, scaler: LossScaler, loss_fn: LossFn,
-                 *, gradient_lag: int = 0, jit_compile: bool = False):
+                 *, gradient_lag: int = 0, jit_compile: bool = False, apply_updates: bool = True):
         self.model = model
+        # False in hybrid mode: the step returns the group-reduced gradients ("grads") for the parameter servers
+        self.apply_updates = apply_updates
         self.optimizer = optimizer
         self.reducer = reducer
         self.scaler = scaler
@@ -123,7 +125,8 @@ class TrainStep:
             finite = self.scaler.all_finite(reduced)
             do_apply = tf.logical_and(finite, has_previous)
             with tf.control_dependencies(grads):  # the pass read w(t) before the update writes w(t+1)
-                applied = tf.cond(do_apply, lambda: self._apply(reduced), lambda: tf.constant(False))
+                applied = tf.cond(do_apply, lambda: self._apply(reduced), lambda: tf.constant(False)) \
+                    if self.apply_updates else tf.identity(do_apply)
                 tf.cond(has_previous, lambda: self.scaler.update(finite), lambda: tf.constant(0))
             with tf.control_dependencies([applied]):
                 for buf, g in zip(self.lag_grads, grads):
@@ -132,10 +135,14 @@ class TrainStep:
         else:
             reduced = self.reducer.reduce(grads)
             finite = self.scaler.all_finite(reduced)
-            applied = tf.cond(finite, lambda: self._apply(reduced), lambda: tf.constant(False))
+            applied = tf.cond(finite, lambda: self._apply(reduced), lambda: tf.constant(False)) \
+                if self.apply_updates else tf.identity(finite)
             self.scaler.update(finite)
-        return {"loss": loss, "finite": finite, "applied": applied, "loss_scale": self.scaler.scale.read_value(),
-                "lr": tf.cast(self.optimizer.learning_rate, tf.float32)}
+        out = {"loss": loss, "finite": finite, "applied": applied, "loss_scale": self.scaler.scale.read_value(),
+               "lr": tf.cast(self.optimizer.learning_rate, tf.float32)}
+        if not self.apply_updates:
+            out["grads"] = list(reduced)
+        return out
 
 
 def resolve_jit_compile(setting) -> bool:

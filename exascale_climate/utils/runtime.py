@@ -55,6 +55,17 @@ class World:
     hosts: tuple = ()  # the host name of every node, in node order
     ranks_per_node: int = 0  # the explicit override in force (0 = Horovod's grouping)
     launcher: str = field(default="", compare=False)
+    # Hybrid mode (train/hybrid.py): this World is one compute group (Horovod initialised on the group's
+    # communicator) or one parameter server (no Horovod). Global MPI ranks of every group and server; the
+    # training data is sharded over all compute ranks (`data_rank` of `data_size`), collectives stay in the group.
+    role: str = "worker"  # "worker" (computes) or "server" (parameter server, hybrid only)
+    group: int = 0
+    group_ranks: tuple = ()  # global ranks of every compute group; () = sync mode
+    server_ranks: tuple = ()
+    global_rank: int = -1  # -1 = the same as rank (sync)
+    shard_rank: int = -1
+    shard_size: int = 0
+    comm: object = field(default=None, compare=False, repr=False)  # mpi4py COMM_WORLD (hybrid only)
 
     @property
     def is_root(self) -> bool:
@@ -63,6 +74,29 @@ class World:
     @property
     def distributed(self) -> bool:
         return self.hvd is not None and self.size > 1
+
+    @property
+    def hybrid(self) -> bool:
+        return bool(self.group_ranks)
+
+    @property
+    def rank_in_job(self) -> int:
+        """The launcher's rank (what `distributed.straggler_rank` names)."""
+        return self.rank if self.global_rank < 0 else self.global_rank
+
+    @property
+    def writes_run_dir(self) -> bool:
+        """The one rank that writes the run directory's config and statistics (group 0's root in hybrid)."""
+        return self.is_root and self.group == 0 and self.role == "worker"
+
+    @property
+    def data_rank(self) -> int:
+        """This rank's training-data shard (over all compute ranks; = rank in sync mode)."""
+        return self.rank if self.shard_rank < 0 else self.shard_rank
+
+    @property
+    def data_size(self) -> int:
+        return self.size if self.shard_size <= 0 else self.shard_size
 
     @property
     def node(self) -> int:
@@ -121,7 +155,7 @@ def launcher_world() -> World:
 
 def current_rank() -> int:
     """This process's rank: the World's once Horovod is up, the launcher's before."""
-    return (_WORLD or launcher_world()).rank
+    return (_WORLD or launcher_world()).rank_in_job
 
 
 def current_world() -> World:
@@ -193,13 +227,70 @@ def node_membership(hvd) -> tuple[tuple, tuple]:
 _WORLD: World | None = None
 
 
-def init_world(use_horovod: bool | None = None, process_sets=None, ranks_per_node: int = 0) -> World:
+def launched_with_mpi() -> bool:
+    """True under an MPI launcher (mpirun, srun --mpi, jsrun, horovodrun --mpi), False under Gloo or alone."""
+    if os.environ.get("HOROVOD_GLOO_RENDEZVOUS_ADDR"):
+        return False
+    return launcher_world().launcher in ("openmpi", "pmix", "jsrun", "pmi") or \
+        bool(os.environ.get("OMPI_COMM_WORLD_SIZE") or os.environ.get("PMIX_RANK"))
+
+
+def hybrid_layout(size: int, groups: int, servers: int) -> tuple[tuple, tuple]:
+    """(ranks of every compute group, server ranks): equal consecutive groups first, the servers last (so a
+    block placement puts them on their own node when the ranks per node divide the compute ranks)."""
+    compute = size - servers
+    if compute < groups or compute % groups:
+        raise ConfigError(f"distributed.groups: {size} ranks minus {servers} parameter server(s) leaves {compute} "
+                          f"compute rank(s), which {groups} equal groups cannot split (launch groups x k + "
+                          f"{servers} ranks)")
+    per = compute // groups
+    return (tuple(tuple(range(g * per, (g + 1) * per)) for g in range(groups)),
+            tuple(range(compute, size)))
+
+
+def _init_hybrid(groups: int, servers: int) -> World:
+    """Split COMM_WORLD into the groups and the servers; Horovod runs on each group's own communicator.
+
+    Why not Horovod process sets inside one Horovod world: Horovod negotiates every process set in one
+    background loop over all ranks, so one dead rank stalls every group (measured: with sets [0,1] and [2,3],
+    a SIGKILL of rank 1 stopped ranks 2 and 3 too). A group on its own communicator fails alone.
+    """
+    if not launched_with_mpi():
+        raise ConfigError("distributed.mode: hybrid needs an MPI launch (mpirun, srun --mpi=pmix or "
+                          "horovodrun --mpi); this job was started without MPI (Gloo or a single process)")
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    group_ranks, server_ranks = hybrid_layout(comm.Get_size(), groups, servers)
+    me = comm.Get_rank()
+    mine = next((g for g, ranks in enumerate(group_ranks) if me in ranks), None)
+    sub = comm.Split(mine if mine is not None else groups, me)
+    common = dict(group_ranks=group_ranks, server_ranks=server_ranks, global_rank=me, comm=comm,
+                  shard_size=sum(len(g) for g in group_ranks), launcher="mpi")
+    if mine is None:
+        sub.Free()
+        return World(node_of_rank=(0,), hosts=(host_name(),), role="server", group=server_ranks.index(me),
+                     shard_rank=0, **common)
+    configure_threads()
+    import horovod.tensorflow as hvd
+
+    hvd.init(comm=sub)
+    select_devices(World(hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size()))
+    nodes, hosts = node_membership(hvd)
+    return World(hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size(), hvd.cross_rank(), hvd.cross_size(),
+                 hvd, node_of_rank=nodes, hosts=hosts, role="worker", group=mine, shard_rank=me, **common)
+
+
+def init_world(use_horovod: bool | None = None, process_sets=None, ranks_per_node: int = 0,
+               hybrid: tuple[int, int] | None = None) -> World:
     """Initialise Horovod once when launched with several ranks (or forced); otherwise a 1-rank world.
 
     `ranks_per_node` > 0 overrides Horovod's node grouping (see the module docstring); later calls with 0 keep
     the world as it is.
     """
     global _WORLD
+    if _WORLD is None and hybrid is not None:
+        _WORLD = _init_hybrid(*hybrid)
     if _WORLD is None:
         if use_horovod is None:
             use_horovod = launched_distributed()
