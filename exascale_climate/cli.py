@@ -29,7 +29,7 @@ class ExaclimateGroup(click.Group):
             if (ctx.obj or {}).get("verbosity", 0) > 0:
                 traceback.print_exc()
             click.echo(f"error: {one_line(str(e))}", err=True)
-            sys.exit(getattr(e, "exit_code", 2))  # Interrupted: 130 (SIGINT) or 143 (SIGTERM)
+            _leave(getattr(e, "exit_code", 2))  # Interrupted: 130 (SIGINT) or 143 (SIGTERM)
         except OSError as e:
             from exascale_climate.utils.io import out_of_space_message
 
@@ -39,7 +39,24 @@ class ExaclimateGroup(click.Group):
             if (ctx.obj or {}).get("verbosity", 0) > 0:
                 traceback.print_exc()
             click.echo(f"error: {message}", err=True)
-            sys.exit(2)
+            _leave(2)
+
+
+def _leave(code: int):
+    """Exit after a one-line error. Once TensorFlow has run, its tf.data threads may be stopped inside h5py at
+    interpreter shutdown, holding h5py's lock, and the last h5py object freed by the main thread then waits for
+    it forever (seen once: `train --strict` stopped by a bad file hung at exit). Our temporaries are removed in
+    finally blocks before this point, so such a process leaves at once; in-process runs (click's CliRunner, whose
+    streams replace sys.stdout) exit normally."""
+    if "tensorflow" in sys.modules and sys.stdout is sys.__stdout__:
+        import logging
+        import os
+
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 def config_options(func):
