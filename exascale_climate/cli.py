@@ -530,6 +530,9 @@ def train_command(config_path, overrides, run_dir, resume, ranks_per_node, loss_
         sys.exit(e.exit_code)
     if current_rank() == 0:
         click.echo(json.dumps({k: v for k, v in result.items() if not isinstance(v, (list, dict))}))
+    from exascale_climate.utils.runtime import finish_hybrid
+
+    finish_hybrid()
 
 
 # ---------------------------------------------------------------------------------------- bench

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+import sys
 from dataclasses import dataclass, field
 
 from exascale_climate.errors import ConfigError
@@ -279,6 +280,31 @@ def _init_hybrid(groups: int, servers: int) -> World:
     nodes, hosts = node_membership(hvd)
     return World(hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size(), hvd.cross_rank(), hvd.cross_size(),
                  hvd, node_of_rank=nodes, hosts=hosts, role="worker", group=mine, shard_rank=me, **common)
+
+
+def finish_hybrid(grace_s: int = 30) -> None:
+    """End a hybrid run's MPI before the interpreter does. Open MPI's MPI_Finalize waits for every rank of
+    COMM_WORLD, a dead one too (even under `mpirun --enable-recovery`), so after a lost group the survivors would
+    never exit (seen: group 0 and the server finished, wrote the report and the last checkpoint, and hung in
+    ompi_mpi_finalize). Finalize here under an alarm: if it has not returned after `grace_s`, SIGALRM's default
+    action ends the process (a Python timer cannot: mpi4py's Finalize holds the GIL). Everything the rank writes
+    is written by then; the job's status comes from `train --status`. No-op outside hybrid mode."""
+    if _WORLD is None or _WORLD.comm is None:
+        return
+    import signal
+
+    from mpi4py import MPI
+
+    if _WORLD.hvd is not None:
+        _WORLD.hvd.shutdown()
+    if MPI.Is_finalized():
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    signal.alarm(max(1, int(grace_s)))
+    MPI.Finalize()
+    signal.alarm(0)
 
 
 def init_world(use_horovod: bool | None = None, process_sets=None, ranks_per_node: int = 0,

@@ -80,6 +80,9 @@ def test_every_trainable_variable_gets_a_gradient_at_batch_1(precision):
 
     from tiny_models import toy_batch
 
+    # The same initial weights whatever ran before in this process: in the full suite an unlucky draw gave the
+    # float16 image-pooling branch exactly zero gradient.
+    tf.keras.utils.set_random_seed(0)
     cfg = tiny_deeplab()
     cfg.weight_decay = 0.0
     model = build_model(cfg, (32, 48, 4), precision=precision)
