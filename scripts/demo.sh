@@ -84,6 +84,13 @@ if [ -f "$NCL/941110_P.cdf" ]; then
     --end 1994-11-10T12 | tail -1
 fi
 
+step "SC17 hybrid training: 2 synchronous groups of 1 rank + 1 parameter server under mpirun (1 epoch)"
+# From the shared copy: node-local staging places files by the synchronous layout, not by hybrid groups yet.
+mpirun --enable-recovery --allow-run-as-root --oversubscribe --bind-to none -np 3 -x TF_NUM_INTRAOP_THREADS=1 \
+  -x OMP_NUM_THREADS=1 exaclimate train --config demo --run-dir "$DEMO_DIR/hybrid" "${PATHS[@]:0:8}" --set pipeline.stage_dir= \
+  --set distributed.mode=hybrid --set distributed.groups=2 --set train.epochs=1 | tail -1
+exaclimate train --status --run-dir "$DEMO_DIR/hybrid"
+
 step "batch jobs for a cluster: the same stage -> train -> evaluate as SLURM and Summit-style LSF scripts"
 mkdir -p "$DEMO_DIR/jobs"
 exaclimate submit --scheduler slurm --nodes 4 --tasks-per-node 4 --time 02:00:00 --config tiramisu \
@@ -95,6 +102,9 @@ grep -h '^#SBATCH\|^#BSUB' "$DEMO_DIR"/jobs/* | head -12
 step "quick benchmarks at the demo grid (JSON lines in $DEMO_DIR/bench, read by notebook 03)"
 exaclimate bench model --model tiramisu --grid 96x144 --config demo --json "$DEMO_DIR/bench/model.jsonl"
 exaclimate bench pipeline --grid 96x144 --samples 16 --json "$DEMO_DIR/bench/pipeline.jsonl"
+
+step "fuzzing: 20 malformed inputs through data inspect/convert/stats/label and config (docs/RELIABILITY.md)"
+exaclimate bench fuzz --examples 20 --predict-every 0 --subprocess-every 0 --json "$DEMO_DIR/fuzz.jsonl" | tail -4
 
 step "performance model: the paper's Tiramisu on Summit nodes, on paper (docs/PERFORMANCE.md)"
 exaclimate scale predict --config tiramisu --system summit --nodes 1,6,96,1536,4560 \
