@@ -853,15 +853,18 @@ def scale_validate(records, out_dir, repeats, steps, fit_on, timing):
 @scale.command("paper")
 @click.option("--json", "json_path", metavar="OUT", help="Write the cases and ablations as JSON to OUT.")
 def scale_paper(json_path):
-    """The SC18 runs from published inputs, with each mechanism switched off in turn."""
-    from exascale_climate.scale.paper import CASES, format_cases, run_case
+    """The SC18 runs from published inputs, the SC17 15PF system and MLPerf HPC DeepCAM, with each mechanism
+    switched off in turn."""
+    from exascale_climate.scale.paper import CASES, format_cases, format_others, hybrid_15pf, mlperf_deepcam, run_case
 
     rows = [run_case(c) for c in CASES]
-    click.echo(format_cases(rows))
+    sc17, deepcam = hybrid_15pf(), mlperf_deepcam()
+    click.echo(format_cases(rows) + "\n" + format_others(sc17, deepcam))
     if json_path:
         from exascale_climate.utils.io import atomic_write_text
 
-        atomic_write_text(json_path, json.dumps(rows, indent=1) + "\n")
+        out = {"sc18": rows, "sc17": sc17, "mlperf_deepcam": deepcam}
+        atomic_write_text(json_path, json.dumps(out, indent=1) + "\n")
 
 
 # --------------------------------------------------------------------------------------- submit

@@ -11,6 +11,7 @@ Inputs shared by the cases:
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from exascale_climate.scale.model import Settings, Workload, ablate, predict
@@ -156,20 +157,26 @@ def piz_daint_sensitivity() -> list[dict]:
 # Sinha et al., "Not All GPUs Are Created Equal" (SC22): 8% average performance variation between identical
 # V100s of Summit and other clusters (max 22%, outliers up to 1.5x slower than the median GPU).
 GPU_VARIATION_SC22 = 0.08
+SUMMIT_GPUS = 27648  # OLCF Summit user guide: 4,608 nodes x 6 V100
+FORMER_SUMMIT_ASSUMPTION = 0.02  # what summit.yaml assumed before the SC22 figure replaced it
+
+
+def summit_spread() -> float:
+    """summit.yaml's variability.step_time_cv from the SC22 figure: if the 8% is the range from the fastest to the
+    slowest of Summit's 27,648 GPUs, a normal spread across GPUs has sigma = 0.08 / (2 E[max of 27,648 normals])."""
+    from exascale_climate.scale import costs
+
+    return GPU_VARIATION_SC22 / (2 * costs.expected_max_normal(SUMMIT_GPUS))
 
 
 def summit_sensitivity() -> list[dict]:
-    """Summit's runs with the straggler spread as assumed (2%), absent, and read from a published GPU-to-GPU
-    variation instead: if the 8% is the range from fastest to slowest of Summit's 27,648 GPUs, a normal spread
-    across GPUs has sigma = 0.08 / (2 E[max of 27,648 normals]) ~ 1.0%, and a job waits for its slowest GPU."""
-    from exascale_climate.scale import costs
-
+    """Summit's runs with the straggler spread of the system file (SC22), none, and the former 2% assumption."""
     system = load_system("summit")
-    sigma = GPU_VARIATION_SC22 / (2 * costs.expected_max_normal(27648))
     rows = []
     for case in CASES[1:]:
-        for label, cv in (("assumed 2% step spread", system["variability.step_time_cv"]), ("no spread", 0.0),
-                          (f"SC22 GPU variation -> sigma {sigma:.2%}", sigma)):
+        for label, cv in ((f"SC22 GPU variation, sigma {summit_spread():.2%} (summit.yaml)",
+                           system["variability.step_time_cv"]), ("no spread", 0.0),
+                          (f"former assumption {FORMER_SUMMIT_ASSUMPTION:.0%}", FORMER_SUMMIT_ASSUMPTION)):
             row = predict(case.workload, system.with_values(variability__step_time_cv=cv), case.nodes,
                           case.settings)
             rows.append({"case": case.name, "spread": label, "step_time_cv": cv,
@@ -182,6 +189,26 @@ def summit_sensitivity() -> list[dict]:
 SC17_CLIMATE = Workload(model="semisup", flops_per_sample=1.262e12, parameters=78_606_615, tensors=31, batch=8,
                         precision="float32", grid="768x768")  # docs/MODELS.md: this toolkit's semisup at 768x768x16
 SC17_NODE_RATE = 2.0e12  # SC17 abstract: "~2 TFLOP/s on a single Cori Phase-II Xeon-Phi node" (IntelCaffe)
+SC17_NODES, SC17_GROUPS, SC17_SERVERS = 9608, 8, 14
+SC17_PEAK, SC17_SUSTAINED = 15.07e15, 13.27e15  # SC17 abstract (climate network: the upper end of each range)
+SC17_SETTINGS = Settings(algorithm="ring", inter_algorithm="tree", groups=SC17_GROUPS,
+                         parameter_servers=SC17_SERVERS, rate=SC17_NODE_RATE)
+SC17_SWITCHES = {
+    "one synchronous group, no servers": {"groups": 1, "parameter_servers": 0},
+    "tree allreduce in each group": {"algorithm": "tree"},
+    "no overlap of the group allreduce": {"overlap": False},
+    "no stragglers (step_time_cv = 0)": {"stragglers": False},
+}
+
+
+def _cv_for_flops(target: float, system, settings: Settings, workload: Workload, nodes: int) -> float:
+    """The step spread at which the model gives `target` FLOP/s (bisection; FLOP/s falls as the spread grows)."""
+    lo, hi = 0.0, 1.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        got = predict(workload, system.with_values(variability__step_time_cv=mid), nodes, settings)["flops_per_s"]
+        lo, hi = (mid, hi) if got > target else (lo, mid)
+    return hi
 
 
 def hybrid_15pf(per_node_rate: float = SC17_NODE_RATE) -> dict:
@@ -189,18 +216,41 @@ def hybrid_15pf(per_node_rate: float = SC17_NODE_RATE) -> dict:
 
     Published inputs: the single-node rate (~2 TFLOP/s, abstract), the node count, groups and servers, and the
     climate network as this toolkit builds it from the paper's description (semisup: 1.262 TFLOP per training
-    sample, 78.6 M parameters = 300 MiB of float32 gradients, batch 8 per node as in the talk). Assumed: Aries
-    bandwidth/latency as achieved from a KNL (cori-knl.yaml), the 2% step spread. Compared with the published
-    13.27 PF/s sustained and 15.07 PF/s peak (climate network).
+    sample, 78.6 M parameters = 300 MiB of float32 gradients, batch 8 per node as in the talk). The step spread is
+    Piz Daint's derived one carried over (cori-knl.yaml: the same Cray XC network and OS); Aries as achieved from
+    a KNL is an assumption. Compared with the published 13.27 PF/s sustained and 15.07 PF/s peak; the model's
+    mean step is the sustained figure's counterpart. `needed` inverts the model: the spread (or node rate) at
+    which it would give each published figure.
     """
     system = load_system("cori-knl")
-    settings = Settings(algorithm="ring", inter_algorithm="tree", groups=8, parameter_servers=14,
-                        rate=per_node_rate, stragglers=True)
-    settings_tree = Settings(**{**settings.__dict__, "algorithm": "tree"})
-    rows = {name: predict(SC17_CLIMATE, system, 9608, s) for name, s in
-            (("hybrid, ring in each group", settings), ("hybrid, tree in each group", settings_tree),
-             ("one synchronous group (tree), no servers", Settings(algorithm="tree", rate=per_node_rate)))}
-    return {"published_peak_flops": 15.07e15, "published_sustained_flops": 13.27e15, "rows": rows}
+    settings = dataclasses.replace(SC17_SETTINGS, rate=per_node_rate)
+    rows = {"hybrid, ring in each group": predict(SC17_CLIMATE, system, SC17_NODES, settings)}
+    rows["hybrid, tree in each group"] = predict(SC17_CLIMATE, system, SC17_NODES,
+                                                 dataclasses.replace(settings, algorithm="tree"))
+    rows["one synchronous group (tree), no servers"] = predict(
+        SC17_CLIMATE, system, SC17_NODES, Settings(algorithm="tree", rate=per_node_rate))
+    row = rows["hybrid, ring in each group"]
+    workers = row["devices"]
+    needed = {
+        "step_time_cv_for_peak": _cv_for_flops(SC17_PEAK, system, settings, SC17_CLIMATE, SC17_NODES),
+        "step_time_cv_for_sustained": _cv_for_flops(SC17_SUSTAINED, system, settings, SC17_CLIMATE, SC17_NODES),
+        "node_rate_for_peak": per_node_rate * SC17_PEAK / row["flops_per_s"],
+        "node_rate_for_sustained": per_node_rate * SC17_SUSTAINED / row["flops_per_s"],
+        "published_efficiency_at_peak": SC17_PEAK / (workers * per_node_rate),
+        "published_efficiency_sustained": SC17_SUSTAINED / (workers * per_node_rate),
+    }
+    return {"published_peak_flops": SC17_PEAK, "published_sustained_flops": SC17_SUSTAINED, "rows": rows,
+            "step_time_cv": system["variability.step_time_cv"], "needed": needed,
+            "ablations": ablate(SC17_CLIMATE, system, SC17_NODES, settings, SC17_SWITCHES)}
+
+
+DEEPCAM_SWITCHES = {
+    "flat ring instead of hierarchical": {"algorithm": "ring"},
+    "no overlap with the backward pass": {"overlap": False},
+    "gradient lag 1 (not in MLPerf's DeepCAM)": {"gradient_lag": 1},
+    "no stragglers (step_time_cv = 0)": {"stragglers": False},
+}
+DEEPCAM_SETTINGS = Settings(algorithm="hierarchical", inter_algorithm="tree", gradient_lag=0)
 
 
 def mlperf_deepcam(samples_per_gpu: float = 30.0, minutes: float = 0.83, gpus: int = 2048) -> dict:
@@ -216,9 +266,7 @@ def mlperf_deepcam(samples_per_gpu: float = 30.0, minutes: float = 0.83, gpus: i
     nodes = gpus // system.devices_per_node
 
     def per_gpu(single: float) -> dict:
-        settings = Settings(algorithm="hierarchical", inter_algorithm="tree", gradient_lag=0,
-                            rate=single * work.flops_per_sample)
-        return predict(work, system, nodes, settings)
+        return predict(work, system, nodes, dataclasses.replace(DEEPCAM_SETTINGS, rate=single * work.flops_per_sample))
 
     lo, hi = samples_per_gpu, 20 * samples_per_gpu
     for _ in range(60):  # bisection: predicted per-GPU samples/s grows with the single-GPU rate
@@ -228,9 +276,35 @@ def mlperf_deepcam(samples_per_gpu: float = 30.0, minutes: float = 0.83, gpus: i
         else:
             hi = mid
     row = per_gpu(hi)
-    return {"single_gpu_samples_per_s": hi, "efficiency": row["efficiency"], "row": row,
+    settings = dataclasses.replace(DEEPCAM_SETTINGS, rate=hi * work.flops_per_sample)
+    return {"single_gpu_samples_per_s": hi, "efficiency": row["efficiency"], "row": row, "gpus": gpus,
+            "nodes": nodes, "published_samples_per_s_per_gpu": samples_per_gpu, "published_minutes": minutes,
             "fraction_of_fp16_peak": hi * work.flops_per_sample / system["device.peak_flops_float16"],
-            "epochs_in_published_time": samples_per_gpu * gpus * minutes * 60 / DEEPCAM_TRAIN_SAMPLES}
+            "epochs_in_published_time": samples_per_gpu * gpus * minutes * 60 / DEEPCAM_TRAIN_SAMPLES,
+            "ablations": ablate(work, system, nodes, settings, DEEPCAM_SWITCHES)}
+
+
+def format_others(sc17: dict, deepcam: dict) -> str:
+    """The SC17 and MLPerf rows of `scale paper` (consistency checks with their ablations)."""
+    row, need = sc17["rows"]["hybrid, ring in each group"], sc17["needed"]
+    lines = [f"SC17 climate, 9,608 KNL, 8 groups + 14 servers (Cori): {row['flops_per_s'] / 1e15:.1f} PF/s, "
+             f"efficiency {row['efficiency']:.1%} at spread {sc17['step_time_cv']:.2%} (published "
+             f"{sc17['published_sustained_flops'] / 1e15:.2f} sustained / {sc17['published_peak_flops'] / 1e15:.2f} "
+             f"peak = {need['published_efficiency_sustained']:.1%} / {need['published_efficiency_at_peak']:.1%} of "
+             f"~2 TFLOP/s per node)",
+             f"  the model needs a spread of {need['step_time_cv_for_peak']:.1%} (peak) / "
+             f"{need['step_time_cv_for_sustained']:.1%} (sustained), or a node rate of "
+             f"{need['node_rate_for_peak'] / 1e12:.2f} / {need['node_rate_for_sustained'] / 1e12:.2f} TFLOP/s"]
+    for name, eff in sc17["ablations"].items():
+        lines.append(f"    {name:<42} {eff:.1%}")
+    lines.append(f"MLPerf HPC v3.0 DeepCAM, {deepcam['gpus']:,} H100 (run backwards from "
+                 f"{deepcam['published_samples_per_s_per_gpu']:.0f} samples/s per GPU): one GPU alone "
+                 f"{deepcam['single_gpu_samples_per_s']:.1f} samples/s ({deepcam['fraction_of_fp16_peak']:.0%} of FP16 "
+                 f"peak), efficiency {deepcam['efficiency']:.1%}; {deepcam['published_minutes']} min = "
+                 f"{deepcam['epochs_in_published_time']:.0f} epochs at that rate")
+    for name, eff in deepcam["ablations"].items():
+        lines.append(f"    {name:<42} {eff:.1%}")
+    return "\n".join(lines)
 
 
 def format_cases(rows: list[dict]) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -120,8 +121,11 @@ def measure_parts(config: str, grid: str) -> float:
 
 # ---------------------------------------------------------------------------------------------- measure
 def measure(plan: tuple[Run, ...], steps: int, repeats: int, out: Path, log=print) -> list[dict]:
-    """Run the plan `repeats` times (interleaved, so slow drifts of the machine's load hit every run alike) and
-    append bench-train-shaped records (plus one parts record per model and grid) to `out` as JSON lines."""
+    """Run the plan `repeats` times and append bench-train-shaped records (plus a parts record per model and grid
+    and repeat) to `out` as JSON lines.
+
+    Interleaved: every repeat probes the parts again, right before its runs, so a change of the machine's load
+    hits the probe and the runs it predicts alike (the check uses medians over the repeats of both)."""
     from exascale_climate.bench.common import machine_info, record
     from exascale_climate.bench.train import _launch, _timing
 
@@ -132,13 +136,14 @@ def measure(plan: tuple[Run, ...], steps: int, repeats: int, out: Path, log=prin
         with open(out, "a") as f:  # one line at a time: a killed run keeps what it measured
             f.write(json.dumps(rec) + "\n")
 
-    for config, grid in dict.fromkeys((r.config, r.grid) for r in plan):
-        t0 = time.time()
-        parts = measure_parts(config, grid)
-        keep({"bench": "scale-parts", "model": config, "grid": grid, "overrides": ["train.precision=float32"],
-              "parts_s": parts, "machine": machine_info()})
-        log(f"parts {config} {grid}: {parts:.3f} CPU s ({time.time() - t0:.0f} s)")
     for repeat in range(repeats):
+        for config, grid in dict.fromkeys((r.config, r.grid) for r in plan):
+            t0 = time.time()
+            parts = measure_parts(config, grid)
+            keep({"bench": "scale-parts", "model": config, "grid": grid, "overrides": ["train.precision=float32"],
+                  "parts_s": parts, "repeat": repeat, "load_average": os.getloadavg()[0], "machine": machine_info()})
+            log(f"repeat {repeat + 1}/{repeats}: parts {config} {grid}: {parts:.3f} CPU s ({time.time() - t0:.0f} s, "
+                f"load {os.getloadavg()[0]:.1f})")
         for run in plan:
             t0 = time.time()
             rows = _launch(run.ranks, run.config, ["train.precision=float32"], run.grid, 1, steps,
@@ -149,7 +154,7 @@ def measure(plan: tuple[Run, ...], steps: int, repeats: int, out: Path, log=prin
                             overrides=["train.precision=float32"], controller="gloo", steps=steps, repeat=repeat,
                             nodes=row["nodes"], ranks_per_node=row["ranks_per_node"], **_timing(row)))
             log(f"repeat {repeat + 1}/{repeats}: {run.config} {run.grid} {run.ranks} rank(s) "
-                f"{','.join(run.variants)} ({time.time() - t0:.0f} s)")
+                f"{','.join(run.variants)} ({time.time() - t0:.0f} s, load {os.getloadavg()[0]:.1f})")
     return records
 
 

@@ -33,15 +33,20 @@ def test_predict_writes_table_json_and_png(tmp_path):
     assert not list(tmp_path.glob(".*tmp*"))  # written under temporary names, then renamed
 
 
-def test_bad_system_file_is_one_line_error_naming_the_key(tmp_path):
+@pytest.mark.parametrize("change, key", [
+    (("bandwidth_Bps: {value: 23.0e9", "bandwidth_Bps: {value: -23.0e9"), "network.inter.bandwidth_Bps"),
+    (("  devices: {value: 6,", "  gpus: {value: 6,"), "node.devices"),  # missing
+])
+def test_bad_system_file_is_one_line_error_naming_the_key(tmp_path, change, key):
     bad = tmp_path / "mine.yaml"
     text = open(__import__("exascale_climate.scale.systems", fromlist=["x"]).SYSTEM_DIR / "summit.yaml").read()
-    bad.write_text(text.replace("bandwidth_Bps: {value: 23.0e9", "bandwidth_Bps: {value: -23.0e9"))
+    assert change[0] in text
+    bad.write_text(text.replace(*change))
     done = cli("scale", "predict", "--config", "demo", "--system", str(bad), "--nodes", "1,2", "--grid", "48x72")
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in done.stderr
-    assert str(bad) in lines[0] and "network.inter.bandwidth_Bps" in lines[0]
+    assert str(bad) in lines[0] and key in lines[0]
 
 
 def test_too_many_nodes_for_the_system_is_an_error():
@@ -52,5 +57,9 @@ def test_too_many_nodes_for_the_system_is_an_error():
 def test_paper_command_prints_every_case_and_ablation(tmp_path):
     done = cli("scale", "paper", "--json", str(tmp_path / "paper.json"))
     assert done.returncode == 0, done.stderr
-    cases = json.loads((tmp_path / "paper.json").read_text())
+    result = json.loads((tmp_path / "paper.json").read_text())
+    cases = result["sc18"]
     assert len(cases) == 3 and all("no gradient lag" in c["ablations"] for c in cases)
+    assert "one synchronous group, no servers" in result["sc17"]["ablations"]
+    assert "flat ring instead of hierarchical" in result["mlperf_deepcam"]["ablations"]
+    assert "SC17 climate" in done.stdout and "MLPerf HPC v3.0 DeepCAM" in done.stdout

