@@ -809,9 +809,10 @@ def scale_predict(system, nodes, grid, json_path, png_path, config_path, overrid
               help="Fit on runs with at most this many ranks (flat variant); the rest are predicted.")
 @click.option("--cores", type=click.IntRange(min=1), metavar="N",
               help="Cores the measured ranks shared (default: this machine's).")
-@click.option("--timing", type=click.Choice(["wall", "cpu"]), default="wall", show_default=True,
+@click.option("--timing", type=click.Choice(["wall", "cpu", "cpu-ref"]), default="wall", show_default=True,
               help="wall: measured seconds per step; cpu: CPU seconds per step x max(1, ranks/cores), what the step "
-                   "takes with the cores to itself (for machines shared with other jobs).")
+                   "takes with the cores to itself (for machines shared with other jobs); cpu-ref: cpu scaled by a "
+                   "reference kernel timed beside the steps.")
 def scale_fit(records, out_dir, fit_on, fit_ranks, cores, timing):
     """Fit this host's per-sample compute time and Gloo / MPI allreduce alpha and beta from `bench train`
     (and 1-thread `bench model`) JSON records, then predict every record and print the error."""
@@ -831,8 +832,8 @@ def scale_fit(records, out_dir, fit_on, fit_ranks, cores, timing):
               help="Timed steps per run (after 2 untimed ones).")
 @click.option("--fit-on", default="tiramisu@96x144", show_default=True, metavar="CONFIG[@HxW],...",
               help="Fit on these runs (up to 2 ranks, flat/hierarchical/fp16); every other run is predicted.")
-@click.option("--timing", type=click.Choice(["wall", "cpu"]), default="cpu", show_default=True,
-              help="cpu: CPU seconds x max(1, ranks/cores), what other jobs on a shared machine do not inflate.")
+@click.option("--timing", type=click.Choice(["wall", "cpu", "cpu-ref"]), default="cpu-ref", show_default=True,
+              help="cpu: CPU seconds x max(1, ranks/cores); cpu-ref: that / a reference kernel timed beside it.")
 def scale_validate(records, out_dir, repeats, steps, fit_on, timing):
     """Measure 1, 2 and 4-rank runs of Tiramisu (two grids) and DeepLabv3+ here, repeated, fit this host's
     constants on some of them and predict the others (docs/PERFORMANCE.md). RECORDS: check existing records

@@ -100,3 +100,36 @@ def matmul_peak_flops(n: int = 2048, repeat: int = 5) -> float:
     seconds = timed(run, repeat=repeat, warmup=2)
     return 2.0 * n**3 / seconds
 
+
+def reference_cpu_seconds(repeat: int = 7) -> float:
+    """CPU seconds of one fixed piece of work, median of `repeat` calls after a warm-up: forward + backward of a
+    3x3 convolution (64 -> 64 channels on 96x144, one sample: a typical layer of the benchmarked networks) and
+    a memory-bound update of 8 M floats.
+
+    Timed in the same process next to a measurement, it shows what the machine's load does to CPU seconds at that
+    moment (shared caches and memory bandwidth, SMT siblings); `scale fit --timing cpu-ref` divides by it."""
+    import statistics
+
+    import tensorflow as tf
+
+    x = tf.random.normal((1, 96, 144, 64))
+    w = tf.random.normal((3, 3, 64, 64)) * 0.05
+    big = tf.random.normal((8 * 1024 * 1024,))
+
+    @tf.function
+    def work():
+        with tf.GradientTape() as tape:
+            tape.watch([x, w])
+            y = tf.nn.conv2d(x, w, 1, "SAME")
+            loss = tf.reduce_sum(y * y)
+        gx, gw = tape.gradient(loss, [x, w])
+        return tf.reduce_sum(gx) + tf.reduce_sum(gw) + tf.reduce_sum(big * 1.0001 + 1.0)
+
+    work().numpy()
+    seconds = []
+    for _ in range(repeat):
+        c0 = time.process_time()
+        work().numpy()
+        seconds.append(time.process_time() - c0)
+    return statistics.median(seconds)
+

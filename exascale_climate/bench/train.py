@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from exascale_climate.bench.common import record
+from exascale_climate.bench.common import record, reference_cpu_seconds
 from exascale_climate.config import Config, load_config
 from exascale_climate.utils.log import get_logger
 
@@ -86,6 +86,7 @@ def time_variants(cfg: Config, grid: tuple[int, int], batch: int, steps: int, va
         broadcast_variables(world, list(model.variables) + list(optimizer.variables))
         for _ in range(2):  # tracing + warm-up
             step([(x, y, w)])["loss"].numpy()
+        reference = reference_cpu_seconds()  # what the load does to CPU seconds now (scale fit --timing cpu-ref)
         t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(steps):
             step([(x, y, w)])["loss"].numpy()
@@ -93,10 +94,11 @@ def time_variants(cfg: Config, grid: tuple[int, int], batch: int, steps: int, va
         # CPU seconds of this rank's process (compute thread, Horovod's thread, Gloo/MPI) per step: unlike the
         # wall time it does not grow when other jobs share the cores (`scale fit` can use either).
         cpu = (time.process_time() - c0) / steps
+        reference = (reference + reference_cpu_seconds()) / 2  # before and after the timed steps
         samples_per_s = batch * world.size / seconds
         results.append({"variant": variant, "ranks": world.size, "nodes": world.nodes,
                         "ranks_per_node": [len(g) for g in world.node_groups], "seconds_per_step": seconds,
-                        "cpu_seconds_per_step": cpu, "load_average": os.getloadavg()[0],
+                        "cpu_seconds_per_step": cpu, "reference_cpu_s": reference, "load_average": os.getloadavg()[0],
                         "samples_per_s": samples_per_s, "flops_per_s": samples_per_s * flops if flops else None})
     return results
 
@@ -147,7 +149,7 @@ def _launch(np: int, config: str | None, overrides: list[str], grid: str, batch:
 def _timing(result: dict) -> dict:
     """What `scale fit` reads from a timed variant: ranks, variant, wall and CPU seconds per step, load."""
     return {k: result.get(k) for k in ("ranks", "variant", "seconds_per_step", "cpu_seconds_per_step",
-                                       "load_average")}
+                                       "reference_cpu_s", "load_average")}
 
 
 def bench_scaling(models: list[str], grid: str, batch: int, steps: int, overrides: list[str],

@@ -54,7 +54,27 @@ class Measurement:
         return f"{self.config} {self.grid} {self.ranks} rank(s) {self.variant} ({self.controller})"
 
 
-TIMINGS = ("wall", "cpu")
+TIMINGS = ("wall", "cpu", "cpu-ref")
+
+
+def _load(paths: list[str | Path]) -> list[tuple[str, list[dict]]]:
+    out = []
+    for path in paths:
+        if not Path(path).is_file():
+            raise ConfigError(f"{path}: no such records file")
+        try:
+            out.append((str(path), read_json_lines(path)))
+        except (ValueError, json.JSONDecodeError) as e:
+            raise ConfigError(f"{path}: not JSON lines ({e})") from None
+    return out
+
+
+def reference_level(paths: list[str | Path]) -> float | None:
+    """Median `reference_cpu_s` over every record of `paths` (bench train and parts probes): the level the
+    cpu-ref timing scales each measurement back to, so its figures stay in seconds."""
+    values = [float(r["reference_cpu_s"]) for _, records in _load(paths) for r in records
+              if isinstance(r.get("reference_cpu_s"), (int, float)) and r["reference_cpu_s"] > 0]
+    return float(np.median(values)) if values else None
 
 
 def read_measurements(paths: list[str | Path], timing: str = "wall", cores: int | None = None) -> list[Measurement]:
@@ -62,28 +82,33 @@ def read_measurements(paths: list[str | Path], timing: str = "wall", cores: int 
 
     timing "wall": seconds_per_step as measured. "cpu": the rank's CPU seconds per step x max(1, ranks / cores):
     the step time the ranks would see with the cores to themselves, which other jobs on a shared machine do not
-    inflate (they do inflate the wall time, by whatever share of the cores they take at that moment).
+    inflate (they do inflate the wall time, by whatever share of the cores they take at that moment). "cpu-ref":
+    the cpu figure x (median reference / this record's reference), the reference being a fixed piece of work
+    timed in the same process before and after the steps (bench.common.reference_cpu_seconds): what the load
+    of the moment does to CPU seconds (shared caches, memory bandwidth, SMT siblings) divides out.
     """
     if timing not in TIMINGS:
-        raise ConfigError(f"--timing {timing!r}: choose wall or cpu")
+        raise ConfigError(f"--timing {timing!r}: choose wall, cpu or cpu-ref")
     cores = cores or os.cpu_count() or 1
+    loaded = _load(paths)
+    level = reference_level(paths) if timing == "cpu-ref" else None
+    if timing == "cpu-ref" and level is None:
+        raise ConfigError(f"{', '.join(map(str, paths))}: no reference_cpu_s in the records; use --timing cpu")
     out = []
-    for path in paths:
-        if not Path(path).is_file():
-            raise ConfigError(f"{path}: no such records file")
-        try:
-            records = read_json_lines(path)
-        except (ValueError, json.JSONDecodeError) as e:
-            raise ConfigError(f"{path}: not JSON lines ({e})") from None
+    for path, records in loaded:
         for i, r in enumerate(records):
             where = f"{path}:{i + 1}"
             if r.get("bench") == "train" and "seconds_per_step" in r and r.get("unit") == "samples/s":
-                if timing == "cpu" and r.get("cpu_seconds_per_step") is None:
+                if timing != "wall" and r.get("cpu_seconds_per_step") is None:
+                    continue
+                if timing == "cpu-ref" and not r.get("reference_cpu_s"):
                     continue
                 try:
                     ranks = int(r["ranks"])
                     seconds = (float(r["seconds_per_step"]) if timing == "wall"
                                else float(r["cpu_seconds_per_step"]) * max(1.0, ranks / cores))
+                    if timing == "cpu-ref":
+                        seconds *= level / float(r["reference_cpu_s"])
                     out.append(Measurement(str(r["model"]), str(r["grid"]), tuple(r.get("overrides", [])),
                                            int(r["batch_per_rank"]), ranks, str(r.get("variant", "flat")),
                                            str(r.get("controller", "gloo")), seconds, where))

@@ -102,12 +102,17 @@ def _parts_main(argv: list[str]) -> int:
     configure_threads(1)
     from exascale_climate.config import parse_grid
 
+    from exascale_climate.bench.common import reference_cpu_seconds
+
+    reference = reference_cpu_seconds()  # before and after: what the load does to CPU seconds meanwhile
     seconds = parts_seconds(args.parts[0], parse_grid(args.parts[1]))
-    print(PARTS_TAG + json.dumps({"model": args.parts[0], "grid": args.parts[1], "parts_s": seconds}), flush=True)
+    reference = (reference + reference_cpu_seconds()) / 2
+    print(PARTS_TAG + json.dumps({"model": args.parts[0], "grid": args.parts[1], "parts_s": seconds,
+                                  "reference_cpu_s": reference}), flush=True)
     return 0
 
 
-def measure_parts(config: str, grid: str) -> float:
+def measure_parts(config: str, grid: str) -> dict:
     from exascale_climate.utils.launch import python_module, run_ranks
 
     result = run_ranks(1, python_module("exascale_climate.scale.validate", "--parts", config, grid),
@@ -116,7 +121,7 @@ def measure_parts(config: str, grid: str) -> float:
             if PARTS_TAG in line]
     if result.returncode != 0 or not rows:
         raise RuntimeError(f"parts probe of {config} {grid} failed:\n{(result.stdout or '')[-3000:]}")
-    return float(rows[0]["parts_s"])
+    return rows[0]
 
 
 # ---------------------------------------------------------------------------------------------- measure
@@ -139,11 +144,12 @@ def measure(plan: tuple[Run, ...], steps: int, repeats: int, out: Path, log=prin
     for repeat in range(repeats):
         for config, grid in dict.fromkeys((r.config, r.grid) for r in plan):
             t0 = time.time()
-            parts = measure_parts(config, grid)
+            probe = measure_parts(config, grid)
             keep({"bench": "scale-parts", "model": config, "grid": grid, "overrides": ["train.precision=float32"],
-                  "parts_s": parts, "repeat": repeat, "load_average": os.getloadavg()[0], "machine": machine_info()})
-            log(f"repeat {repeat + 1}/{repeats}: parts {config} {grid}: {parts:.3f} CPU s ({time.time() - t0:.0f} s, "
-                f"load {os.getloadavg()[0]:.1f})")
+                  "parts_s": probe["parts_s"], "reference_cpu_s": probe.get("reference_cpu_s"), "repeat": repeat,
+                  "load_average": os.getloadavg()[0], "machine": machine_info()})
+            log(f"repeat {repeat + 1}/{repeats}: parts {config} {grid}: {probe['parts_s']:.3f} CPU s "
+                f"({time.time() - t0:.0f} s, load {os.getloadavg()[0]:.1f})")
         for run in plan:
             t0 = time.time()
             rows = _launch(run.ranks, run.config, ["train.precision=float32"], run.grid, 1, steps,
@@ -159,16 +165,22 @@ def measure(plan: tuple[Run, ...], steps: int, repeats: int, out: Path, log=prin
 
 
 # ------------------------------------------------------------------------------------------------ check
-def read_parts(paths: list[str | Path]) -> dict[tuple, float]:
-    """{(config, grid, overrides): parts seconds} from scale-parts records (median over repeats)."""
+def read_parts(paths: list[str | Path], timing: str = "cpu") -> dict[tuple, float]:
+    """{(config, grid, overrides): parts seconds} from scale-parts records (median over repeats); with timing
+    "cpu-ref" each probe is scaled by (median reference / its reference), as the bench train records are."""
+    from exascale_climate.scale.fit import reference_level
     from exascale_climate.utils.log import read_json_lines
 
+    level = reference_level(paths) if timing == "cpu-ref" else None
     found: dict[tuple, list[float]] = {}
     for path in paths:
         for r in read_json_lines(path):
             if r.get("bench") == "scale-parts":
+                if timing == "cpu-ref" and not r.get("reference_cpu_s"):
+                    continue
                 key = (str(r["model"]), str(r["grid"]), tuple(r.get("overrides") or []))
-                found.setdefault(key, []).append(float(r["parts_s"]))
+                scale = level / float(r["reference_cpu_s"]) if timing == "cpu-ref" else 1.0
+                found.setdefault(key, []).append(float(r["parts_s"]) * scale)
     return {k: statistics.median(v) for k, v in found.items()}
 
 
@@ -186,11 +198,11 @@ def spread(paths: list[str | Path], timing: str) -> dict[str, dict]:
 
 
 def validate(records: list[str | Path], out_dir: str | Path, fit_on: tuple[str, ...] = DEFAULT_FIT_ON,
-             fit_ranks: int = 2, timing: str = "cpu", cores: int | None = None) -> dict:
+             fit_ranks: int = 2, timing: str = "cpu-ref", cores: int | None = None) -> dict:
     """Fit on `fit_on` (medians over repeats), predict every other run with the parts model, and report."""
     from exascale_climate.scale.fit import fit_and_check
 
-    parts = read_parts(records)
+    parts = read_parts(records, timing)
     if not parts:
         raise ConfigError(f"{', '.join(map(str, records))}: no scale-parts records (run `scale validate` to make them)")
     result = fit_and_check(records, out_dir, list(fit_on), fit_ranks, cores, timing, parts=parts, median=True)

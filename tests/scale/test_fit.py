@@ -87,3 +87,26 @@ def test_cpu_timing_ignores_wall_time_inflated_by_other_jobs(records_file, tmp_p
     assert all(abs(r["error"]) < 1e-3 for r in result["check"])
     wall = fit_and_check([noisy], tmp_path / "wall", fit_ranks=2, cores=CORES, timing="wall")
     assert max(abs(r["error"]) for r in wall["check"]) > 0.15  # the same records read as wall time do not fit
+
+
+def test_cpu_ref_timing_divides_out_the_load_of_the_moment(records_file, tmp_path):
+    """Other jobs inflate CPU seconds too (shared caches, memory bandwidth, SMT siblings), and a reference kernel
+    timed beside the steps by the same factor: cpu-ref recovers the constants, plain cpu does not."""
+    rows = [json.loads(line) for line in records_file.read_text().splitlines()]
+    for i, r in enumerate(rows):
+        load = 1.0 if i % 3 else 1.0 + 0.3 * (1 + i % 4)  # a third of the runs slowed, each by its own amount
+        r["cpu_seconds_per_step"] *= load
+        r["reference_cpu_s"] = 0.04 * load
+    loaded = tmp_path / "loaded.jsonl"
+    loaded.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = fit_and_check([loaded], tmp_path / "ref", fit_ranks=2, cores=CORES, timing="cpu-ref")
+    assert result["compute"]["rate_flops"] == pytest.approx(RATE, rel=1e-3)
+    assert result["controllers"]["gloo"]["alpha_s"] == pytest.approx(ALPHA, rel=1e-3)
+    assert all(abs(r["error"]) < 1e-3 for r in result["check"])
+    plain = fit_and_check([loaded], tmp_path / "cpu", fit_ranks=2, cores=CORES, timing="cpu")
+    assert max(abs(r["error"]) for r in plain["check"]) > 0.05
+    from exascale_climate.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no reference_cpu_s"):
+        read_measurements([records_file], "cpu-ref")
+
