@@ -93,9 +93,45 @@ def parts_seconds(config: str, grid: tuple[int, int], repeat: int = 3, overrides
     return total
 
 
+def whole_step_seconds(config: str, grid: tuple[int, int], repeat: int = 3) -> float:
+    """CPU seconds of the whole training step of `config` (forward, backward, the config's optimizer; 1 sample)
+    as one tf.function: run in the parts probe's process right after it (`--whole`), the ratio whole / parts
+    is the parts model's factor measured at one moment, free of the load's changes between processes."""
+    import tensorflow as tf
+
+    from exascale_climate.config import load_config
+    from exascale_climate.models import build_model
+    from exascale_climate.models.summary import input_channels
+    from exascale_climate.train.losses import segmentation_loss
+    from exascale_climate.train.optimizers import build_optimizer
+
+    cfg = load_config(config, ["train.precision=float32"])
+    shape = (*grid, input_channels(cfg))
+    model = build_model(cfg.model, shape, precision="float32")
+    optimizer = build_optimizer(cfg.optimizer, 1)
+    x = tf.random.normal((1, *shape))
+    y = tf.random.uniform((1, *grid), 0, cfg.model.num_classes, dtype=tf.int32)
+    w = tf.ones((1, *grid))
+    variables = model.trainable_variables
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            loss = segmentation_loss(y, model(x, training=True), w)
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return loss
+
+    step().numpy()
+    t0 = time.process_time()
+    for _ in range(repeat):
+        step().numpy()
+    return (time.process_time() - t0) / repeat
+
+
 def _parts_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m exascale_climate.scale.validate")
     parser.add_argument("--parts", nargs=2, metavar=("CONFIG", "HxW"), required=True)
+    parser.add_argument("--whole", action="store_true", help="also time the whole training step, same process")
     args = parser.parse_args(argv)
     from exascale_climate.utils.runtime import configure_threads
 
@@ -107,8 +143,11 @@ def _parts_main(argv: list[str]) -> int:
     reference = reference_cpu_seconds()  # before and after: what the load does to CPU seconds meanwhile
     seconds = parts_seconds(args.parts[0], parse_grid(args.parts[1]))
     reference = (reference + reference_cpu_seconds()) / 2
-    print(PARTS_TAG + json.dumps({"model": args.parts[0], "grid": args.parts[1], "parts_s": seconds,
-                                  "reference_cpu_s": reference}), flush=True)
+    out = {"model": args.parts[0], "grid": args.parts[1], "parts_s": seconds, "reference_cpu_s": reference}
+    if args.whole:
+        out["whole_s"] = whole_step_seconds(args.parts[0], parse_grid(args.parts[1]))
+        out["whole_over_parts"] = out["whole_s"] / seconds
+    print(PARTS_TAG + json.dumps(out), flush=True)
     return 0
 
 
