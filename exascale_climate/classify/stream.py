@@ -9,6 +9,9 @@ give the training patches and the rest the test patches (split by time, as `patc
 to a temporary HDF5 file next to the output (AR patches are 265 kB each), the final file is then the same
 format as `patches.extract` writes, `source` indexing the step stamps in the dataset `/sources`.
 
+SIGTERM or Ctrl-C stops the generation and writes every unfinished pattern from the steps taken so far
+(split the same way, attribute `stopped_early`), so a run cut short by a deadline still leaves its patches.
+
 Negatives per step are fixed after a pilot of the first steps (the positive rate sets how many a step must
 give), drawn among that step's event-free windows with a per-step seed, so the result does not depend on
 the number of workers.
@@ -46,8 +49,12 @@ class _Step:
 
 
 def _init_worker(cfg: SynthConfig, catalogue, flags) -> None:
+    import signal
+
     from exascale_climate.data.synthetic import Generator
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops and writes what there is
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's stop handler: Pool.terminate must kill us
     _STATE["gen"] = Generator(cfg, catalogue)
     _STATE["flags"] = flags
 
@@ -228,7 +235,7 @@ def extract_synthetic(out_dir: str | Path, synth_cfg: SynthConfig, patterns=("tc
     provenance = {
         k: {"format": FORMAT, "pattern": k, "pattern_name": pats[k].name,
             "variables": json.dumps(list(pats[k].variables)), "size": list(pats[k].size), "requested": list(want[k]),
-            "seed": seed, "train_fraction": train_fraction,
+            "seed": seed, "train_fraction": train_fraction, "stopped_early": False,
             "split": "by time: the first round(train_fraction x steps_used) generated steps are train",
             "generator": json.dumps(dataclasses.asdict(synth_cfg)),
             "labeller": json.dumps(dataclasses.asdict(labeller_cfg)),
@@ -237,8 +244,15 @@ def extract_synthetic(out_dir: str | Path, synth_cfg: SynthConfig, patterns=("tc
         for k in keys}
     done: dict[str, int] = {}
     summary: dict = {}
+    consumed = 0  # steps taken, in order
+    stop = []  # SIGTERM / SIGINT: stop generating, write every unfinished pattern from the steps taken
+
+    def request_stop(signum, frame):
+        stop.append(signum)
 
     def consume(index, parts, flags):
+        nonlocal consumed
+        consumed = index + 1
         for k, part in parts.items():
             if k in done:
                 continue
@@ -252,6 +266,12 @@ def extract_synthetic(out_dir: str | Path, synth_cfg: SynthConfig, patterns=("tc
                 summary[k]["steps"] = index + 1
                 log.info("%s: %d steps -> %s %s", k, index + 1, out_dir / f"{k}.h5", summary[k])
 
+    import signal
+    import threading
+
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        handlers = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         # pilot: the positive rate of the first steps sets the negatives each step must give
         gen = Generator(synth_cfg, catalogue)
@@ -278,7 +298,7 @@ def extract_synthetic(out_dir: str | Path, synth_cfg: SynthConfig, patterns=("tc
         ctx = mp.get_context("fork")
         shared = ctx.Array("b", [1 if k in done else 0 for k in keys])
         tasks = ((b, pats, neg_per_step, seed, labeller_cfg) for b in blocks)
-        if blocks and len(done) < len(keys):
+        if blocks and len(done) < len(keys) and not stop:
             with ctx.Pool(workers, initializer=_init_worker, initargs=(synth_cfg, catalogue, shared)) as pool:
                 for result in pool.imap(_block, tasks):
                     for index, parts in result:
@@ -286,17 +306,23 @@ def extract_synthetic(out_dir: str | Path, synth_cfg: SynthConfig, patterns=("tc
                     if progress and result:
                         log.info("step %d: %s", result[-1][0] + 1,
                                  ", ".join(f"{k} {pools[k].positives}+/{pools[k].negatives}-" for k in keys))
-                    if len(done) == len(keys):
+                    if len(done) == len(keys) or stop:
                         pool.terminate()
                         break
-        for k in keys:  # ran out of steps: write what there is
-            if k not in done:
-                log.warning("%s: %d steps gave %d positives / %d negatives of %s asked", k, synth_cfg.samples,
+        if stop:
+            log.warning("stopped by signal %d after %d steps: writing the unfinished patterns from them",
+                        stop[0], consumed)
+        for k in keys:  # ran out of steps (or stopped): write what there is
+            if k not in done and consumed >= 2:
+                log.warning("%s: %d steps gave %d positives / %d negatives of %s asked", k, consumed,
                             pools[k].positives, pools[k].negatives, want[k])
-                summary[k] = _finish(pools[k], out_dir / f"{k}.h5", pats[k], synth_cfg.samples, want[k], stamps,
+                provenance[k]["stopped_early"] = bool(stop)
+                summary[k] = _finish(pools[k], out_dir / f"{k}.h5", pats[k], consumed, want[k], stamps,
                                      train_fraction, seed, provenance[k])
-                summary[k]["steps"] = synth_cfg.samples
+                summary[k]["steps"] = consumed
     finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
         for p in pools.values():
             p.close()
             remove_path(p.path)

@@ -140,3 +140,31 @@ def test_bad_synthetic_options_are_named(tmp_path, args, expect):
         args = [str(tmp_path / "in") if a == "SOME_INPUT" else a for a in args]
     proc = cli("patches", "extract", "--out", str(tmp_path / "p"), *args, check=False)
     assert proc.returncode != 0 and expect in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_sigterm_writes_the_unfinished_patterns_from_the_steps_taken(tmp_path):
+    """A run cut short (deadline, Ctrl-C) still leaves its patches, split by time over the steps it took."""
+    import signal
+    import time
+
+    out = tmp_path / "p"
+    args = [sys.executable, "-m", "exascale_climate.cli", "patches", "extract", "--synthetic", "5000", "--grid",
+            "96x144", "--synth-seed", "3", "--workers", "2", "--out", str(out), "--pattern", "tc,wf",
+            "--size", "tc=8x8", "--size", "wf=8x16", "--count", "tc=100000,100000", "--count", "wf=100000,100000"]
+    log = tmp_path / "log"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(args, stdout=fh, stderr=subprocess.STDOUT)
+        while "INFO step 24:" not in log.read_text():  # a few blocks after the pilot
+            assert proc.poll() is None, log.read_text()
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=600) == 0, log.read_text()
+    assert "stopped by signal" in log.read_text()
+    assert sorted(p.name for p in out.iterdir()) == ["tc.h5", "wf.h5"]
+    for key in ("tc", "wf"):
+        with h5py.File(out / f"{key}.h5", "r") as f:
+            used = int(f.attrs["steps_used"])
+            assert 24 <= used < 5000 and bool(f.attrs["stopped_early"])
+            train_src, test_src = f["train/source"][...], f["test/source"][...]
+            assert train_src.max() < int(f.attrs["train_steps"]) <= test_src.min() and test_src.max() < used
+            assert len(f["sources"]) == used
