@@ -4,8 +4,8 @@ The study's counts (TC 10,000 / 10,000 ...) need thousands of 768 x 1152 time st
 first costs ~60 MB a step and a second read. Here each step is generated in memory, labelled once (the TC and
 AR masks of `data.labeller.label_fields`, the front mask of `data.fronts`), its patches for every pattern still
 short of its count are cropped, and the fields are dropped. Steps are consumed in time order, so a pattern is
-finished at the first step N where it holds `margin` x its counts; its first round(train_fraction x N) steps
-give the training patches and the rest the test patches (split by time, as `patches.extract`). Candidates go
+finished at the first step N whose first round(train_fraction x N) steps hold its training counts and whose
+other steps hold its test counts (positives and negatives each); those give the training and the test patches (split by time, as `patches.extract`). Candidates go
 to a temporary HDF5 file next to the output (AR patches are 265 kB each), the final file is then the same
 format as `patches.extract` writes, `source` indexing the step stamps in the dataset `/sources`.
 
@@ -161,7 +161,7 @@ def _finish(pool: _Pool, target: Path, pattern: Pattern, n_steps: int, want: tup
 
     f = pool.f
     source, label = f["source"][...], f["label"][...]
-    n_train_steps = min(n_steps - 1, max(1, int(round(train_fraction * n_steps))))
+    n_train_steps = _train_steps(n_steps, train_fraction)
     rng = np.random.default_rng([seed, sum(map(ord, pattern.key)), 2**20])
     chosen, summary = {}, {}
     for split, share in (("train", train_fraction), ("test", 1.0 - train_fraction)):
@@ -198,9 +198,26 @@ def _finish(pool: _Pool, target: Path, pattern: Pattern, n_steps: int, want: tup
     return summary
 
 
+def _train_steps(n_steps: int, train_fraction: float) -> int:
+    return min(n_steps - 1, max(1, int(round(train_fraction * n_steps))))
+
+
+def _enough(per_step: list[tuple[int, int]], want: tuple[int, int], train_fraction: float) -> bool:
+    """Do the steps so far, cut by time as `_finish` will cut them, hold the counts of both splits?"""
+    if len(per_step) < 2:
+        return False
+    counts = np.asarray(per_step)
+    cut = _train_steps(len(per_step), train_fraction)
+    for part, share in ((counts[:cut], train_fraction), (counts[cut:], 1.0 - train_fraction)):
+        have = part.sum(axis=0)
+        if have[0] < round(want[0] * share) or have[1] < round(want[1] * share):
+            return False
+    return True
+
+
 def extract_synthetic(out_dir: str | Path, synth_cfg: SynthConfig, patterns=("tc", "ar", "wf"), counts=None,
                       sizes=None, train_fraction: float = 0.8, seed: int = 0,
-                      labeller_cfg: LabellerConfig | None = None, margin: float = 1.05,
+                      labeller_cfg: LabellerConfig | None = None,
                       progress: bool = True) -> dict:
     """Stream generated steps into <out_dir>/<pattern>.h5; at most synth_cfg.samples steps.
 
@@ -244,6 +261,7 @@ def extract_synthetic(out_dir: str | Path, synth_cfg: SynthConfig, patterns=("tc
         for k in keys}
     done: dict[str, int] = {}
     summary: dict = {}
+    per_step: dict[str, list[tuple[int, int]]] = {k: [] for k in keys}  # (positives, negatives) kept per step
     consumed = 0  # steps taken, in order
     stop = []  # SIGTERM / SIGINT: stop generating, write every unfinished pattern from the steps taken
 
@@ -258,7 +276,8 @@ def extract_synthetic(out_dir: str | Path, synth_cfg: SynthConfig, patterns=("tc
                 continue
             pools[k].append(index, part)
             p = pools[k]
-            if p.positives >= margin * want[k][0] and p.negatives >= margin * want[k][1]:
+            per_step[k].append((int(part["label"].sum()), int(len(part["label"]) - part["label"].sum())))
+            if _enough(per_step[k], want[k], train_fraction):
                 done[k] = index + 1
                 flags[keys.index(k)] = 1
                 summary[k] = _finish(p, out_dir / f"{k}.h5", pats[k], index + 1, want[k], stamps, train_fraction,
@@ -282,7 +301,8 @@ def extract_synthetic(out_dir: str | Path, synth_cfg: SynthConfig, patterns=("tc
         neg_per_step = {}
         for k in keys:
             rate = max(sum(int(p[k]["label"].sum()) for _, p in pilot_parts) / pilot, 0.5)
-            neg_per_step[k] = int(min(NEG_TRIES_PER_FILE, math.ceil(1.3 * rate * want[k][1] / max(want[k][0], 1))))
+            neg_per_step[k] = int(min(NEG_TRIES_PER_FILE,
+                                      math.ceil(1.3 * rate * want[k][1] / max(want[k][0], 1)) + 1))
         log.info("negatives per step: %s", neg_per_step)
         for i, parts in pilot_parts:
             trimmed = {}
