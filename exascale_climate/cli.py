@@ -974,7 +974,7 @@ def _parse_counts(items):
 
 
 @patches.command("extract")
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True))
+@click.argument("inputs", nargs=-1, type=click.Path(exists=True))
 @click.option("--out", "out_dir", required=True, metavar="DIR", help="Writes DIR/<pattern>.h5.")
 @click.option("--pattern", "patterns", default="tc,ar,wf", show_default=True, metavar="tc,ar,wf")
 @click.option("--count", "counts", multiple=True, metavar="PATTERN=POS,NEG",
@@ -984,9 +984,16 @@ def _parse_counts(items):
 @click.option("--train-fraction", default=0.8, show_default=True, type=float,
               help="The earliest fraction of the time steps gives the training patches.")
 @click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--synthetic", "synth_steps", type=click.IntRange(min=2), metavar="STEPS",
+              help="No INPUTS: generate up to STEPS time steps in memory (data.synth.*), crop, drop the fields; "
+                   "stops once every pattern has its counts.")
+@click.option("--grid", metavar="HxW", help="With --synthetic: the grid (default: data.synth.grid).")
+@click.option("--synth-seed", type=int, help="With --synthetic: the generator's seed (default: data.synth.seed).")
+@click.option("--workers", type=click.IntRange(min=1), help="With --synthetic: worker processes.")
 @config_options
-def patches_extract(inputs, out_dir, patterns, counts, sizes, train_fraction, seed, config_path, overrides):
-    """Crop centred event patches and event-free patches from labelled samples, split by time."""
+def patches_extract(inputs, out_dir, patterns, counts, sizes, train_fraction, seed, synth_steps, grid, synth_seed,
+                    workers, config_path, overrides):
+    """Crop centred event patches and event-free patches from labelled samples (or generated steps), split by time."""
     from exascale_climate.classify.patches import extract, parse_sizes
     from exascale_climate.classify.study import PATTERNS
     from exascale_climate.errors import ConfigError
@@ -995,12 +1002,23 @@ def patches_extract(inputs, out_dir, patterns, counts, sizes, train_fraction, se
     bad = [k for k in keys if k not in PATTERNS] + [k for k in _parse_counts(counts) if k not in PATTERNS]
     if bad:
         raise ConfigError(f"--pattern/--count: unknown pattern {bad[0]!r}; allowed: {list(PATTERNS)}")
+    if bool(inputs) == bool(synth_steps):
+        raise ConfigError("patches extract: give INPUTS (labelled samples) or --synthetic STEPS, not both or neither")
     overrides = tuple(f"data.{o}" if o.startswith("labeller.") else o for o in overrides)
+    given = {"samples": synth_steps, "grid": grid, "seed": synth_seed, "workers": workers}
+    overrides = (*overrides, *(f"data.synth.{k}={v}" for k, v in given.items() if v is not None and synth_steps))
     cfg = load_cli_config(config_path, overrides)
-    summary = extract(list(inputs), out_dir, keys, _parse_counts(counts), parse_sizes(sizes), train_fraction, seed,
-                      cfg.data.labeller)
+    if synth_steps:
+        from exascale_climate.classify.stream import extract_synthetic
+
+        summary = extract_synthetic(out_dir, cfg.data.synth, keys, _parse_counts(counts), parse_sizes(sizes),
+                                    train_fraction, seed, cfg.data.labeller)
+    else:
+        summary = extract(list(inputs), out_dir, keys, _parse_counts(counts), parse_sizes(sizes), train_fraction,
+                          seed, cfg.data.labeller)
     for key, splits in summary.items():
-        click.echo(f"{key}: " + ", ".join(f"{s} {p} + / {n} -" for s, (p, n) in splits.items()))
+        click.echo(f"{key}: " + ", ".join(f"{s} {v[0]} + / {v[1]} -" if isinstance(v, tuple) else f"{s} {v}"
+                                         for s, v in splits.items()))
 
 
 @main.group(cls=ExaclimateGroup)

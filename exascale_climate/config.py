@@ -392,7 +392,12 @@ class ClassifyConfig:
 
     trials: int = bounded(12, min=1, max=10000)  # hyper-parameter trials per method (optuna TPE): the fixed budget
     tune_fraction: float = bounded(0.2, min=0.05, max=0.5)  # last part (in time) of train used to score trials
-    max_tune_examples: int = bounded(4000, min=50, max=10**7)  # trials of the baselines see at most this many examples
+    max_tune_examples: int = bounded(4000, min=50, max=10**7)  # trials of every method fit at most this many examples
+    tune_timeout: float = bounded(0.0, min=0.0, max=1e7)  # seconds of tuning per method; no new trial after (0: none)
+    # Baselines on PCA features: >0 projects the standardised pixels onto this many principal components (fitted
+    # on at most pca_fit_examples training patches) before tuning and fitting; 0 keeps the raw pixels.
+    pca_components: int = bounded(0, min=0, max=100000)
+    pca_fit_examples: int = bounded(4000, min=2, max=10**7)
     epochs: int = bounded(8, min=1, max=10000)  # ConvNet epochs, final fit
     tune_epochs: int = bounded(3, min=1, max=10000)  # ConvNet epochs per trial
     batch_size: int = bounded(64, min=1, max=65536)  # per rank

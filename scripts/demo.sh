@@ -118,6 +118,9 @@ for method in knn convnet; do
     --run-dir "$DEMO_DIR/classify/wf-$method" --set classify.trials=2 --set classify.epochs=3
 done
 exaclimate classify report --runs "$DEMO_DIR/classify" --out "$DEMO_DIR/classify/PATCH_STUDY.md" | head -12
+# the same patches streamed from the generator (no field written): how the table's counts are reached
+exaclimate patches extract --synthetic 80 --grid 96x144 --synth-seed 1 --workers 1 --out "$DEMO_DIR/patches-stream" \
+  --size tc=8x8 --size ar=24x36 --size wf=8x16 --count tc=40,40 --count ar=40,40 --count wf=40,40
 
 step "notebooks: explore the data, inspect the model, performance, boxes (executed into $DEMO_DIR/notebooks)"
 python scripts/run_notebooks.py --out "$DEMO_DIR/notebooks" notebooks/*.ipynb

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from exascale_climate.classify.study import METHOD_NAMES, METHODS, PATTERNS
 
+NOTES_MARKER = "<!-- notes: kept by `exaclimate classify report` -->"
+
 
 def collect(runs_dir: str | Path) -> dict[tuple[str, str], dict]:
     """{(pattern, method): result.json} of every run under `runs_dir` (any depth)."""
@@ -21,11 +23,23 @@ def _cell(pair) -> str:
 
 
 def _seconds(r: dict | None) -> str:
-    """Tune + fit + test wall time; the process CPU time in brackets when recorded."""
+    """Features + tune + fit + test wall time; the process CPU time (tune + fit) in brackets when recorded."""
     if not r:
         return "-"
-    wall = f"{r['tune_seconds'] + r['fit_seconds'] + r.get('predict_seconds', 0):.0f}"
-    return wall + (f" ({r['cpu_seconds']:.0f})" if r.get("cpu_seconds") is not None else "")
+    wall = r.get("features_seconds", 0) + r["tune_seconds"] + r["fit_seconds"] + r.get("predict_seconds", 0)
+    return f"{wall:.0f}" + (f" ({r['cpu_seconds']:.0f})" if r.get("cpu_seconds") is not None else "")
+
+
+def _budget(r: dict | None) -> str:
+    """Trials run (of the cap), the examples a trial fits, and the baselines' features."""
+    if not r:
+        return "-"
+    out = f"{r.get('trials_run', r['trials'])}/{r['trials']} trials"
+    if r.get("tune_fit_examples"):
+        out += f" on {r['tune_fit_examples']}"
+    if r.get("features", "pixels") != "pixels":
+        out += f", {r['features'].upper()}"
+    return out
 
 
 def _ours(r: dict | None):
@@ -45,6 +59,7 @@ def table(results: dict) -> str:
         times = [results.get((key, m)) for m in METHODS]
         lines.append(f"| {key.upper()} | our wall time, s (CPU s of tune + fit) | " + " | ".join(
             _seconds(r) for r in times) + " |")
+        lines.append(f"| {key.upper()} | our tuning | " + " | ".join(_budget(r) for r in times) + " |")
     counts = []
     for key in PATTERNS:
         r = next((results[(key, m)] for m in METHODS if (key, m) in results and "test_examples" in results[(key, m)]),
@@ -77,6 +92,9 @@ def write_report(runs_dir: str | Path, out: str | Path | None) -> str:
     if orders:
         text += "\nOrdering by test accuracy:\n" + "\n".join(orders) + "\n"
     if out:
+        kept = ""  # hand-written notes below the marker survive a re-run of the report
+        if Path(out).is_file() and NOTES_MARKER in Path(out).read_text():
+            kept = "\n" + NOTES_MARKER + Path(out).read_text().split(NOTES_MARKER, 1)[1]
         atomic_write_text(out, "# The 2017 patch study: the talk's table and ours\n\n"
-                          "Written by `exaclimate classify report`.\n\n" + text)
+                          "Written by `exaclimate classify report`.\n\n" + text + kept)
     return text

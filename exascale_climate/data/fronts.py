@@ -24,6 +24,7 @@ from typing import Mapping
 
 import numpy as np
 from scipy import ndimage
+from scipy.spatial import cKDTree
 
 from exascale_climate.data.grid import KM_PER_DEG, Grid, great_circle_km, label_objects
 
@@ -75,14 +76,13 @@ def draw_fronts(fields: dict[str, np.ndarray], grid: Grid, lows, hours: float, s
         width = max(front.width_km, 1.2 * grid.dy_km)  # a grid cannot hold a front narrower than its cells
         line = _front_line(front, hemi)
         rows, cols, x, y = grid.window(clat, clon, front.length_km + 5 * width)
-        ex = x[..., None] - line[None, None, :, 0]
-        ey = y[..., None] - line[None, None, :, 1]
-        nearest = (ex * ex + ey * ey).argmin(axis=2)
+        # the nearest line point of every pixel: a k-d tree query, not an (H, W, 48) distance array (that
+        # took most of a 768 x 1152 step)
+        nearest = cKDTree(line).query(np.stack([x.ravel(), y.ravel()], axis=1))[1].reshape(x.shape)
         tangent = np.gradient(line, axis=0)
         tangent /= np.linalg.norm(tangent, axis=1, keepdims=True)
         tx, ty = tangent[nearest, 0], tangent[nearest, 1]
-        px = np.take_along_axis(ex, nearest[..., None], axis=2)[..., 0]
-        py = np.take_along_axis(ey, nearest[..., None], axis=2)[..., 0]
+        px, py = x - line[nearest, 0], y - line[nearest, 1]
         # signed distance, positive on the warm side (east of the line in both hemispheres)
         n = hemi * (px * -ty + py * tx)
         s = nearest / (len(line) - 1)

@@ -146,3 +146,37 @@ def test_convnet_trains_data_parallel(tmp_path, launcher):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads((run / "result.json").read_text())
     assert result["ranks"] == ranks and result["test_accuracy"] >= 0.9
+
+
+def test_pca_features_and_tuning_budget(tmp_path):
+    """classify.pca_components: the saved model is flatten -> scale -> PCA(k) -> SVM and takes raw patches;
+    classify.tune_timeout stops the trials (one always runs); trials fit at most classify.max_tune_examples."""
+    import joblib
+
+    write_toy(tmp_path / "tc.h5", n_train=200, n_test=60)
+    run = tmp_path / "svm"
+    cli("classify", "train", "--pattern", "tc", "--method", "svm", "--patches", str(tmp_path), "--run-dir", str(run),
+        "--set", "classify.pca_components=6", "--set", "classify.trials=40", "--set", "classify.tune_timeout=1e-6",
+        "--set", "classify.max_tune_examples=100")
+    result = json.loads((run / "result.json").read_text())
+    assert result["trials_run"] == 1 and result["features"] == "pca6" and result["tune_fit_examples"] == 100
+    model = joblib.load(run / "model.joblib")
+    assert model.named_steps["pca"].components_.shape == (6, 8 * 8 * len(TC_VARS))
+    with h5py.File(tmp_path / "tc.h5", "r") as f:
+        x, y = f["test/data"][...], f["test/label"][...]
+    assert (model.predict(x) == y).mean() >= 0.9
+    # the PCA is a projection of the standardised pixels: recompute it by hand from the fitted parts
+    scale, pca = model.named_steps["scale"], model.named_steps["pca"]
+    z = (x.reshape(len(x), -1) - scale.mean_) / scale.scale_
+    np.testing.assert_allclose(model[:-1].transform(x), (z - pca.mean_) @ pca.components_.T, rtol=1e-3, atol=1e-3)
+
+
+def test_report_keeps_notes_below_the_marker(toy_runs, tmp_path):
+    from exascale_climate.classify.report import NOTES_MARKER
+
+    out = tmp_path / "PATCH_STUDY.md"
+    out.write_text("old table\n" + NOTES_MARKER + "\nConditions: a shared machine.\n")
+    cli("classify", "report", "--runs", str(toy_runs / "runs"), "--out", str(out))
+    text = out.read_text()
+    assert "old table" not in text and "| TC | ours" in text
+    assert text.endswith(NOTES_MARKER + "\nConditions: a shared machine.\n")
