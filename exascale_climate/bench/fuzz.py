@@ -661,6 +661,10 @@ HDF5_ONLY = ("stats", "stage", "split", "evaluate")  # they read data-*.h5 sampl
 def file_valid(case: Case, command: str) -> bool | None:
     """Must `command` accept (True), reject (False) the case's file, or may it do either (None)?"""
     m, p, hdf5 = case.mutation, case.params, case.layout in ("deepcam", "gordonbell")
+    if command in ("stage", "split"):  # they open each file (stage) or only list names (split), not its values
+        return case.valid if command == "stage" and m in BYTE_MUTATIONS else None
+    if command == "track" and not (m in BYTE_MUTATIONS or m.startswith("labels")):
+        return None  # it reads the labels, the time and the coordinates, not the fields
     if m in ("labels", "labels-missing"):
         if command in ("label", "predict"):  # they do not read the labels (label writes new ones)
             return True if m == "labels-missing" else None
@@ -681,10 +685,6 @@ def file_valid(case: Case, command: str) -> bool | None:
         return None
     if m == "variable-dtype" and p["dtype"] == "i1":
         return None  # small integers may be in range
-    if command in ("stage", "split"):  # they open each file (stage) or only list names (split), not its values
-        return case.valid if command == "stage" and m in BYTE_MUTATIONS else None
-    if command == "track" and not (m in BYTE_MUTATIONS or m.startswith("labels")):
-        return None  # it reads the labels, the time and the coordinates, not the fields
     return case.valid
 
 
