@@ -735,7 +735,10 @@ def run_file_case(case: Case, workdir: Path, checkpoint: Path | None, commands=F
             args = ["track", path, "--out", out, "--no-plot"]
         else:
             args = ["predict", "--checkpoint", checkpoint, path, "--out", out, "--strict"]
-        run = run_subprocess(args) if use_subprocess else run_in_process(args)
+        # evaluate always as a real process: once, in-process, a later command's h5py open waited forever on
+        # h5py's lock after an evaluate (tf.data threads and h5py: cli._leave); a real process is what users run
+        isolated = use_subprocess or command == "evaluate"
+        run = run_subprocess(args) if isolated else run_in_process(args)
         leftovers = _temporaries(cdir)
         valid = file_valid(case, command)
         if run.exit_code not in (0, None) and (run.exit_code or 0) >= 0:
