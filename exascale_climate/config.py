@@ -430,6 +430,10 @@ class Config:
                     f"train.loss_scale: {_show(self.train.loss_scale)} is not allowed; "
                     "use 'dynamic' or a number in (0, 1e38]"
                 ) from None
+        d = self.distributed
+        if d.heartbeat_stale_s < 2 * d.heartbeat_interval_s:  # else a live rank between two beats looks stale
+            raise ConfigError(f"distributed.heartbeat_stale_s: {_show(d.heartbeat_stale_s)} is not allowed; it must "
+                              f"be at least 2 x distributed.heartbeat_interval_s ({2 * d.heartbeat_interval_s:g})")
         if any(not 0 <= m <= 10**9 for m in self.optimizer.schedule.milestones):
             raise ConfigError(f"optimizer.schedule.milestones: {_show(self.optimizer.schedule.milestones)} is not "
                               "allowed; every item must be in 0..1000000000")
