@@ -735,9 +735,10 @@ def run_file_case(case: Case, workdir: Path, checkpoint: Path | None, commands=F
             args = ["track", path, "--out", out, "--no-plot"]
         else:
             args = ["predict", "--checkpoint", checkpoint, path, "--out", out, "--strict"]
-        # evaluate always as a real process: once, in-process, a later command's h5py open waited forever on
-        # h5py's lock after an evaluate (tf.data threads and h5py: cli._leave); a real process is what users run
-        isolated = use_subprocess or command == "evaluate"
+        # predict and evaluate always as real processes: in one process, after an in-process predict, stage's
+        # copy threads waited forever on h5py's lock (twice in the fuzz run; h5py's lock is re-entrant, so the
+        # main thread's later opens passed); one command per process is what users run (cli._leave)
+        isolated = use_subprocess or command in MODEL_COMMANDS
         run = run_subprocess(args) if isolated else run_in_process(args)
         leftovers = _temporaries(cdir)
         valid = file_valid(case, command)
