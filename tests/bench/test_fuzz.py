@@ -187,11 +187,11 @@ def test_a_yaml_alias_bomb_is_rejected_in_a_real_process(tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(7200)
 def test_a_thousand_malformed_inputs(tmp_path):
-    """The full run, the inputs of `exaclimate bench fuzz --examples 1000 --predict-every 10 --train-every 2
+    """The full run, the inputs of `exaclimate bench fuzz --examples 1000 --predict-every 15 --train-every 2
     --subprocess-every 100` (docs/RELIABILITY.md): every command, predict on a real checkpoint, every 100th
     input as real processes too."""
     checkpoint = F.make_checkpoint(tmp_path / "checkpoint")
-    tally = F.fuzz_in_chunks(1000, tmp_path / "work", checkpoint, seed=0, subprocess_every=100, predict_every=10,
+    tally = F.fuzz_in_chunks(1000, tmp_path / "work", checkpoint, seed=0, subprocess_every=100, predict_every=15,
                              train_every=2)
     assert sum(tally.inputs.values()) >= 1000
     assert set(tally.counts) == {*F.FILE_COMMANDS, *F.DATASET_COMMANDS, "import", *F.CONFIG_COMMANDS}
