@@ -38,7 +38,7 @@ def test_malformed_data_files_end_in_one_line_naming_the_file(tmp_path_factory, 
     assert_ok(results, case)
 
 
-@settings(max_examples=40, **FAST)
+@settings(max_examples=25, **FAST)
 @given(case=F.file_cases())
 def test_malformed_files_in_dataset_commands_end_in_one_line_naming_the_file(tmp_path_factory, case):
     """stage (a prepared dataset holding the file), track (the file as labelled input), data split (the file
@@ -47,7 +47,7 @@ def test_malformed_files_in_dataset_commands_end_in_one_line_naming_the_file(tmp
     assert_ok(results, case)
 
 
-@settings(max_examples=25, **FAST)
+@settings(max_examples=15, **FAST)
 @given(case=F.import_cases())
 def test_malformed_era5_files_in_data_import_end_in_one_line_naming_the_file(tmp_path_factory, case):
     assert_ok(F.run_import_case(case, tmp_path_factory.mktemp("fuzz")), case)
