@@ -713,6 +713,12 @@ def bench_fuzz_command(examples, seed, subprocess_every, predict_every, train_ev
     def progress(tally, seconds):
         click.echo(f"fuzz: {sum(tally.inputs.values())}/{examples} inputs, {tally.runs()} runs, "
                    f"{len(tally.failures)} failing, {seconds:.0f} s", err=True)
+        if json_path:  # the counts so far, replaced after each chunk: a long run on a loaded machine says something
+            from exascale_climate.bench.fuzz import records as fuzz_records
+            from exascale_climate.utils.io import atomic_write_text
+
+            atomic_write_text(f"{json_path}.partial", "".join(json.dumps(r) + "\n" for r in
+                                                               fuzz_records(tally, seconds)))
 
     records = bench_fuzz(examples, seed=seed, subprocess_every=subprocess_every, predict_every=predict_every,
                          train_every=train_every, on_chunk=progress)
