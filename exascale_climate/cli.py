@@ -698,11 +698,14 @@ def bench_train_command(models, grid, batch, steps, convergence, data_dir, png, 
 @click.option("--subprocess-every", default=50, show_default=True, type=click.IntRange(min=0),
               help="Also run every N-th input as a real process (crash and hang detection); 0: never.")
 @click.option("--predict-every", default=4, show_default=True, type=click.IntRange(min=0),
-              help="Run predict (about 3 s each: it loads a model) on every N-th data file; 0: never.")
+              help="Run predict and evaluate (about 3 s each: they load a model) on every N-th data file; 0: never.")
+@click.option("--train-every", default=4, show_default=True, type=click.IntRange(min=1),
+              help="Run train (it imports TensorFlow) on every N-th config input.")
 @click.option("--json", "json_path", metavar="OUT", help="Append the records as JSON lines to OUT.")
-def bench_fuzz_command(examples, seed, subprocess_every, predict_every, json_path):
-    """Property-based fuzzing (hypothesis) of data inspect/convert/stats/label, predict, config show and train:
-    runs per command and outcome (one-line error, accepted valid, traceback, silent, hang, crash, half-written)."""
+def bench_fuzz_command(examples, seed, subprocess_every, predict_every, train_every, json_path):
+    """Property-based fuzzing (hypothesis) of data inspect/convert/stats/label/split/import, stage, track,
+    predict, evaluate, config show and train: runs per command and outcome (one-line error, accepted valid,
+    traceback, silent, hang, crash, half-written)."""
     from exascale_climate.bench.fuzz import bench_fuzz
 
     from exascale_climate.bench.common import write_records
@@ -710,9 +713,15 @@ def bench_fuzz_command(examples, seed, subprocess_every, predict_every, json_pat
     def progress(tally, seconds):
         click.echo(f"fuzz: {sum(tally.inputs.values())}/{examples} inputs, {tally.runs()} runs, "
                    f"{len(tally.failures)} failing, {seconds:.0f} s", err=True)
+        if json_path:  # the counts so far, replaced after each chunk: a long run on a loaded machine says something
+            from exascale_climate.bench.fuzz import records as fuzz_records
+            from exascale_climate.utils.io import atomic_write_text
+
+            atomic_write_text(f"{json_path}.partial", "".join(json.dumps(r) + "\n" for r in
+                                                               fuzz_records(tally, seconds)))
 
     records = bench_fuzz(examples, seed=seed, subprocess_every=subprocess_every, predict_every=predict_every,
-                         on_chunk=progress)
+                         train_every=train_every, on_chunk=progress)
     _report([r for r in records if r["metric"] != "failure"], None)
     write_records(records, json_path)  # the failures too, each with its case
     for r in records:

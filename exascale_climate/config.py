@@ -320,6 +320,12 @@ class DistributedConfig:
     cycle_time_ms: float | None = bounded(None, min=0.0, max=60000.0)
     horovod_hierarchical: bool = False  # Horovod's own HOROVOD_HIERARCHICAL_ALLREDUCE (GPU/NCCL builds)
     stall_timeout_s: int = bounded(60, min=1, max=7 * 86400)  # a rank silent this long fails the job
+    # How a surviving rank learns which peer died (docs/RELIABILITY.md): "auto" = pids on this machine, heartbeat
+    # files in <run_dir>/heartbeats (a shared file system) for peers elsewhere; "pid" = pids only; "heartbeat" =
+    # files for every peer. A heartbeat unchanged for heartbeat_stale_s while this rank is blocked names its rank.
+    liveness: str = choice("auto", ("auto", "pid", "heartbeat"))
+    heartbeat_interval_s: float = bounded(0.5, min=0.05, max=600.0)
+    heartbeat_stale_s: float = bounded(10.0, min=0.5, max=86400.0)
     # every N steps the ranks agree whether one got SIGUSR1/SIGTERM (one 8-byte allreduce, about one Horovod cycle;
     # every step halved the demo's throughput: docs/RELIABILITY.md). A stop waits at most N steps.
     stop_check_every_steps: int = bounded(20, min=1, max=1_000_000)
@@ -429,6 +435,10 @@ class Config:
                     f"train.loss_scale: {_show(self.train.loss_scale)} is not allowed; "
                     "use 'dynamic' or a number in (0, 1e38]"
                 ) from None
+        d = self.distributed
+        if d.heartbeat_stale_s < 2 * d.heartbeat_interval_s:  # else a live rank between two beats looks stale
+            raise ConfigError(f"distributed.heartbeat_stale_s: {_show(d.heartbeat_stale_s)} is not allowed; it must "
+                              f"be at least 2 x distributed.heartbeat_interval_s ({2 * d.heartbeat_interval_s:g})")
         if any(not 0 <= m <= 10**9 for m in self.optimizer.schedule.milestones):
             raise ConfigError(f"optimizer.schedule.milestones: {_show(self.optimizer.schedule.milestones)} is not "
                               "allowed; every item must be in 0..1000000000")

@@ -103,7 +103,7 @@ step "quick benchmarks at the demo grid (JSON lines in $DEMO_DIR/bench, read by 
 exaclimate bench model --model tiramisu --grid 96x144 --config demo --json "$DEMO_DIR/bench/model.jsonl"
 exaclimate bench pipeline --grid 96x144 --samples 16 --json "$DEMO_DIR/bench/pipeline.jsonl"
 
-step "fuzzing: 20 malformed inputs through data inspect/convert/stats/label and config (docs/RELIABILITY.md)"
+step "fuzzing: 20 malformed inputs through data inspect/convert/stats/label/split/import, stage, track and config (docs/RELIABILITY.md)"
 exaclimate bench fuzz --examples 20 --predict-every 0 --subprocess-every 0 --json "$DEMO_DIR/fuzz.jsonl" | tail -4
 
 step "performance model: the paper's Tiramisu on Summit nodes, on paper (docs/PERFORMANCE.md)"

@@ -80,6 +80,10 @@ def test_cross_field_validation():
     with pytest.raises(ConfigError, match="model.tiramisu.up_layers"):
         load_config(None, ["model.tiramisu.up_layers=[2, 2]"])
     assert load_config(None, ["train.precision=mixed_float16", "train.loss_scale=1024"]).train.loss_scale == "1024"
+    # a heartbeat must have time to change at least twice before it counts as stale
+    assert "distributed.heartbeat_stale_s: 0.9 is not allowed" in rejected("distributed.heartbeat_stale_s=0.9")
+    assert "distributed.liveness: 'ssh' is not allowed" in rejected("distributed.liveness=ssh")
+    assert load_config(None, ["distributed.heartbeat_stale_s=1"]).distributed.heartbeat_stale_s == 1
 
 
 def test_bad_files(tmp_path):

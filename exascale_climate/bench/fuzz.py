@@ -562,7 +562,40 @@ def run_in_process(args: list) -> Run:
 
     result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=True)
     exc = result.exception if result.exception is not None and not isinstance(result.exception, SystemExit) else None
-    return Run(args, result.exit_code, result.stdout, result.stderr, exc)
+    run = Run(args, result.exit_code, result.stdout, result.stderr, exc)
+    if not _h5py_lock_free():
+        run.exit_code = None  # a hang in waiting: the next command's threads would block on it
+        run.stderr += "\nh5py's global lock was left held by this command (freed by a garbage collection)"
+    return run
+
+
+def _h5py_lock_free(wait_s: float = 10.0) -> bool:
+    """Whether another thread can take h5py's global lock after a command. A command that leaves it held (an
+    h5py generator suspended inside `with phil` and kept in a reference cycle, e.g. by an exception's
+    traceback) makes every later h5py call of another thread wait, until a garbage collection happens to free
+    it: that hung the fuzzer's stage runs (data/layouts.climate_attrs). Counted as a hang; the lock is then
+    freed by a collection so the run goes on."""
+    import gc
+    import threading
+
+    if "h5py" not in sys.modules:
+        return True
+    from h5py._objects import phil
+
+    taken = threading.Event()
+
+    def take():
+        with phil:
+            taken.set()
+
+    thread = threading.Thread(target=take, daemon=True)
+    thread.start()
+    if taken.wait(wait_s):
+        thread.join()
+        return True
+    gc.collect()
+    taken.wait(60)
+    return False
 
 
 MEMORY_LIMIT = 4 << 30  # address space of a subprocess run: a runaway allocation fails there, not the machine
@@ -610,6 +643,8 @@ def classify(run: Run, valid: bool | None, names: list[str], leftovers: list[str
     name (the file's path or name, or the config key); `leftovers`: temporaries or partial outputs found."""
     out = run.stdout + run.stderr
     if run.exit_code is None:
+        if "h5py's global lock was left held" in run.stderr:
+            return "hang", "h5py's global lock left held (other threads' h5py calls would wait)"
         return "hang", f"no exit within {SUBPROCESS_TIMEOUT_S} s"
     if run.exit_code < 0:
         return "crash", f"killed by signal {-run.exit_code}"
@@ -650,12 +685,21 @@ def _temporaries(*dirs: Path) -> list[str]:
 
 
 FILE_COMMANDS = ("inspect", "convert", "stats", "label", "predict")
+# the commands that read a dataset directory or labelled files (issue 16's second round); evaluate loads a model
+# like predict and runs as often
+DATASET_COMMANDS = ("stage", "track", "split", "evaluate")
+MODEL_COMMANDS = ("predict", "evaluate")
 CONFIG_COMMANDS = ("config show", "train")
+HDF5_ONLY = ("stats", "stage", "split", "evaluate")  # they read data-*.h5 samples only
 
 
 def file_valid(case: Case, command: str) -> bool | None:
     """Must `command` accept (True), reject (False) the case's file, or may it do either (None)?"""
     m, p, hdf5 = case.mutation, case.params, case.layout in ("deepcam", "gordonbell")
+    if command in ("stage", "split"):  # they open each file (stage) or only list names (split), not its values
+        return case.valid if command == "stage" and m in BYTE_MUTATIONS else None
+    if command == "track" and not (m in BYTE_MUTATIONS or m.startswith("labels")):
+        return None  # it reads the labels, the time and the coordinates, not the fields
     if m in ("labels", "labels-missing"):
         if command in ("label", "predict"):  # they do not read the labels (label writes new ones)
             return True if m == "labels-missing" else None
@@ -684,7 +728,9 @@ def run_file_case(case: Case, workdir: Path, checkpoint: Path | None, commands=F
     """Run each command on the case's file in a fresh directory under `workdir`; [(command, outcome, detail)]."""
     results = []
     for command in commands:
-        if command == "predict" and checkpoint is None:
+        if command in MODEL_COMMANDS and checkpoint is None:
+            continue
+        if command in HDF5_ONLY and case.layout not in ("deepcam", "gordonbell"):
             continue
         cdir = Path(workdir) / command.replace(" ", "-")
         shutil.rmtree(cdir, ignore_errors=True)
@@ -697,16 +743,31 @@ def run_file_case(case: Case, workdir: Path, checkpoint: Path | None, commands=F
             args = ["data", "inspect", path]
         elif command == "convert":
             args = ["data", "convert", path, "--out", out]
-        elif command == "stats":
-            if case.layout not in ("deepcam", "gordonbell"):
-                continue  # stats reads HDF5 samples (data-*.h5) only
+        elif command in HDF5_ONLY:  # a dataset directory: the file as a data-*.h5 sample
             target = path.with_name("data-x" + path.name if not path.name.startswith("data-") else path.name)
             path.rename(target)
             path = target
             names = [str(path), path.name]
-            args = ["data", "stats", path.parent, "--out", out / "stats.h5"]
+            if command == "stats":
+                args = ["data", "stats", path.parent, "--out", out / "stats.h5"]
+            elif command == "split":  # beside two valid samples
+                for k in (1, 2):
+                    write_base(path.parent / f"data-2000-01-0{k + 1}-00-00-00.h5", case.layout)
+                names.append(str(path.parent))
+                args = ["data", "split", path.parent, "--out", out]
+            elif command == "stage":  # a prepared dataset: train/ holds the file, stats.h5 beside it
+                src = cdir / "src"
+                (src / "train").mkdir(parents=True)
+                path = Path(shutil.move(str(path), str(src / "train")))
+                names = [str(path), path.name, f"train/{path.name}"]
+                shutil.copyfile(_stats_file(workdir), src / "stats.h5")
+                args = ["stage", "--src", src, "--dst", out]
+            else:
+                args = ["evaluate", "--checkpoint", checkpoint, "--data", path.parent, "--json", out / "metrics.json"]
         elif command == "label":
             args = ["data", "label", path]  # in place: a failure must leave the file as it was
+        elif command == "track":
+            args = ["track", path, "--out", out, "--no-plot"]
         else:
             args = ["predict", "--checkpoint", checkpoint, path, "--out", out, "--strict"]
         run = run_subprocess(args) if use_subprocess else run_in_process(args)
@@ -721,9 +782,24 @@ def run_file_case(case: Case, workdir: Path, checkpoint: Path | None, commands=F
     return results
 
 
+def _stats_file(workdir: Path) -> Path:
+    """A valid stats.h5 of the base fields, made once per work directory (stage's prepared dataset needs one)."""
+    from exascale_climate.data.stats import compute_stats, write_stats
+
+    path = Path(workdir) / "base-stats.h5"
+    if not path.exists():
+        (Path(workdir) / "base-stats").mkdir(parents=True, exist_ok=True)
+        sample = write_base(Path(workdir) / "base-stats" / "data-2000-01-01-00-00-00.h5", "deepcam")
+        write_stats(path, compute_stats([sample], progress=False))
+    return path
+
+
 def _partial_outputs(command: str, out: Path, path: Path, before: bytes) -> list[str]:
-    """Outputs a failed command must not leave: any sample of convert, stats.h5, a mask; a changed input."""
+    """Outputs a failed command must not leave: any sample of convert, stats.h5, a mask, a track table, a metrics
+    file; a changed input. Not for stage and split: the files done before the bad one stay (a rerun resumes)."""
     found = []
+    if command in ("stage", "split"):
+        return found
     if out.exists():
         found += [str(p) for p in out.rglob("*") if p.is_file() and p.name != "events.csv"]
     if command == "label" and path.exists() and path.read_bytes() != before:
@@ -797,6 +873,154 @@ def run_config_case(case: ConfigCase, workdir: Path, commands=CONFIG_COMMANDS,
     return results
 
 
+# ------------------------------------------------------------------------------------------- data import
+ERA5_LAT = np.linspace(90.0, -90.0, 13)  # descending, as ERA5
+ERA5_LON = np.arange(-180.0, 180.0, 30.0)  # -180..150, as many netCDF exports
+ERA5_SURFACE = {"msl": (100500.0, "Pa"), "sp": (100000.0, "Pa"), "t2m": (288.0, "K"), "d2m": (283.0, "K"),
+                "skt": (290.0, "K"), "u10": (5.0, "m s**-1"), "v10": (-3.0, "m s**-1"),
+                "tcwv": (30.0, "kg m**-2"), "tp": (0.001, "m")}
+ERA5_LEVELS = {"z": ({1000.0: 980.0, 850.0: 14700.0, 500.0: 56000.0, 200.0: 117000.0}, "m**2 s**-2"),
+               "t": ({1000.0: 290.0, 850.0: 283.0, 500.0: 260.0, 200.0: 220.0}, "K"),
+               "u": ({1000.0: 1.0, 850.0: 12.0, 500.0: 20.0, 200.0: 30.0}, "m s**-1"),
+               "v": ({1000.0: 0.0, 850.0: -4.0, 500.0: 0.0, 200.0: 0.0}, "m s**-1")}
+IMPORT_VARIABLES = tuple(ERA5_SURFACE) + tuple(ERA5_LEVELS)
+
+
+def write_era5_base(path: Path, case: "Case | None" = None) -> Path:
+    """One ERA5-style netCDF (surface and pressure-level variables, 1 time) with the case's semantic mutation."""
+    import netCDF4
+
+    p, m = (case.params, case.mutation) if case is not None else ({}, "valid")
+    lat, lon = ERA5_LAT.copy(), ERA5_LON.copy()
+    if m == "coord":
+        (lat if p["coord"] == "latitude" else lon)[:] = p["values"][:len(lat if p["coord"] == "latitude" else lon)]
+    plev = np.array([1000.0, 850.0, 500.0, 200.0])
+    with netCDF4.Dataset(path, "w", format="NETCDF4") as nc:
+        nc.createDimension("valid_time", 1)
+        nc.createDimension("pressure_level", len(plev))
+        nc.createDimension("latitude", len(lat))
+        nc.createDimension("longitude", len(lon))
+        if not (m == "time" and p["how"] == "missing"):
+            t = nc.createVariable("valid_time", "i8", ("valid_time",))
+            t.units = p["units"] if m == "time" and p["how"] == "units" else "seconds since 1970-01-01"
+            t.calendar = "proleptic_gregorian"
+            t[:] = [1125187200]  # 2005-08-28T00
+        nc.createVariable("latitude", "f8", ("latitude",))[:] = lat
+        nc.createVariable("longitude", "f8", ("longitude",))[:] = lon
+        pl = nc.createVariable("pressure_level", "f8", ("pressure_level",))
+        pl.units = "hPa"
+        pl[:] = plev
+        grid = (len(lat), len(lon))
+        for name in IMPORT_VARIABLES:
+            if m == "drop" and name == p["name"]:
+                continue
+            level = name in ERA5_LEVELS
+            dims = ("valid_time", "pressure_level", "latitude", "longitude") if level else \
+                ("valid_time", "latitude", "longitude")
+            if m == "dims" and name == p["name"]:
+                dims = dims[:-1]  # no longitude
+            value, units = ERA5_LEVELS[name] if level else ERA5_SURFACE[name]
+            v = nc.createVariable(name, "f4", dims)
+            if m == "units" and name == p["name"]:
+                v.setncattr("units", np.bytes_(p["units"]) if isinstance(p["units"], bytes) else p["units"])
+            else:
+                v.units = units
+            shape = tuple(len(nc.dimensions[d]) for d in dims)
+            if level and len(shape) == 4:
+                data = np.broadcast_to(np.array([value[q] for q in plev], np.float32)[None, :, None, None],
+                                       shape).copy()
+            else:
+                data = np.full(shape, np.mean(list(value.values())) if level else value, np.float32)
+            if m == "value" and name == p["name"]:
+                data.reshape(-1)[p["index"] % data.size] = p["value"]
+            v[:] = data
+    return path
+
+
+def import_cases():
+    """Hypothesis strategy of Case for `data import`: an ERA5-style netCDF, valid, bytes broken, or one variable
+    dropped, of unknown/undecodable units, with a bad value, transposed; coordinates or time broken."""
+    from hypothesis import strategies as st
+
+    var = st.sampled_from(IMPORT_VARIABLES)
+
+    def case(mutation, params, valid=None):
+        return st.builds(lambda prm: Case("era5", mutation, prm, "era5-2005-08-28", valid), params)
+
+    return st.one_of(
+        case("valid", st.just({}), True),
+        case("truncate", st.fixed_dictionaries({"fraction": st.floats(0.0, 0.999)}), False),
+        case("bitflip", st.fixed_dictionaries({"region": st.sampled_from((512, 4096, 1 << 30)),
+                                               "flips": st.lists(st.tuples(st.integers(0, 1 << 30),
+                                                                           st.integers(0, 7)),
+                                                                 min_size=1, max_size=8)})),
+        case("zero-range", st.fixed_dictionaries({"start": st.integers(0, 1 << 16),
+                                                  "length": st.integers(1, 4096)})),
+        case("empty", st.just({}), False),
+        case("garbage", st.fixed_dictionaries({"bytes": st.binary(max_size=600)}), False),
+        case("prefix", st.fixed_dictionaries({"signature": st.sampled_from((b"\x89HDF\r\n\x1a\n", b"CDF\x01")),
+                                              "bytes": st.binary(max_size=600)}), False),
+        case("drop", st.fixed_dictionaries({"name": var})),
+        case("units", st.fixed_dictionaries({"name": var, "units": st.one_of(
+            st.sampled_from(("furlong", "", "K K", "m s**-1 s**-1", "Pa**0.5", "1e400", "kg")),
+            st.text(max_size=12), st.binary(min_size=1, max_size=8).filter(lambda b: not _is_utf8(b)))})),
+        case("value", st.fixed_dictionaries({"name": var, "index": st.integers(0, 10**6),
+                                             "value": st.sampled_from((float("nan"), float("inf"), -1e30, 3e38))})),
+        case("dims", st.fixed_dictionaries({"name": var})),
+        case("coord", st.one_of(
+            st.fixed_dictionaries({"coord": st.just("latitude"), "values": st.sampled_from(
+                (np.full(13, np.nan), np.linspace(0, 950, 13), np.zeros(13), np.linspace(-90, 90, 13)[::-1] * 2))}),
+            st.fixed_dictionaries({"coord": st.just("longitude"), "values": st.sampled_from(
+                (np.full(12, np.inf), np.zeros(12), np.linspace(0, 1000, 12)))}))),
+        case("time", st.one_of(st.fixed_dictionaries({"how": st.just("missing")}),
+                               st.fixed_dictionaries({"how": st.just("units"), "units": st.sampled_from(
+                                   ("days since", "fortnights since 2000-01-01", "seconds since the beginning",
+                                    "hours since 2000-13-45", "seconds since 1970-01-01 00:00:00 UTC+99"))}))),
+    )
+
+
+def run_import_case(case: Case, workdir: Path, use_subprocess: bool = False) -> list[tuple[str, str, str]]:
+    """`data import` of the case's ERA5-style file; a failure may leave only complete outputs (each readable and
+    holding all 16 variables: checked with netCDF4 here)."""
+    cdir = Path(workdir) / "import"
+    shutil.rmtree(cdir, ignore_errors=True)
+    (cdir / "in").mkdir(parents=True)
+    path = cdir / "in" / f"{case.name}.nc"
+    if case.mutation in BYTE_MUTATIONS:
+        write_era5_base(path)
+        apply_byte_mutation(path, case)
+    else:
+        write_era5_base(path, case)
+    out = cdir / "out"
+    args = ["data", "import", path, "--out", out]
+    run = run_subprocess(args) if use_subprocess else run_in_process(args)
+    leftovers = _temporaries(cdir)
+    if out.exists():
+        leftovers += _incomplete_netcdf(out)
+    if run.exit_code == 0 and case.valid is True and len(list(out.glob("*.nc"))) != 1:
+        leftovers.append(f"{out}: {len(list(out.glob('*.nc')))} outputs for one time step")
+    outcome, detail = classify(run, case.valid, [str(path), path.name], leftovers)
+    return [("import", outcome, detail)]
+
+
+def _incomplete_netcdf(out: Path) -> list[str]:
+    import netCDF4
+
+    bad = []
+    for f in out.rglob("*"):
+        if not f.is_file():
+            continue
+        try:
+            with netCDF4.Dataset(f) as nc:
+                missing = [n for n in VARIABLE_NAMES if n not in nc.variables]
+        except Exception as e:  # noqa: BLE001 - any failure to read it back is the finding
+            bad.append(f"{f}: unreadable ({type(e).__name__})")
+            continue
+        if missing:
+            bad.append(f"{f}: lacks {missing}")
+    return bad
+
+
 # ------------------------------------------------------------------------------------------- driver
 CHECKPOINT_GRID = (48, 72)  # the training data of the checkpoint predict uses (the fuzzed files are smaller)
 
@@ -843,10 +1067,12 @@ class Tally:
 
 
 def fuzz(examples: int, workdir: Path, checkpoint: Path | None = None, seed: int = 0, subprocess_every: int = 0,
-         config_share: float = 0.25, predict_every: int = 4, tally: Tally | None = None) -> Tally:
-    """Draw `examples` inputs (files, and `config_share` of them configs) with hypothesis and run every command
-    on each (`predict`, ~3 s a run for loading the model, on every `predict_every`-th file; `train` on every
-    4th config); every `subprocess_every`-th input is also run as a real process (crash and hang detection).
+         config_share: float = 0.25, predict_every: int = 4, tally: Tally | None = None, import_share: float = 0.1,
+         train_every: int = 4) -> Tally:
+    """Draw `examples` inputs (data files; `config_share` of them configs, `import_share` ERA5-style files for
+    `data import`) with hypothesis and run every command on each (`predict` and `evaluate`, ~3 s a run for
+    loading the model, on every `predict_every`-th file; `train` on every `train_every`-th config); every
+    `subprocess_every`-th input is also run as a real process (crash and hang detection).
     Never raises on a failing run: the tally counts it (the tests assert on the tally)."""
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import seed as with_seed
@@ -854,13 +1080,16 @@ def fuzz(examples: int, workdir: Path, checkpoint: Path | None = None, seed: int
     tally = tally or Tally()
     workdir = Path(workdir)
     n_configs = int(round(examples * config_share))
-    n_files = examples - n_configs
+    n_imports = int(round(examples * import_share))
+    n_files = examples - n_configs - n_imports
     options = dict(database=None, deadline=None, phases=[Phase.generate], suppress_health_check=list(HealthCheck))
 
     def check_file(case: Case) -> None:
         tally.inputs["files"] += 1
         k = tally.inputs["files"]
-        commands = FILE_COMMANDS if predict_every and k % predict_every == 0 else FILE_COMMANDS[:-1]
+        commands = FILE_COMMANDS[:-1] + DATASET_COMMANDS[:-1]
+        if predict_every and k % predict_every == 0:
+            commands += MODEL_COMMANDS
         tally.add(run_file_case(case, workdir, checkpoint, commands), case)
         if subprocess_every and k % subprocess_every == 0:
             tally.add(run_file_case(case, workdir / "sub", None, ("inspect", "convert", "label")), case, True)
@@ -868,11 +1097,20 @@ def fuzz(examples: int, workdir: Path, checkpoint: Path | None = None, seed: int
     def check_config(case: ConfigCase) -> None:
         tally.inputs["configs"] += 1
         k = tally.inputs["configs"]
-        commands = CONFIG_COMMANDS if k % 4 == 0 else ("config show",)  # train imports TensorFlow: 1 in 4
+        commands = CONFIG_COMMANDS if k % train_every == 0 else ("config show",)  # train imports TensorFlow
         tally.add(run_config_case(case, workdir, commands), case)
         if subprocess_every and k % subprocess_every == 0:
             tally.add(run_config_case(case, workdir / "sub", ("config show",), True), case, True)
 
+    def check_import(case: Case) -> None:
+        tally.inputs["imports"] += 1
+        k = tally.inputs["imports"]
+        tally.add(run_import_case(case, workdir), case)
+        if subprocess_every and k % subprocess_every == 0:
+            tally.add(run_import_case(case, workdir / "sub", True), case, True)
+
+    if n_imports:
+        with_seed(seed + 2)(settings(max_examples=n_imports, **options)(given(import_cases())(check_import)))()
     if n_files:
         with_seed(seed)(settings(max_examples=n_files, **options)(given(file_cases())(check_file)))()
     if n_configs:
@@ -891,7 +1129,8 @@ def records(tally: Tally, seconds: float) -> list[dict]:
             out.append(record("fuzz", f"{command}: {outcome}", counter.get(outcome, 0), "runs", total,
                               f"{command} runs", command=command, outcome=outcome))
     out.append(record("fuzz", "inputs", sum(tally.inputs.values()), "inputs", None, None,
-                      files=tally.inputs["files"], configs=tally.inputs["configs"], runs=tally.runs(),
+                      files=tally.inputs["files"], configs=tally.inputs["configs"],
+                      imports=tally.inputs["imports"], runs=tally.runs(),
                       subprocess_runs=tally.subprocess_runs, seconds=round(seconds, 1)))
     out += [record("fuzz", "failure", 1, "run", None, None, command=c, outcome=o, detail=d, case=k, mode=m)
             for c, o, d, k, m in tally.failures]
@@ -902,14 +1141,14 @@ CHUNK = 100  # inputs per hypothesis run (seed, seed+1, ...): progress and parti
 
 
 def fuzz_in_chunks(examples: int, workdir: Path, checkpoint: Path | None, seed: int = 0, subprocess_every: int = 50,
-                   predict_every: int = 4, on_chunk=None) -> Tally:
+                   predict_every: int = 4, on_chunk=None, train_every: int = 4) -> Tally:
     """`examples` inputs as runs of CHUNK, hypothesis seeded seed, seed+1, ...; `on_chunk(tally)` after each."""
     tally = Tally()
     done = 0
     while done < examples:
         n = min(CHUNK, examples - done)
         fuzz(n, workdir, checkpoint, seed=seed + done // CHUNK, subprocess_every=subprocess_every,
-             predict_every=predict_every, tally=tally)
+             predict_every=predict_every, tally=tally, train_every=train_every)
         done += n
         if on_chunk is not None:
             on_chunk(tally)
@@ -917,7 +1156,7 @@ def fuzz_in_chunks(examples: int, workdir: Path, checkpoint: Path | None, seed: 
 
 
 def bench_fuzz(examples: int, seed: int = 0, subprocess_every: int = 50, predict_every: int = 4,
-               workdir: Path | None = None, on_chunk=None) -> list[dict]:
+               workdir: Path | None = None, on_chunk=None, train_every: int = 4) -> list[dict]:
     """`exaclimate bench fuzz`: the full run, in a temporary directory unless `workdir` is given."""
     import tempfile
 
@@ -933,5 +1172,5 @@ def bench_fuzz(examples: int, seed: int = 0, subprocess_every: int = 50, predict
         t0 = time.perf_counter()
         tally = fuzz_in_chunks(examples, tmp / "work", checkpoint, seed, subprocess_every, predict_every,
                                on_chunk=None if on_chunk is None else
-                               (lambda t: on_chunk(t, time.perf_counter() - t0)))
+                               (lambda t: on_chunk(t, time.perf_counter() - t0)), train_every=train_every)
         return records(tally, time.perf_counter() - t0)

@@ -119,7 +119,7 @@ def inspect_file(path) -> dict:
             info["variables"][name] = _value_problems(path, problems, name, values, grid)
             info["variables"][name]["units"] = units[i] or f"{BY_NAME[name].units} (none recorded)"
         climate = f["climate"]
-        info["attributes"] = {k: str(v) for k, v in climate.attrs.items() if k != "variables"}
+        info["attributes"] = {k: str(v) for k, v in list(climate.attrs.items()) if k != "variables"}  # layouts.climate_attrs
         lat = climate["lat"][()] if "lat" in climate else None
         lon = climate["lon"][()] if "lon" in climate else None
         _problem(problems, check_coordinates, path, lat, lon, grid)

@@ -315,8 +315,14 @@ def hdf5_conversions(path, f, names: list[str]) -> list[tuple[float, float] | No
 
 
 def climate_attrs(climate) -> dict:
-    """The `climate` group's attributes (strings decoded), without the channel names and units."""
-    return {k: _decode(v) if isinstance(v, (bytes, str)) else v for k, v in climate.attrs.items()
+    """The `climate` group's attributes (strings decoded), without the channel names and units.
+
+    The items are read out first: h5py's `attrs.items()` is a generator that holds h5py's global lock while it is
+    suspended, so a decode error raised inside the loop left it suspended in a reference cycle (the exception's
+    traceback) with the lock held until the next garbage collection, and every other thread's h5py call (stage's
+    copy threads, the pipeline's readers) waited for it (found by the fuzzer)."""
+    items = list(climate.attrs.items())
+    return {k: _decode(v) if isinstance(v, (bytes, str)) else v for k, v in items
             if k not in ("variables", UNITS_ATTRIBUTE)}
 
 

@@ -27,7 +27,7 @@ from exascale_climate.config import TrackConfig
 from exascale_climate.data.grid import cell_areas_km2, great_circle_km, label_objects, spans_globe
 from exascale_climate.errors import DataError, ExaclimateError
 from exascale_climate.evaluate.events import AR_CLASS, TC_CLASS, spherical_centroid
-from exascale_climate.utils.io import atomic_path, atomic_write_text
+from exascale_climate.utils.io import atomic_path, atomic_write_text, library_path, printable
 from exascale_climate.utils.log import get_logger
 from exascale_climate.variables import CLASS_NAMES, LABEL_VARIABLE
 
@@ -288,22 +288,26 @@ def read_frames(path: str | Path) -> list[Frame]:
                                   "or predict it first", field=LABEL_VARIABLE) from None
         lat, lon = sample_coordinates(sample)
         frames.append(_frame_from_fields(parse_time(sample.time, str(path)), sample.labels, lat, lon,
-                                         _fields_of(sample), path.name))
+                                         _fields_of(sample), printable(path.name)))
     return frames
 
 
 def _has_variable(path: Path, name: str) -> bool:
     import netCDF4
 
-    with netCDF4.Dataset(path) as nc:
-        return name in nc.variables
+    try:
+        with library_path(path) as name_for_lib, netCDF4.Dataset(name_for_lib) as nc:
+            return name in nc.variables
+    except OSError as e:
+        raise DataError(path, f"corrupt netCDF file ({e})") from None
 
 
 def _read_mask_file(path: Path) -> list[Frame]:
     import xarray as xr
 
     try:
-        with xr.open_dataset(path, decode_times=xr.coders.CFDatetimeCoder(use_cftime=True)) as ds:
+        with library_path(path) as name_for_lib, \
+                xr.open_dataset(name_for_lib, decode_times=xr.coders.CFDatetimeCoder(use_cftime=True)) as ds:
             mask = ds["mask"].values
             lat, lon = ds["lat"].values, ds["lon"].values
             times = [str(t) for t in ds["time"].values] if "time" in ds.variables else []
@@ -322,7 +326,8 @@ def _read_mask_file(path: Path) -> list[Frame]:
                 fields = _fields_of(_intensity_sample(Path(source), t, with_labels=False))
             except DataError as e:
                 log.warning("%s: no TC intensity from its input file (%s)", path, e)
-        frames.append(_frame_from_fields(parse_time(times[t], str(path)), mask[t], lat, lon, fields, path.name))
+        frames.append(_frame_from_fields(parse_time(times[t], str(path)), mask[t], lat, lon, fields,
+                                         printable(path.name)))
     return frames
 
 

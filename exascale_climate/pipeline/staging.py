@@ -280,14 +280,14 @@ def _copy_file(src: Path, dst: Path, expected_size: int, verify: str) -> str:
 
 def _check_readable(path: Path, name: Path) -> None:
     """A copied sample or stats file must open as what it claims to be (catches corrupt sources)."""
-    from exascale_climate.data.layouts import detect_layout
+    from exascale_climate.data.layouts import time_steps
     from exascale_climate.data.stats import read_stats
 
     try:
         if name.name == STATS_FILE:
             read_stats(path)
         else:
-            detect_layout(path)
+            time_steps(path)  # the layout; a netCDF file is opened too (its signature alone says little)
     except DataError as e:
         raise DataError(name, str(e).split(": ", 1)[-1]) from None
 

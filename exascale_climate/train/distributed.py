@@ -213,7 +213,7 @@ def broadcast_object(world: World, obj, root_rank: int = 0, name: str = "exaclim
 
 class Watchdog:
     """Ends this process with EXIT_STALLED when no progress was reported for `timeout_s`, and with
-    peers.EXIT_RANK_LOST as soon as a peer rank on this machine is gone (`peers`, a train.peers.PeerWatch).
+    peers.EXIT_RANK_LOST as soon as a checked peer rank is gone (`peers`, a train.peers.PeerWatch).
 
     Why: a hung peer can leave a collective blocked forever on some controllers; a bounded failure lets the
     launcher (horovodrun, srun) tear the job down and the scheduler requeue it. A dead peer is named by the
@@ -287,7 +287,8 @@ class Watchdog:
         """Leave with EXIT_RANK_LOST, naming the lost rank(s) and the last good checkpoint, if a peer is gone."""
         from exascale_climate.train.peers import leave
 
-        message = self.peers.message() if self.peers is not None else None
+        blocked = time.monotonic() - self._last  # how long the main thread has waited (a heartbeat check needs it)
+        message = self.peers.message(blocked) if self.peers is not None else None
         if message:
             self.peers.leave_note()
             leave(self.what, message, self._extra())

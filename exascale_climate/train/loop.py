@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -419,7 +420,9 @@ def _train(cfg: Config, run_dir: Path, world: World, resume: bool, mllog) -> dic
                      position.epoch, run.step.version)
     else:
         position = restore_or_broadcast(run, ckpts, resume)
-    peers = PeerWatch.gather(world) if world.distributed else None
+    d = cfg.distributed
+    peers = PeerWatch.gather(world, run_dir, d.liveness, d.heartbeat_interval_s, d.heartbeat_stale_s) \
+        if world.distributed else None
     reporter = Reporter(run)
     mllog.hyperparameters(world, len(run.train_files), len(run.valid_files))
     mllog.init_stop_run_start()
@@ -448,17 +451,30 @@ def _train(cfg: Config, run_dir: Path, world: World, resume: bool, mllog) -> dic
         raise
     finally:
         reporter.close()
+        if peers is not None:
+            peers.close()
 
 
 def _lost_peers(peers, wait_s: float = 3.0) -> str | None:
-    """Which peer died, for a failed collective: the connection may reset a moment before the process is gone."""
+    """Which peer died, for a failed collective: the connection may reset a moment before the process is gone
+    (or before its heartbeat says so); a heartbeat that stopped changing needs its stale time."""
+
     peers.leave_note()
+    if peers.by_beat:
+        wait_s = max(wait_s, peers.stale_s + 2 * 0.5)
     deadline = time.monotonic() + wait_s
-    while True:
-        message = peers.message()
-        if message or time.monotonic() > deadline:
-            return message
-        time.sleep(0.2)
+    # the launcher's SIGTERM (sent as soon as the rank died) must not end this wait unnamed: SIGKILL comes later
+    previous = signal.signal(signal.SIGTERM, lambda *_: None) \
+        if threading.current_thread() is threading.main_thread() else None
+    try:
+        while True:
+            message = peers.message(blocked_s=float("inf"))  # the collective failed: that is the blocked evidence
+            if message or time.monotonic() > deadline:
+                return message
+            time.sleep(0.1)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _loop(run: Run, ckpts, position: Position, reporter: Reporter, peers=None, mllog=None) -> dict:

@@ -13,9 +13,12 @@ Why the pid of the peer (and not the alternatives):
   a frozen one is still there (the no-progress watchdog handles that). The pid's start time guards against
   pid reuse. The check runs every POLL_S and at once when a signal arrives (`signal.set_wakeup_fd` wakes the
   thread even while the main thread is blocked inside a TensorFlow op), which is before the launcher's SIGKILL.
-A peer on ANOTHER machine (its boot id or pid namespace differs) cannot be checked this way: its death shows as
-a failed collective (the TCP connection resets), reported with the peers' hosts that could not be checked, or
-for a lost node as no progress (the watchdog); every message names the last good checkpoint.
+A peer on ANOTHER machine (its boot id or pid namespace differs) cannot be checked this way: it is checked through
+its heartbeat file in the run directory (train/heartbeat.py), which its sidecar process marks `gone` the moment
+the rank dies, and which stops changing when its node is lost. `distributed.liveness` picks the checks: `auto`
+(pids on this machine, heartbeats for the others), `pid` (pids only: peers elsewhere show as a failed collective
+or as no progress) or `heartbeat` (heartbeat files for every peer, as across nodes; simulated hosts on one machine
+share a boot id, so this is how the cross-node path is tested on one machine).
 
 A rank that leaves on purpose is gone too by the time a slower peer looks: a survivor that leaves because a peer
 died, a rank that finished (it may exit while rank 0 still writes the last checkpoint) or one that stopped on
@@ -31,6 +34,7 @@ import os
 import shutil
 import socket
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,49 +110,133 @@ def is_gone(peer: Peer) -> bool:
 
 
 class PeerWatch:
-    """The peers this rank can check (same machine), and a description of the ones that are gone."""
+    """The peers this rank can check (by pid on this machine, by heartbeat file anywhere), and a description of
+    the ones that are gone."""
 
-    def __init__(self, peers: list[Peer], rank: int):
+    def __init__(self, peers: list[Peer], rank: int, beats_dir: Path | None = None, liveness: str = "pid",
+                 stale_s: float = 10.0):
         self.me = next(p for p in peers if p.rank == rank)
-        self.checkable = [p for p in peers if p.rank != rank and p.machine == self.me.machine]
-        self.elsewhere = [p for p in peers if p.rank != rank and p.machine != self.me.machine]
+        others = [p for p in peers if p.rank != rank]
+        use_pid = liveness in ("auto", "pid")
+        self.by_pid = [p for p in others if use_pid and p.machine == self.me.machine]
+        self.by_beat = [p for p in others if beats_dir is not None and p not in self.by_pid
+                        and (liveness == "heartbeat" or (liveness == "auto" and p.machine != self.me.machine))]
+        self.checkable = self.by_pid + self.by_beat
+        self.elsewhere = [p for p in others if p not in self.checkable]
+        self.beats_dir, self.stale_s = beats_dir, float(stale_s)
+        self._seen: dict[int, tuple[int, float]] = {}  # rank -> (last sequence, when it last changed, our clock)
+        self._sidecar, self._noted = None, None
         job = hashlib.sha1(repr(sorted((p.rank, p.pid, p.started, p.machine) for p in peers)).encode())
         self.notes = Path(tempfile.gettempdir()) / f"exaclimate-ranks-{job.hexdigest()[:16]}"
 
     @classmethod
-    def gather(cls, world: World) -> "PeerWatch":
-        return cls(gather_peers(world), world.rank)
+    def gather(cls, world: World, run_dir: Path | None = None, liveness: str = "pid",
+               interval_s: float = 0.5, stale_s: float = 10.0) -> "PeerWatch":
+        """One allgather of the peers; then this rank's heartbeat sidecar, when a peer will read its file (every
+        peer reads a missing file as unchanged since it first looked, so starting after the gather is safe)."""
+        beats_dir = None
+        if run_dir is not None and liveness != "pid":  # hybrid: one directory per compute group (group ranks)
+            beats_dir = Path(run_dir) / "heartbeats" / (f"group-{world.group}" if world.hybrid else "")
+        watch = cls(gather_peers(world), world.rank, beats_dir, liveness, stale_s)
+        if watch.by_beat:  # symmetric: a peer checked by its file checks this rank by its file too
+            from exascale_climate.train import heartbeat
+
+            beats_dir.mkdir(parents=True, exist_ok=True)
+            watch._sidecar = heartbeat.start(beats_dir / f"rank-{world.rank}", interval_s)
+        return watch
+
+    def beat_file(self, peer: Peer) -> Path:
+        return self.beats_dir / f"rank-{peer.rank}"
+
+    def _beat(self, peer: Peer):
+        """(state, seconds unchanged by our clock) of a peer's heartbeat; a file of an earlier run (another pid)
+        or none yet counts as unchanged since our first look."""
+        from exascale_climate.train.heartbeat import read_beat
+
+        beat = read_beat(self.beat_file(peer))
+        if beat is not None and beat.pid != peer.pid:
+            beat = None
+        now = time.monotonic()
+        seq = beat.seq if beat is not None else -1
+        last = self._seen.get(peer.rank)
+        if last is None or last[0] != seq:
+            self._seen[peer.rank] = last = (seq, now)
+        return (beat.state if beat is not None else "alive"), now - last[1]
 
     def _note(self, rank: int) -> str | None:
         try:
             return (self.notes / f"left-{rank}").read_text().split(" ", 1)[0]
         except OSError:
-            return None
+            pass
+        if self.beats_dir is not None:
+            from exascale_climate.train.heartbeat import NOTES, read_beat
 
-    def lost(self) -> list[Peer]:
-        """Peers gone without a note: the ones that died, not those that finished, stopped on their own error
-        or left after a dead peer."""
-        return [p for p in self.checkable if is_gone(p) and self._note(p.rank) is None]
+            beat = read_beat(self.beats_dir / f"rank-{rank}")
+            if beat is not None and beat.state in NOTES:
+                return beat.state
+        return None
+
+    def lost(self, blocked_s: float = 0.0) -> list[Peer]:
+        return [p for p, _ in self.judged(blocked_s)]
+
+    def judged(self, blocked_s: float = 0.0) -> list[tuple[Peer, str]]:
+        """Peers gone without a note, with how it was seen: the ones that died, not those that finished, stopped
+        on their own error or left after a dead peer. A heartbeat that stopped changing names its rank only while
+        this rank has been blocked as long (`blocked_s`: a collective that does not finish), so a slow file
+        system alone never names a live rank."""
+        out = [(p, "gone") for p in self.by_pid if is_gone(p) and self._note(p.rank) is None]
+        for p in self.by_beat:
+            state, unchanged = self._beat(p)
+            if state == "gone":
+                out.append((p, "gone"))
+            elif state == "alive" and unchanged > self.stale_s and blocked_s > self.stale_s:
+                out.append((p, f"stale {unchanged:.0f}"))
+        return out
 
     def leave_note(self, reason: str = "left") -> None:
         """Say why this rank leaves: `left` (a peer died), `done` (finished, or stopped for preemption), `error`
         (its own error, which it prints). The last rank of this machine to finish removes the notes."""
+        self._noted = reason
+        if self._sidecar is not None:
+            from exascale_climate.train.heartbeat import note
+
+            note(self._sidecar, reason)
         try:
             self.notes.mkdir(exist_ok=True)
             (self.notes / f"left-{self.me.rank}").write_text(f"{reason} {self.me}\n")
-            if reason == "done" and all(self._note(p.rank) == "done" for p in self.checkable):
+            if reason == "done" and all(self._note(p.rank) == "done" for p in self.by_pid):
                 shutil.rmtree(self.notes, ignore_errors=True)
         except OSError:
             pass
 
-    def message(self) -> str | None:
-        """`rank 1 (pid N on host H) is gone ...` when a checkable peer died, else None."""
-        lost = self.lost()
+    def close(self) -> None:
+        """End this rank's sidecar (its file keeps the last note; `error` if none was left: leaving early)."""
+        if self._sidecar is None:
+            return
+        if self._noted is None:
+            self.leave_note("error")
+        with contextlib.suppress(OSError, ValueError):
+            self._sidecar.stdin.close()
+        with contextlib.suppress(Exception):
+            self._sidecar.wait(timeout=5)
+        self._sidecar = None
+
+    def message(self, blocked_s: float = 0.0) -> str | None:
+        """`rank 1 (pid N on host H) is gone ...` when a checked peer died (or, blocked, its heartbeat stopped)."""
+        lost = self.judged(blocked_s)
         if not lost:
             return None
-        names = ", ".join(str(p) for p in lost)
-        verb = "is" if len(lost) == 1 else "are"
-        return f"{names} {verb} gone (killed or crashed); this is {self.me}"
+        parts = []
+        gone = [p for p, how in lost if how == "gone"]
+        if gone:
+            verb = "is" if len(gone) == 1 else "are"
+            seen = " (seen by its heartbeat file)" if all(p in self.by_beat for p in gone) else ""
+            parts.append(f"{', '.join(str(p) for p in gone)} {verb} gone (killed or crashed){seen}")
+        for p, how in lost:
+            if how != "gone":
+                parts.append(f"{p} is lost: its heartbeat {self.beat_file(p)} has not changed for {how.split()[1]} s "
+                             "(its node dropped out or the process froze)")
+        return f"{'; '.join(parts)}; this is {self.me}"
 
     def unknown(self) -> str:
         """For a failed collective with no dead peer found here: a peer that stopped on its own error, or the
@@ -157,7 +245,7 @@ class PeerWatch:
         if errored:
             return f"{', '.join(str(p) for p in errored)} stopped on its own error (its output names it)"
         if not self.elsewhere:
-            return "no rank on this machine died"
+            return "no checked rank died"
         hosts = sorted({p.host for p in self.elsewhere})
         return (f"no rank on this machine died, another rank probably did (ranks {[p.rank for p in self.elsewhere]} "
-                f"on host(s) {', '.join(hosts)} cannot be checked from here)")
+                f"on host(s) {', '.join(hosts)} cannot be checked from here: distributed.liveness=pid)")

@@ -98,3 +98,56 @@ def test_nan_in_a_source_sample_is_named_with_file_and_variable(blob_data, tmp_p
     errors = [line for line in done.stdout.splitlines() if line.startswith("error:")]
     assert errors == [f"error: {victim} [PSL]: 1 non-finite value(s) (Inf) (pipeline.strict is set)"], \
         done.stdout[-3000:]
+
+
+MULTI = [pytest.param(4, "gloo", "localhost:2,127.0.0.1:2", id="4-gloo-2hosts"),
+         pytest.param(4, "mpirun", None, id="4-mpirun")]
+
+
+@pytest.mark.multirank
+@pytest.mark.slow
+@pytest.mark.timeout(2400)
+@pytest.mark.parametrize("np_,controller,hosts", MULTI)
+def test_damaged_staged_files_on_four_ranks(blob_data, tmp_path, np_, controller, hosts):
+    """Staged as 2 nodes by 4 ranks (`--dst stage/{node}`; mpirun: the checked 2-ranks-per-node override), then
+    one truncated copy on node 0 and one NaN copy on node 1: the run on the same layout names both and finishes
+    with its last checkpoint; with --strict the rank that meets one stops with the one-line error, the job exits
+    non-zero, and no rank prints a traceback (every rank's own output file)."""
+    from exascale_climate.utils.launch import run_ranks
+    from test_dead_rank import launch_with_rank_files, rank_output
+
+    per_node = ["--ranks-per-node", "2"] if controller == "mpirun" else []
+    done = run_ranks(np_, exaclimate("stage", "--src", str(blob_data), "--dst", str(tmp_path / "stage" / "{node}"),
+                                     *per_node), controller, timeout=900, hosts=hosts)
+    assert done.returncode == 0, done.stdout[-3000:]
+    node_files = [sorted((tmp_path / "stage" / str(n) / "train").glob("data-*.h5")) for n in (0, 1)]
+    assert all(node_files), node_files
+    truncated, nan = node_files[0][1], node_files[1][-1]
+    with open(truncated, "r+b") as f:
+        f.truncate(truncated.stat().st_size * 6 // 10)
+    with h5py.File(nan, "r+") as f:
+        f["climate/data"][10, 20, CHANNELS.index("U850")] = np.nan
+    sets = blob_overrides(blob_data, **{"pipeline.stage_dir": tmp_path / "stage" / "{node}", "train.epochs": 2,
+                                        "train.checkpoint.every_steps": 2,
+                                        **({"distributed.ranks_per_node": 2} if controller == "mpirun" else {})})
+    train = exaclimate("train", "--run-dir", str(tmp_path / "lenient"), *sum((["--set", s] for s in sets), []))
+    lenient = run_ranks(np_, train, controller, timeout=1500, hosts=hosts)
+    assert lenient.returncode == 0, lenient.stdout[-4000:]
+    warnings = [line for line in lenient.stdout.splitlines() if "skipping unreadable sample" in line]
+    assert any(str(truncated) in w and "truncated" in w for w in warnings), lenient.stdout[-4000:]
+    assert any(f"{nan} [U850]" in w and "non-finite" in w for w in warnings), lenient.stdout[-4000:]
+    # 16 files / (batch 2 x 4 ranks) = 2 steps an epoch, 2 epochs
+    assert list_checkpoints(tmp_path / "lenient" / "checkpoints")[-1].name == "ckpt-4"
+
+    out = tmp_path / "ranks"
+    strict_argv = exaclimate("train", "--run-dir", str(tmp_path / "strict"), "--strict",
+                             *sum((["--set", s] for s in sets), []))
+    proc = launch_with_rank_files(np_, controller, hosts, strict_argv, out)
+    launcher, _ = proc.communicate(timeout=1500)
+    assert proc.returncode != 0
+    texts = {rank: rank_output(out, rank) for rank in range(np_)}
+    errors = [line.split("error: ", 1)[1] for text in texts.values() for line in text.splitlines()
+              if "error: " in line and "(pipeline.strict is set)" in line]
+    assert errors and all(e.startswith(f"{truncated}") or e.startswith(f"{nan} [U850]") for e in errors), \
+        (errors, launcher[-3000:])
+    assert not [r for r, text in texts.items() if "Traceback" in text], launcher[-3000:]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -157,37 +159,55 @@ def _rank_processes(root: psutil.Process) -> dict[int, psutil.Process]:
             env = child.environ()
         except (psutil.Error, OSError):
             continue
-        if "HOROVOD_RANK" in env and "python" in " ".join(child.cmdline()):
-            found[int(env["HOROVOD_RANK"])] = child
+        rank = env.get("HOROVOD_RANK", env.get("OMPI_COMM_WORLD_RANK"))
+        cmdline = " ".join(child.cmdline())
+        if rank is not None and "python" in cmdline and "train.heartbeat" not in cmdline:  # not the rank's sidecar
+            found[int(rank)] = child
     return found
 
 
+WATCHDOG_LAYOUTS = [pytest.param(2, "gloo", None, "auto", id="2-gloo"),
+                    pytest.param(4, "gloo", "localhost:2,127.0.0.1:2", "heartbeat", id="4-gloo-2hosts",
+                                 marks=pytest.mark.slow),
+                    pytest.param(4, "mpirun", None, "auto", id="4-mpirun", marks=pytest.mark.slow)]
+
+
 @pytest.mark.multirank
+@pytest.mark.timeout(1800)
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSTOP], ids=["dead", "hung"])
-def test_failed_rank_fails_the_job_in_bounded_time(blob_data, tmp_path, sig):
+@pytest.mark.parametrize("np_,controller,hosts,liveness", WATCHDOG_LAYOUTS)
+def test_failed_rank_fails_the_job_in_bounded_time(blob_data, tmp_path, sig, np_, controller, hosts, liveness):
     """A rank killed (SIGKILL) or frozen (SIGSTOP) mid-training: the job ends non-zero instead of hanging; the
-    surviving rank names the dead rank (SIGKILL) or the stall (SIGSTOP) and the last good checkpoint."""
+    surviving rank names the dead rank (SIGKILL) or the stall (SIGSTOP) and the last good checkpoint. On 2
+    simulated hosts the ranks check each other by heartbeat files (the cross-node path): a frozen rank's sidecar
+    keeps beating, so it is the no-progress watchdog that ends the job, as with pids."""
     run_dir = tmp_path / "run"
     argv = exaclimate("train", "--run-dir", str(run_dir),
                       *sum((["--set", s] for s in blob_overrides(
                           blob_data, **{"train.epochs": 500, "train.log_every_steps": 1,
-                                        "distributed.stall_timeout_s": 8,
+                                        # 4 ranks on 2 shared cores: the first step (10x the timeout) took
+                                        # over 80 s at load average 34
+                                        "distributed.stall_timeout_s": 8 if np_ == 2 else 30,
+                                        "distributed.liveness": liveness,
+                                        "distributed.heartbeat_stale_s": 2,
                                         "train.checkpoint.every_steps": 2})), []))
-    env = rank_env(2, 1)
-    proc = subprocess.Popen(launch_command(2, argv, "gloo"), env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    env = rank_env(min(np_, 2), 1)
+    names = ["TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS", "PYTHONUNBUFFERED",
+             "PYTHONPATH", "PATH", "TF_CPP_MIN_LOG_LEVEL"]
+    proc = subprocess.Popen(launch_command(np_, argv, controller, hosts=hosts, env_names=names), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         metrics = run_dir / "metrics.jsonl"
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + 900
         while not (metrics.exists() and metrics.read_text().count("\n") >= 3):
             assert proc.poll() is None, proc.stdout.read()[-3000:]
             assert time.monotonic() < deadline, "training never started"
             time.sleep(0.5)
         ranks = _rank_processes(psutil.Process(proc.pid))
-        assert set(ranks) == {0, 1}
+        assert set(ranks) == set(range(np_))
         ranks[1].send_signal(sig)
         # Bounded: the stall timeout (8 s) plus Horovod's shutdown; a hang would hit this timeout instead.
-        returncode = proc.wait(timeout=120)
+        returncode = proc.wait(timeout=120 if np_ == 2 else 300)
         output = proc.stdout.read()
         time.sleep(1)
         survivor_alive = ranks[0].is_running() and ranks[0].status() != psutil.STATUS_ZOMBIE
@@ -201,9 +221,13 @@ def test_failed_rank_fails_the_job_in_bounded_time(blob_data, tmp_path, sig):
     if sig == signal.SIGSTOP:  # the surviving rank names the problem and the checkpoint to resume from
         assert "no progress" in output or "stall" in output.lower() or "collective failed" in output, output[-3000:]
     else:  # the surviving rank itself names the rank that died, with the pid the test killed (exit status 4)
-        assert f"rank 1 (pid {ranks[1].pid} on host localhost) is gone (killed or crashed); this is rank 0" \
+        host = socket.gethostname() if controller == "mpirun" else "localhost"
+        seen = " (seen by its heartbeat file)" if liveness == "heartbeat" else ""
+        assert f"rank 1 (pid {ranks[1].pid} on host {host}) is gone (killed or crashed){seen}; this is rank 0" \
             in output, output[-3000:]
-        assert "Process 0 exit with status code 4." in output and "Process name: 1" in output, output[-3000:]
+        if controller == "gloo":
+            assert "Process name: 1" in output and re.search(r"Process [02-9] exit with status code 4\.", output), \
+                output[-3000:]
     named = output.split("last good checkpoint: ", 1)[1].split(" ", 1)[0]
     from exascale_climate.train.checkpoints import list_checkpoints, load_arrays
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 
+import pytest
+
 from conftest import blob_overrides
 from exascale_climate.utils.launch import exaclimate, rank_env
 from exascale_climate.utils.log import read_json_lines
@@ -65,3 +67,41 @@ def test_time_budget_stops_at_the_next_validation_and_is_logged_aborted(blob_dat
     assert valid[0]["samples"] == 4 and valid[0]["train_seconds"] > 0
     events = _events(run_dir / "mllog.log")
     assert [e for e in events if e["key"] == "run_stop"][0]["metadata"]["status"] == "aborted"
+
+
+MULTI = [pytest.param(4, "gloo", "localhost:2,127.0.0.1:2", 2, id="4-gloo-2hosts"),
+         pytest.param(4, "mpirun", None, 1, id="4-mpirun")]
+
+
+@pytest.mark.multirank
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+@pytest.mark.parametrize("np_,controller,hosts,nodes", MULTI)
+def test_mllog_on_four_ranks_is_written_once_with_the_global_batch(blob_data, tmp_path, np_, controller, hosts,
+                                                                   nodes):
+    """4 ranks (2 simulated hosts; mpirun on one machine): one mllog file by rank 0 with each event once, the
+    nodes Horovod reports, the global batch (2 x 4 ranks) and the epoch numbers of that batch; the accuracies are
+    the ones metrics.jsonl holds."""
+    from exascale_climate.utils.launch import run_ranks
+
+    run_dir = tmp_path / "run"
+    sets = blob_overrides(blob_data, **{"train.epochs": 2, "train.validate_every_steps": 1,
+                                        "train.mllog.enabled": "true"})
+    argv = exaclimate("train", "--run-dir", str(run_dir), *sum((["--set", s] for s in sets), []))
+    result = run_ranks(np_, argv, controller, timeout=1500, hosts=hosts)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert [p.name for p in run_dir.iterdir() if "mllog" in p.name] == ["mllog.log"]
+    events = _events(run_dir / "mllog.log")
+    keys = [e["key"] for e in events]
+    for key in ("submission_benchmark", "number_of_nodes", "global_batch_size", "train_samples", "init_start",
+                "init_stop", "run_start", "run_stop"):
+        assert keys.count(key) == 1, key
+    by_key = {e["key"]: e for e in events}
+    assert by_key["number_of_nodes"]["value"] == nodes
+    assert by_key["global_batch_size"]["value"] == 2 * np_ and by_key["train_samples"]["value"] == 16
+    valid = [r for r in read_json_lines(run_dir / "metrics.jsonl") if r["kind"] == "valid"]
+    accuracy = [e for e in events if e["key"] == "eval_accuracy"]
+    assert len(accuracy) == 4 and [e["value"] for e in accuracy] == [r["val_mean_iou"] for r in valid]
+    # every step is 8 of the 16 samples: half an epoch more at each validation
+    assert [e["metadata"]["epoch_num"] for e in accuracy] == [0.5, 1.0, 1.5, 2.0]
+    assert events[-1]["key"] == "run_stop"

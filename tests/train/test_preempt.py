@@ -35,9 +35,11 @@ def rank_pid(launcher: int, rank: int) -> int:
     for p in psutil.Process(launcher).children(recursive=True):
         try:
             env = p.environ()
+            heartbeat = any("train.heartbeat" in a for a in p.cmdline())  # the rank's sidecar has its environment
         except (psutil.AccessDenied, psutil.NoSuchProcess):
             continue
-        if env.get("HOROVOD_RANK", env.get("OMPI_COMM_WORLD_RANK")) == str(rank) and "python" in p.name():
+        if env.get("HOROVOD_RANK", env.get("OMPI_COMM_WORLD_RANK")) == str(rank) and "python" in p.name() \
+                and not heartbeat:
             return p.pid
     raise AssertionError(f"rank {rank} not found under pid {launcher}")
 

@@ -149,13 +149,19 @@ def test_evaluate_predict_plot_and_the_sample_without_boxes(blob_data, tmp_path)
     assert out.returncode == 0 and png.read_bytes().startswith(b"\x89PNG")
 
 
+LAYOUTS = [pytest.param(2, "gloo", None, id="2-gloo"),
+           pytest.param(4, "gloo", "localhost:2,127.0.0.1:2", id="4-gloo-2hosts"),
+           pytest.param(4, "mpirun", None, id="4-mpirun")]
+
+
 @pytest.mark.multirank
-@pytest.mark.timeout(2400)  # three multi-rank runs on 2 shared cores
+@pytest.mark.timeout(3600)  # three multi-rank runs on 2 shared cores
 @pytest.mark.slow
-def test_two_ranks_lower_the_loss_and_resume(blob_data, tmp_path):
-    """The slim detector on 2 Horovod ranks (half the files labelled): the loss falls; a second call with
-    --resume continues from the last checkpoint to the new step budget, and ends with the same checkpoint
-    arrays as one run of the whole budget (deterministic mode)."""
+@pytest.mark.parametrize("np_,controller,hosts", LAYOUTS)
+def test_two_ranks_lower_the_loss_and_resume(blob_data, tmp_path, np_, controller, hosts):
+    """The slim detector on 2 Horovod ranks, 4 ranks on 2 simulated hosts and 4 mpirun ranks (half the files
+    labelled): the loss falls; a second call with --resume continues from the last checkpoint to the new step
+    budget, and ends with the same checkpoint arrays as one run of the whole budget (deterministic mode)."""
     from exascale_climate.utils.launch import run_ranks
     from test_resume_ranks import assert_same_arrays
 
@@ -169,12 +175,12 @@ def test_two_ranks_lower_the_loss_and_resume(blob_data, tmp_path):
     def train(*extra, where=run_dir):
         argv = exaclimate("train", "--config", "semisup_demo", "--run-dir", str(where), *extra,
                           *sum((["--set", s] for s in overrides), []))
-        result = run_ranks(2, argv, timeout=900)
+        result = run_ranks(np_, argv, controller, timeout=1800, hosts=hosts)
         assert result.returncode == 0, result.stdout[-4000:]
         return result
 
     first = train()
-    assert "training semisup on 2 rank(s)" in first.stdout
+    assert f"training semisup on {np_} rank(s)" in first.stdout
     records = [r for r in read_json_lines(run_dir / "metrics.jsonl") if r["kind"] == "train"]
     losses = [r["loss"] for r in records]
     assert records[-1]["step"] == 40
