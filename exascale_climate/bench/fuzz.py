@@ -910,7 +910,6 @@ def write_era5_base(path: Path, case: "Case | None" = None) -> Path:
         pl = nc.createVariable("pressure_level", "f8", ("pressure_level",))
         pl.units = "hPa"
         pl[:] = plev
-        grid = (len(lat), len(lon))
         for name in IMPORT_VARIABLES:
             if m == "drop" and name == p["name"]:
                 continue
