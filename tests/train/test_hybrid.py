@@ -419,3 +419,37 @@ def test_preemption_checkpoints_requeues_and_resumes_with_best(blob_data, tmp_pa
     assert valid and best["best_metric"] == max(r["val_mean_iou"] for r in valid)
     assert best["mode"] == "hybrid" and (run_dir / "checkpoints" / "best" / "state.npz").exists()
     assert not list(run_dir.glob(".hybrid-best-*"))
+
+
+@pytest.mark.multirank
+@pytest.mark.slow
+@pytest.mark.timeout(3000)
+def test_groups_on_two_simulated_hosts_read_their_node_local_staged_shards(blob_data, tmp_path):
+    """`stage --train-ranks 4` with the training's placement (2 ranks per simulated node: groups [0,1] and [2,3]
+    on nodes 0 and 1, the server rank 4 on node 2): the files on disk are each node's shards; then hybrid training
+    reads only its node's copy, strictly (a file missing on a rank's node would stop the run)."""
+    stage_dir = tmp_path / "stage" / "node{node}"
+    argv = exaclimate("stage", "--src", str(blob_data), "--dst", str(stage_dir), "--ranks-per-node", "2",
+                      "--train-ranks", "4")
+    staged = subprocess.run(launch_command(6, argv, "mpirun", env_names=ENV_NAMES), env=rank_env(2), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=1200)
+    assert staged.returncode == 0, staged.stdout[-3000:]
+    names = sorted(p.name for p in (blob_data / "train").glob("data-*.h5"))
+    on_node = {n: sorted(p.name for p in (tmp_path / "stage" / f"node{n}" / "train").glob("data-*.h5"))
+               for n in range(3)}
+    # rank r of 4 compute ranks reads files r, r+4, ... (sorted); ranks 0,1 live on node 0, ranks 2,3 on node 1
+    assert on_node[0] == [f for i, f in enumerate(names) if i % 4 in (0, 1)]
+    assert on_node[1] == [f for i, f in enumerate(names) if i % 4 in (2, 3)]
+    assert on_node[2] == []  # the server's node: no training shard
+    for n in range(3):
+        assert len(list((tmp_path / "stage" / f"node{n}" / "valid").glob("data-*.h5"))) == 4
+        assert (tmp_path / "stage" / f"node{n}" / "stats.h5").is_file()
+    run_dir = tmp_path / "hybrid"
+    sets = sets_for(blob_data, **{"distributed.mode": "hybrid", "distributed.groups": 2,
+                                  "distributed.parameter_servers": 1, "distributed.max_staleness": 1,
+                                  "distributed.ranks_per_node": 2, "pipeline.stage_dir": stage_dir,
+                                  "pipeline.strict": "true", "train.epochs": 1})
+    out = finish(mpirun(5, run_dir, sets))
+    check_records(run_dir, groups=2, steps=4, max_staleness=1)
+    assert not [r for r in read_json_lines(run_dir / "metrics.jsonl") if r["kind"] == "epoch_reads"]
+    assert str(tmp_path / "stage" / "node1" / "train") in out  # group 1 said where it reads from
