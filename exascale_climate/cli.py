@@ -501,7 +501,8 @@ def verify_command(tracks_path, use_ibtracs, best_path, start, end, json_path, c
               help="Stop at the first unreadable or non-finite sample (= pipeline.strict; default: name it, skip it).")
 @click.option("--status", "status_only", is_flag=True,
               help="Do not train: print the hybrid run's report (hybrid_report.json in DIR) and exit with its code "
-                   "(0 ok, 4 groups lost, 5 a parameter server lost); run it after `mpirun --enable-recovery`, "
+                   "(0 ok, 4 groups lost, 5 a parameter server lost, 75 preempted: requeue); run it after "
+                   "`mpirun --enable-recovery`, "
                    "which itself exits 0 whatever the ranks did.")
 def train_command(config_path, overrides, run_dir, resume, ranks_per_node, loss_scale, strict, status_only):
     """Train a segmentation model; alone, or under horovodrun / mpirun / srun / jsrun (one process per rank).
