@@ -337,16 +337,20 @@ def data_boxes(directory):
 @click.option("--exchange", type=click.Choice(["alltoall", "allgather"]), default="alltoall", show_default=True,
               help="alltoall: each file only to the nodes that need it; allgather: to every rank (the old scheme, "
                    "kept for benchmarks).")
+@click.option("--train-ranks", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Only the first N ranks read training data (hybrid mode: the compute ranks, launched as the "
+                   "training job places them; the parameter servers after them); 0 = every rank.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON (rank 0).")
 def stage_command(src, dst, replicate, seed, ranks_per_node, channels, dtype, verify, exchange_chunk_mb, exchange,
-                  as_json):
+                  train_ranks, as_json):
     """Copy the dataset to node-local storage, reading the shared file system once (run under N ranks)."""
     from exascale_climate.pipeline.staging import format_report, stage
     from exascale_climate.utils.runtime import current_rank
 
     manifest = stage(src, dst, replicate=replicate, seed=seed, ranks_per_node=ranks_per_node,
                      channels=_channel_list(channels), dtype=dtype, verify=verify,
-                     exchange_chunk=max(1, int(exchange_chunk_mb * 2**20)), exchange=exchange)
+                     exchange_chunk=max(1, int(exchange_chunk_mb * 2**20)), exchange=exchange,
+                     train_ranks=train_ranks)
     if current_rank() == 0:
         click.echo(json.dumps(manifest, indent=1) if as_json else format_report(manifest))
 
@@ -497,7 +501,8 @@ def verify_command(tracks_path, use_ibtracs, best_path, start, end, json_path, c
               help="Stop at the first unreadable or non-finite sample (= pipeline.strict; default: name it, skip it).")
 @click.option("--status", "status_only", is_flag=True,
               help="Do not train: print the hybrid run's report (hybrid_report.json in DIR) and exit with its code "
-                   "(0 ok, 4 groups lost, 5 a parameter server lost); run it after `mpirun --enable-recovery`, "
+                   "(0 ok, 4 groups lost, 5 a parameter server lost, 75 preempted: requeue); run it after "
+                   "`mpirun --enable-recovery`, "
                    "which itself exits 0 whatever the ranks did.")
 def train_command(config_path, overrides, run_dir, resume, ranks_per_node, loss_scale, strict, status_only):
     """Train a segmentation model; alone, or under horovodrun / mpirun / srun / jsrun (one process per rank).
@@ -527,6 +532,9 @@ def train_command(config_path, overrides, run_dir, resume, ranks_per_node, loss_
     except Preempted as e:  # not an error: checkpoint written, the job template requeues on this status
         if current_rank() == 0:
             click.echo(f"preempted: {e}", err=True)
+        from exascale_climate.utils.runtime import finish_hybrid
+
+        finish_hybrid()  # hybrid: MPI ends under an alarm (no-op otherwise)
         sys.exit(e.exit_code)
     if current_rank() == 0:
         click.echo(json.dumps({k: v for k, v in result.items() if not isinstance(v, (list, dict))}))

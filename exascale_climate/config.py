@@ -344,6 +344,9 @@ class DistributedConfig:
     # benchmark only: this (global) rank sleeps straggler_delay_s after every step, -1 = nobody
     straggler_rank: int = bounded(-1, min=-1, max=10**7)
     straggler_delay_s: float = bounded(0.0, min=0.0, max=3600.0)
+    # debug/tests only: every group root writes what it pushed (gradient, versions) and the weights it started
+    # from as .npz files into this directory, for an independent replay of the servers' updates; "" = off
+    debug_push_dir: str = ""
 
 
 # --------------------------------------------------------------------------------------------- job

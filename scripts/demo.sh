@@ -85,9 +85,13 @@ if [ -f "$NCL/941110_P.cdf" ]; then
 fi
 
 step "SC17 hybrid training: 2 synchronous groups of 1 rank + 1 parameter server under mpirun (1 epoch)"
-# From the shared copy: node-local staging places files by the synchronous layout, not by hybrid groups yet.
+# Staged with the training's placement (1 rank per simulated node: group 0, group 1, the server): the training
+# shards are over the 2 compute ranks only (--train-ranks), so each group's node holds what it reads.
+mpirun --allow-run-as-root --oversubscribe --bind-to none -np 3 exaclimate stage --src "$DEMO_DIR/data" \
+  --dst "$DEMO_DIR/stage-hybrid/node{node}" --ranks-per-node 1 --train-ranks 2 --verify size | tail -2
 mpirun --enable-recovery --allow-run-as-root --oversubscribe --bind-to none -np 3 -x TF_NUM_INTRAOP_THREADS=1 \
-  -x OMP_NUM_THREADS=1 exaclimate train --config demo --run-dir "$DEMO_DIR/hybrid" "${PATHS[@]:0:8}" --set pipeline.stage_dir= \
+  -x OMP_NUM_THREADS=1 exaclimate train --config demo --run-dir "$DEMO_DIR/hybrid" "${PATHS[@]:0:8}" \
+  --set "pipeline.stage_dir=$DEMO_DIR/stage-hybrid/node{node}" --set distributed.ranks_per_node=1 \
   --set distributed.mode=hybrid --set distributed.groups=2 --set train.epochs=1 | tail -1
 exaclimate train --status --run-dir "$DEMO_DIR/hybrid"
 

@@ -35,7 +35,7 @@ def staged_root(cfg: Config, world: World | None = None) -> Path | None:
         return None
     override = cfg.distributed.ranks_per_node
     world = world.with_ranks_per_node(override) if world else init_world(ranks_per_node=override)
-    return node_dir(cfg.pipeline.stage_dir, world.node)
+    return node_dir(cfg.pipeline.stage_dir, world.data_node)
 
 
 def _staged_split(root: Path, split: str) -> list[Path] | None:

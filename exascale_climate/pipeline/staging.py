@@ -85,10 +85,14 @@ def list_source(src: str | Path) -> list[SourceFile]:
 
 
 # --------------------------------------------------------------------------------------------- plan
-def needing_nodes(files: list[SourceFile], node_of_rank: list[int], replicate: str) -> list[list[int]]:
-    """For each file, the nodes that must hold it: its training shard's node, or every node."""
+def needing_nodes(files: list[SourceFile], node_of_rank: list[int], replicate: str,
+                  train_ranks: int = 0) -> list[list[int]]:
+    """For each file, the nodes that must hold it: its training shard's node, or every node.
+
+    `train_ranks` > 0: only the first `train_ranks` ranks read training data (hybrid mode: the compute groups;
+    the parameter servers, the last ranks, read none), so the shards are over those ranks."""
     nodes = sorted(set(node_of_rank))
-    size = len(node_of_rank)
+    size = train_ranks or len(node_of_rank)
     train = [f for f in files if f.split == "train"]
     train_index = {f.rel: i for i, f in enumerate(train)}
     out = []
@@ -413,7 +417,7 @@ def _already_staged(directory: Path, f: SourceFile, previous: dict, conversion: 
 def stage(src: str | Path, dst: str | Path, *, replicate: str = "needed", seed: int = 0, world: World | None = None,
           ranks_per_node: int = 0, channels: list[str] | None = None, dtype: str | None = None,
           verify: str = "full", copy_threads: int = 2, exchange_chunk: int = EXCHANGE_CHUNK,
-          exchange: str = "alltoall") -> dict:
+          exchange: str = "alltoall", train_ranks: int = 0) -> dict:
     """Stage `src` to node-local `dst` (see the module docstring); returns the manifest (same on all ranks)."""
     if exchange not in EXCHANGES:
         raise ConfigError(f"--exchange: {exchange!r} is not allowed; choose one of {', '.join(EXCHANGES)}")
@@ -424,6 +428,8 @@ def stage(src: str | Path, dst: str | Path, *, replicate: str = "needed", seed: 
     if exchange_chunk < 1:
         raise ConfigError(f"--exchange-chunk-mb: must be positive, got {exchange_chunk / 2**20:g} MiB")
     world = (world or init_world()).with_ranks_per_node(ranks_per_node)
+    if not 0 <= train_ranks <= world.size:
+        raise ConfigError(f"--train-ranks: {train_ranks} is not in 0..{world.size} (the ranks of this staging job)")
     comm = Collectives(world)
     conversion = Conversion(list(channels) if channels else None, dtype)
     t_start = time.perf_counter()
@@ -440,7 +446,7 @@ def stage(src: str | Path, dst: str | Path, *, replicate: str = "needed", seed: 
     if world.is_root:
         try:
             files = list_source(src)
-            needs = needing_nodes(files, node_of_rank, replicate)
+            needs = needing_nodes(files, node_of_rank, replicate, train_ranks)
             plan = {"files": [asdict(f) for f in files], "needs": needs,
                     "copier": assign_copiers(files, needs, node_of_rank, seed)}
         except DataError as e:
@@ -577,6 +583,7 @@ def stage(src: str | Path, dst: str | Path, *, replicate: str = "needed", seed: 
     read_bytes = sum(f.size for f in files if reads[f.rel])
     manifest = {
         "source": str(Path(src).resolve()), "destination": dst, "replicate": replicate, "seed": seed,
+        "train_ranks": train_ranks or world.size,
         "ranks": world.size, "nodes": {str(g["node"]): {"dir": str(node_dir(dst, g["node"])),
                                                         "files": sorted(g["files"])}
                                        for g in final if g["writer"]},

@@ -23,6 +23,7 @@ that stops answering ends the job with ServerLost (the checkpoints are written a
 from __future__ import annotations
 
 import json
+import signal
 import time
 from collections import deque
 from pathlib import Path
@@ -31,17 +32,19 @@ import numpy as np
 
 from exascale_climate.config import Config
 from exascale_climate.errors import DistributedError, ExaclimateError
+from exascale_climate.train.preempt import EXIT_PREEMPTED, Preempted, resume_command
 from exascale_climate.utils.log import JsonLinesWriter, get_logger
 from exascale_climate.utils.runtime import World
 
 log = get_logger("hybrid")
 
-TAG_PUSH, TAG_REPLY, TAG_ORDER, TAG_SNAP, TAG_ABORT = 11, 12, 13, 14, 15
+TAG_PUSH, TAG_REPLY, TAG_ORDER, TAG_SNAP, TAG_ABORT, TAG_BEAT = 11, 12, 13, 14, 15, 16
 EXIT_GROUPS_LOST = 4
 EXIT_SERVER_LOST = 5
 REPORT = "hybrid_report.json"
 SERVER_LOG = "servers.jsonl"
 POLL_S = 0.002  # idle poll interval: MPI's blocking calls spin, and the servers share cores with the groups
+SERVER_BEAT_S = 1.0  # a follower server tells the lead it is alive this often (a dead one is named, not its groups)
 
 
 class ServerLost(DistributedError):
@@ -81,9 +84,9 @@ def is_checkpoint_step(cfg: Config, step: int, steps_per_epoch: int, total: int)
         bool(c.every_epochs and step % steps_per_epoch == 0 and (step // steps_per_epoch) % c.every_epochs == 0)
 
 
-def _wait_all(requests) -> None:
-    for r in requests:
-        r.wait()
+def lag_key(group: int) -> str:
+    """A group's gradient-lag buffers in a hybrid checkpoint: group 0's under sync's name, as the optimizer."""
+    return "lag" if group == 0 else f"lag_g{group}"
 
 
 def _settle(requests, seconds: float) -> None:
@@ -93,6 +96,43 @@ def _settle(requests, seconds: float) -> None:
         requests[:] = [r for r in requests if not r.test()[0]]
         if requests:
             time.sleep(POLL_S)
+
+
+class Inbox:
+    """Non-blocking receives of pickled messages (matched probe + irecv), kept in order per (source, tag).
+
+    Why not iprobe + recv: a peer killed in the middle of a large (rendezvous) message has its envelope matched
+    but its data never comes, and the blocking recv waits forever (seen: a group root hung in recv from a
+    SIGKILLed server). A pending irecv from a dead peer is simply never completed; the timeouts decide."""
+
+    def __init__(self, comm):
+        self.comm = comm
+        self.pending: dict[tuple[int, int], deque] = {}
+
+    def poll(self, source: int | None = None, tag: int | None = None) -> list[tuple[int, int, object]]:
+        """Every message from `source` with `tag` (None = any) completely received now: (source, tag, payload)."""
+        from mpi4py import MPI
+
+        status = MPI.Status()
+        src = MPI.ANY_SOURCE if source is None else source
+        tg = MPI.ANY_TAG if tag is None else tag
+        while True:
+            message = self.comm.improbe(source=src, tag=tg, status=status)
+            if message is None:
+                break
+            key = (status.Get_source(), status.Get_tag())
+            self.pending.setdefault(key, deque()).append(message.irecv())
+        out = []
+        for (s, t), queue in self.pending.items():
+            if source not in (None, s) or tag not in (None, t):
+                continue
+            while queue:
+                done, payload = queue[0].test()
+                if not done:
+                    break
+                queue.popleft()
+                out.append((s, t, payload))
+        return out
 
 
 # ------------------------------------------------------------------------------------------ group side
@@ -105,9 +145,10 @@ class GroupClient:
         self.timeout_s = timeout_s
         self.seq = 0
         self.sent: list = []
+        self.inbox = Inbox(self.comm)
 
     def _send(self, message: dict, grads=None, lead_extra: dict | None = None) -> None:
-        _wait_all(self.sent)
+        _settle(self.sent, self.timeout_s)  # done by now unless a server died (its replies time out then)
         self.sent = []
         for k, rank in enumerate(self.servers):
             part = dict(message, seq=self.seq, group=self.world.group)
@@ -124,9 +165,14 @@ class GroupClient:
         while len(replies) < len(self.servers):
             got = False
             for k, rank in enumerate(self.servers):
-                if k not in replies and self.comm.iprobe(source=rank, tag=TAG_REPLY):
-                    replies[k] = self.comm.recv(source=rank, tag=TAG_REPLY)
-                    got = True
+                if k not in replies:
+                    for _, _, payload in self.inbox.poll(rank, TAG_REPLY):
+                        replies[k] = payload
+                        got = True
+            for _, _, payload in self.inbox.poll(self.servers[0], TAG_ABORT):  # the lead stops the job
+                why = payload["why"]
+                raise ServerLost(f"group {self.world.group}: {why}; the job stops, the last checkpoint in the run "
+                                 f"directory is intact (continue with --resume)")
             if len(replies) == len(self.servers):
                 break
             if time.monotonic() > deadline:
@@ -161,9 +207,11 @@ class GroupClient:
         self.beats.append(self.comm.isend({"kind": "alive", "group": self.world.group}, dest=self.servers[0],
                                           tag=TAG_PUSH))
 
-    def done(self, step: int, stop: bool, error: str | None = None) -> None:
-        """Tell the servers this group has finished (or failed); no reply."""
-        self._send({"kind": "done" if error is None else "failed", "step": step, "stop": stop, "error": error})
+    def done(self, step: int, stop: bool, error: str | None = None, lag: list | None = None,
+             preempted: bool = False) -> None:
+        """Tell the servers this group has finished (or failed, or stopped on a signal), with its lag buffers."""
+        self._send({"kind": "done" if error is None else "failed", "step": step, "stop": stop, "error": error,
+                    "preempted": preempted}, lead_extra={"lag": lag})
         deadline = time.monotonic() + 10
         while self.sent and not all(r.test()[0] for r in self.sent) and time.monotonic() < deadline:
             time.sleep(POLL_S)
@@ -199,6 +247,7 @@ class HybridStep:
         self.pushes = 0
         self.first = True
         self.last_push: dict | None = None  # this step's push, for metrics.jsonl (group root)
+        self.steps_per_epoch, self.total = 1, 0  # set_schedule (the loop's numbers: checkpoint steps)
         self._info = tf.Variable(tf.zeros([3], tf.float64), trainable=False)
 
     # the loop reads these like TrainStep's
@@ -212,6 +261,29 @@ class HybridStep:
 
     def reduced_lag(self):
         return []
+
+    def set_schedule(self, steps_per_epoch: int, total: int) -> None:
+        self.steps_per_epoch, self.total = steps_per_epoch, total
+
+    def _group_lag(self) -> list | None:
+        """This group's lag buffers reduced over the group (a collective of the group), for the servers'
+        checkpoint; None without gradient lag."""
+        if not self.inner.gradient_lag:
+            return None
+        return [np.asarray(a) for a in self.inner.reduced_lag()]
+
+    def _dump(self, name: str, arrays, **scalars) -> None:
+        """distributed.debug_push_dir: what this group root pushed or received, for an outside replay (tests)."""
+        folder = self.cfg.distributed.debug_push_dir
+        if not folder:
+            return
+        import os
+
+        path = Path(folder) / f"{name}.npz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_suffix(".tmp"), "wb") as f:
+            np.savez(f, *[np.asarray(a) for a in arrays], **{k: np.asarray(v) for k, v in scalars.items()})
+        os.replace(path.with_suffix(".tmp"), path)
 
     def _assign(self, weights) -> None:
         for v, w in zip(self.trainable, weights):
@@ -236,8 +308,21 @@ class HybridStep:
             reply = self.client.exchange({"kind": "hello", "step": 0, "resume": resume},
                                          timeout_s=10 * self.client.timeout_s)
             self._assign(reply["weights"])
+            self._dump(f"join-g{self.world.group}-v{int(reply['version']):06d}", reply["weights"],
+                       version=reply["version"])
         meta = None if reply is None else {k: reply.get(k) for k in ("version", "position", "scaler")}
+        lag = None if reply is None else reply.get("lag")
+        if meta is not None:
+            meta["lag"] = lag is not None and bool(self.inner.gradient_lag)
         meta = broadcast_object(self.world, meta, name="exaclimate_hybrid_join")
+        if meta["lag"]:  # the checkpoint's group-reduced buffers: the first step applies them as they are
+            from exascale_climate.train.distributed import broadcast_variables
+
+            if lag is not None:
+                for v, a in zip(self.inner.lag_variables, lag):
+                    v.assign(a)
+            broadcast_variables(self.world, self.inner.lag_variables, root_rank=0)
+            self.inner.prereduced = True
         self._share([meta["version"], 0, 0])
         self.version = int(meta["version"])
         if meta.get("scaler"):
@@ -253,13 +338,19 @@ class HybridStep:
         push = bool(out["applied"].numpy())
         self.step += 1
         info = [0.0, -1.0, 0.0]
+        # at the servers' checkpoint steps the group's lag buffers go with the push (all members reduce them)
+        lag = self._group_lag() if is_checkpoint_step(self.cfg, self.step, self.steps_per_epoch, self.total) \
+            else None
         if self.client:
             arrays = [g.numpy() for g in grads] if push else None
             extra = {"nontrainable": [np.asarray(v.numpy()) for v in self.model.non_trainable_variables],
-                     "scaler": self.scaler.state(), "loss": float(out["loss"].numpy())}
+                     "scaler": self.scaler.state(), "loss": float(out["loss"].numpy()), "lag": lag}
             timeout = 10 * self.client.timeout_s if self.first else None
             reply = self.client.exchange({"kind": "push", "step": self.step, "version": self.version},
                                          arrays, extra, timeout_s=timeout)
+            if push:
+                self._dump(f"push-g{self.world.group}-s{self.step:06d}", arrays, computed_on=self.version,
+                           reply_version=reply["version"], staleness=reply["staleness"])
             self._assign(reply["weights"])
             info = [reply["version"], reply["staleness"] if push else -1, float(bool(reply.get("stop")))]
         self.first = False
@@ -291,9 +382,35 @@ class HybridStep:
         return {"group": self.world.group, "version": self.version, "pushes": self.pushes,
                 "staleness_mean": float(np.mean(w)) if w else 0.0, "staleness_max": int(max(w)) if w else 0}
 
-    def close(self, stop: bool, error: str | None = None) -> None:
+    def close(self, stop: bool, error: str | None = None, preempted: bool = False) -> None:
+        lag = self._group_lag() if error is None else None  # for the final checkpoint (a collective of the group)
         if self.client:
-            self.client.done(self.step, stop, error)
+            self.client.done(self.step, stop, error, lag, preempted)
+
+    def save_best(self, run, position, metric: float, ckpts) -> None:
+        """Group 0 validates the weights the servers last sent it; when the mean IoU improved, its root writes
+        exactly those weights as best/ (model and position; the optimizer slots live on the servers, and best/ is
+        for evaluate/predict, never for --resume, which takes the servers' latest ckpt-<step>)."""
+        import shutil
+
+        from exascale_climate.train.checkpoints import CheckpointManager
+
+        if not (self.world.is_root and self.cfg.train.checkpoint.keep_best):
+            return
+        best = ckpts.best_metric()
+        if best is not None and metric <= best:
+            return
+        staging = CheckpointManager(run.run_dir / f".hybrid-best-{self.world.global_rank}", keep=1, keep_best=False)
+        try:
+            state = {"epoch": position.epoch, "step_in_epoch": position.step_in_epoch,
+                     "input_shape": list(run.input_shape), "world_size": self.world.size,
+                     "history": position.history, **self.scaler.state(), "mode": "hybrid", "version": self.version,
+                     "group": self.world.group, "best_metric": metric}
+            path = staging.save(position.step, self.model, {"model": list(self.model.variables)}, state, self.cfg,
+                                metric=metric)
+            ckpts._replace_best(path, metric)
+        finally:
+            shutil.rmtree(staging.directory.parent, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------------ server side
@@ -312,6 +429,7 @@ class Server:
 
         self.cfg, self.run_dir, self.world, self.resume = cfg, Path(run_dir), world, resume
         self.comm = world.comm
+        self.inbox = Inbox(self.comm)
         self.index = world.group  # this server's number
         self.servers = list(world.server_ranks)
         self.lead = self.servers[0]
@@ -321,7 +439,9 @@ class Server:
         _configure_tensorflow(cfg)
         train_files = split_files(cfg, "train", world)
         stats = load_stats(cfg, world)
-        self.input_shape = input_shape_for(cfg, train_files, stats)
+        # a server's node may hold no training shard (staged with --train-ranks): any local sample gives the grid
+        local = [f for f in train_files if f.is_file()] or split_files(cfg, "valid", world)
+        self.input_shape = input_shape_for(cfg, local, stats)
         self.model = build_model(cfg.model, self.input_shape, cfg.train.precision)
         self.trainable = list(self.model.trainable_variables)
         self.shards = shard_by_layer(self.trainable, len(self.servers))
@@ -341,6 +461,7 @@ class Server:
         self.position = {"step": 0, "epoch": 0, "step_in_epoch": 0}
         self.scalers: dict = {}
         self.restored_updates: list = []
+        self.lags: dict = {}  # group -> its group-reduced gradient-lag buffers (the lead's, for checkpoints)
         self.nontrainable = None
         del keras
         log.info("parameter server %d of %d (rank %d): %d of %d variables, %.2f MB of %.2f MB", self.index,
@@ -371,6 +492,8 @@ class Server:
         self.position = {"step": state["step"], "epoch": state["epoch"], "step_in_epoch": state["step_in_epoch"]}
         self.scalers = {int(k): v for k, v in state.get("group_scalers", {}).items()}
         self.restored_updates = list(state.get("updates_per_group", []))
+        if state.get("lag_reduced"):
+            self.lags = {g: arrays[lag_key(g)] for g in range(len(self.roots)) if arrays.get(lag_key(g))}
         if not self.scalers and "loss_scale" in state:  # a sync checkpoint: every group takes its scale
             self.scalers = {g: {k: state[k] for k in ("loss_scale", "loss_scale_good_steps", "skipped_steps")}
                             for g in range(len(self.roots))}
@@ -394,14 +517,7 @@ class Server:
     # ---------------------------------------------------------------------------------------- messages
     def _incoming(self):
         """Every message waiting now: (source, tag, payload)."""
-        from mpi4py import MPI
-
-        status = MPI.Status()
-        out = []
-        while self.comm.iprobe(source=MPI.ANY_SOURCE, tag=MPI.ANY_TAG, status=status):
-            source, tag = status.Get_source(), status.Get_tag()
-            out.append((source, tag, self.comm.recv(source=source, tag=tag)))
-        return out
+        return self.inbox.poll()
 
     def reply(self, group: int, staleness: int, stop: bool = False, extra: dict | None = None):
         message = {"version": self.version, "staleness": staleness, "weights": self.weights(), "stop": stop,
@@ -411,8 +527,14 @@ class Server:
 
 def serve(cfg: Config, run_dir: str | Path, world: World, resume: bool) -> dict:
     """The parameter-server rank's whole job."""
+    from exascale_climate.train.preempt import StopSignals
+
     server = Server(cfg, run_dir, world, resume)
-    return Lead(server).run() if server.is_lead else Follower(server).run()
+    # SIGUSR1/SIGTERM (the scheduler's warning or preemption) only set a flag: the lead asks the groups to stop,
+    # writes the checkpoint when all stopped and leaves with EXIT_PREEMPTED (a follower waits for its order)
+    with StopSignals() as signals:
+        server.signals = signals
+        return Lead(server).run() if server.is_lead else Follower(server).run()
 
 
 class Follower:
@@ -425,9 +547,17 @@ class Follower:
         self.held: dict = {}
         self.sent: list = []
 
+    def beat(self) -> None:
+        """Tell the lead this server is alive (it names a dead follower instead of blaming the groups)."""
+        now = time.monotonic()
+        if now - getattr(self, "_beat_at", 0.0) >= SERVER_BEAT_S:
+            self._beat_at = now
+            self.sent.append(self.s.comm.isend({"index": self.s.index}, dest=self.s.lead, tag=TAG_BEAT))
+
     def run(self) -> dict:
         s = self.s
         while True:
+            self.beat()
             for source, tag, payload in s._incoming():
                 if tag == TAG_ABORT:
                     log.error("server %d: stopped by group %s: %s", s.index, payload["group"], payload["why"])
@@ -459,6 +589,8 @@ class Follower:
                     for g in order["groups"]:
                         self.sent.append(s.reply(g, self.held.pop(g, 0), order.get("stop", False)))
                 elif op == "stop":
+                    if order.get("error"):
+                        raise ServerLost(f"parameter server {s.index}: the job stopped ({order['error']})")
                     _settle(self.sent, float(s.cfg.distributed.stall_timeout_s))
                     log.info("server %d: done after %d updates (version %d)", s.index, s.updates, s.version)
                     return {"server": s.index, "updates": s.updates, "version": s.version}
@@ -487,16 +619,45 @@ class Lead:
         self.updates_per_group = [0] * n
         self.sent: list = []
         self.stop = False
+        self.preempted: str | None = None  # the signal, or "group N", that stops the run for a requeue
         self.barrier: int | None = None
         self.log = JsonLinesWriter(server.run_dir / SERVER_LOG)
         self.timeout = float(self.cfg.distributed.stall_timeout_s)
         self.held_staleness: dict = {}
         self.ordered: list = []  # sends to the other servers (waited for at the end; replies to groups are not)
         self.early: list = []  # messages that arrived while a checkpoint gathered the shards
+        # follower servers beat every SERVER_BEAT_S; silent for stall_timeout_s = lost (10x until the first beat)
+        self.server_heard = {rank: time.monotonic() for rank in server.servers[1:]}
+        self.server_seen: set = set()
 
     def order(self, **order) -> None:
         for rank in self.s.servers[1:]:
             self.ordered.append(self.s.comm.isend(order, dest=rank, tag=TAG_ORDER))
+
+    def heard(self, source: int) -> None:
+        """Any message from a follower server (a beat, a snapshot) shows it is alive."""
+        if source in self.server_heard:
+            self.server_heard[source] = time.monotonic()
+            self.server_seen.add(source)
+
+    def silent_servers(self, limit: float) -> list[int]:
+        now = time.monotonic()
+        return [r for r, t in self.server_heard.items()
+                if now - t > (limit if r in self.server_seen else 10 * limit)]
+
+    def dead_servers(self) -> str | None:
+        """The error when a follower server stopped beating for stall_timeout_s (it died or hung)."""
+        dead = self.silent_servers(self.timeout)
+        if not dead:
+            return None
+        return (f"parameter server rank(s) {dead} did not answer the lead server for {self.timeout:.0f} s "
+                f"(distributed.stall_timeout_s): a server died or hung")
+
+    def abort_groups(self, why: str) -> None:
+        """Tell every live group the job stops (it may be waiting for a dead server's reply)."""
+        for g, state in enumerate(self.status):
+            if state not in ("done", "lost"):
+                self.sent.append(self.s.comm.isend({"why": why}, dest=self.s.roots[g], tag=TAG_ABORT))
 
     # ---------------------------------------------------------------------------------------- rules
     def admissible(self, g: int, message: dict) -> bool:
@@ -513,7 +674,8 @@ class Lead:
         if message["kind"] == "hello":
             self.order(op="message", group=g, seq=message["seq"], apply=False, factor=1.0, hold=False,
                        reply=True, staleness=0)
-            self.sent.append(s.reply(g, 0, self.stop, {"position": s.position, "scaler": s.scalers.get(g)}))
+            self.sent.append(s.reply(g, 0, self.stop, {"position": s.position, "scaler": s.scalers.get(g),
+                                                       "lag": s.lags.get(g)}))
             self.status[g], self.version_of[g] = "computing", s.version
             self.last_heard[g] = time.monotonic()
             return
@@ -536,6 +698,8 @@ class Lead:
             s.nontrainable = message["nontrainable"]
         if message.get("scaler"):
             s.scalers[g] = message["scaler"]
+        if message.get("lag") is not None:
+            s.lags[g] = message["lag"]
         self.version_of[g] = s.version
         self.last_heard[g] = time.monotonic()
         self.pushed[g] = True
@@ -555,14 +719,15 @@ class Lead:
         snaps, deadline = {0: s.snapshot()}, time.monotonic() + self.timeout
         while len(snaps) < len(s.servers):
             for source, tag, payload in s._incoming():
+                self.heard(source)
                 if tag == TAG_SNAP:
                     snaps[payload["index"]] = payload
                 else:
                     self.early.append((source, tag, payload))
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or self.dead_servers():
                 missing = [s.servers[k] for k in range(len(s.servers)) if k not in snaps]
-                raise ServerLost(f"parameter server rank(s) {missing} sent no snapshot for checkpoint {step} within "
-                                 f"{self.timeout:.0f} s; the last checkpoint is {s.ckpts.latest() or 'none'}")
+                raise ServerLost(f"parameter server rank(s) {missing} did not answer: no snapshot for checkpoint "
+                                 f"{step} (a server died or hung)")
             time.sleep(POLL_S)
         full = s.model.trainable_variables
         for k, snap in snaps.items():
@@ -574,13 +739,15 @@ class Lead:
         arrays = {"model": list(s.model.variables)}
         for k in sorted(snaps):
             arrays[s._optimizer_group(k)] = snaps[k]["optimizer"]
+        for g, lag in sorted(s.lags.items()):  # every group's lag buffers, reduced over the group
+            arrays[lag_key(g)] = lag
         live = [g for g in range(len(self.status)) if self.status[g] != "lost"]
         scaler = s.scalers.get(live[0] if live else 0) or {"loss_scale": 1.0, "loss_scale_good_steps": 0,
                                                             "skipped_steps": 0}
         spe = s.steps_per_epoch
         state = {"epoch": step // spe, "step_in_epoch": step % spe, "input_shape": list(s.input_shape),
                  "world_size": sum(len(g) for g in s.world.group_ranks), "history": {}, **scaler,
-                 "optimizer_iterations": s.version, "lag_reduced": False, "mode": "hybrid",
+                 "optimizer_iterations": s.version, "lag_reduced": bool(s.lags), "mode": "hybrid",
                  "groups": len(s.roots), "parameter_servers": len(s.servers), "version": s.version,
                  "updates_per_group": self.updates_per_group, "group_scalers": s.scalers,
                  "lost_groups": sorted(self.lost)}
@@ -622,7 +789,11 @@ class Lead:
             self.updates_per_group = list(s.restored_updates)
         self.steps = [int(s.position["step"])] * len(self.steps)
         try:
-            return self._finish(self._serve())
+            try:
+                error = self._serve()
+            except ServerLost as e:
+                error = str(e)
+            return self._finish(error)
         finally:
             self.log.close()
             _settle(self.ordered, self.timeout)
@@ -636,6 +807,7 @@ class Lead:
             incoming, self.early = self.early + s._incoming(), []
             for source, tag, payload in incoming:
                 progressed = True
+                self.heard(source)
                 if tag == TAG_ABORT:
                     return f"group {payload['group']}: {payload['why']}"
                 if tag != TAG_PUSH:
@@ -647,11 +819,15 @@ class Lead:
                     self.last_heard[g] = time.monotonic()
                     continue
                 if payload["kind"] in ("done", "failed"):
+                    if payload.get("lag") is not None:
+                        s.lags[g] = payload["lag"]
                     self.status[g] = "done" if payload["kind"] == "done" else "lost"
                     self.steps[g] = max(self.steps[g], int(payload["step"]))
                     if payload["kind"] == "failed":
                         self.lost[g] = f"failed: {payload['error']}"
                     self.stop = self.stop or bool(payload.get("stop"))
+                    if payload.get("preempted") and not self.preempted:  # the others stop at their next step
+                        self.preempted, self.stop = f"a signal to group {g}", True
                     continue
                 self.pending.append((g, payload))
                 self.status[g] = "pending" if payload["kind"] != "hello" else self.status[g]
@@ -666,9 +842,18 @@ class Lead:
                         self.handle(g, message)
                         again = progressed = True
                         break
+            error = self.dead_servers()
+            if error:
+                return error
+            signum = getattr(s, "signals", None) and s.signals.signum
+            if signum and not self.preempted:
+                self.preempted, self.stop = signal.Signals(signum).name, True
+                log.warning("parameter server: %s; the groups stop at their next step", self.preempted)
             now = time.monotonic()
+            # a group waiting for a silent server's reply is not lost: the server is (decided above, later)
+            suspects = self.silent_servers(3 * SERVER_BEAT_S)
             for g in range(n):
-                if self.status[g] in ("computing", "joining"):
+                if self.status[g] in ("computing", "joining") and not suspects:
                     limit = self.timeout if self.pushed[g] else 10 * self.timeout
                     if now - self.last_heard[g] > limit:
                         self.status[g] = "lost"
@@ -694,21 +879,28 @@ class Lead:
     def _finish(self, error: str | None) -> dict:
         s = self.s
         step = max(self.steps) if any(self.steps) else s.position["step"]
-        status = "server_lost" if error else "groups_lost" if self.lost else "ok"
         if not error:
-            self.checkpoint(step)
-        self.order(op="stop")
+            try:
+                self.checkpoint(step)
+            except ServerLost as e:
+                error = str(e)
+        status = "server_lost" if error else "groups_lost" if self.lost else "preempted" if self.preempted else "ok"
         report = {"status": status, "groups": len(s.roots), "parameter_servers": len(s.servers),
                   "group_ranks": [list(g) for g in s.world.group_ranks], "server_ranks": s.servers,
                   "lost_groups": [{"group": g, "ranks": list(s.world.group_ranks[g]), "reason": why}
                                   for g, why in sorted(self.lost.items())],
                   "updates": s.version, "updates_per_group": self.updates_per_group, "final_step": step,
-                  "exit_code": EXIT_SERVER_LOST if error else EXIT_GROUPS_LOST if self.lost else 0}
+                  "exit_code": EXIT_SERVER_LOST if error else EXIT_GROUPS_LOST if self.lost else
+                  EXIT_PREEMPTED if self.preempted else 0}
         if error:
             report["error"] = error
         from exascale_climate.utils.io import atomic_write_text
 
         atomic_write_text(s.run_dir / REPORT, json.dumps(report, indent=1) + "\n")
+        if error:
+            log.error("%s; stopping the job", error)
+            self.abort_groups(error)
+        self.order(op="stop", error=error)
         if error:
             raise ServerLost(f"hybrid job stopped: {error}; the last checkpoint is {s.ckpts.latest() or 'none'}")
         if self.lost:
@@ -717,6 +909,9 @@ class Lead:
             raise GroupsLost(f"{len(self.lost)} of {len(s.roots)} group(s) lost: {names}; the other groups finished "
                              f"and the servers applied {s.version} updates; checkpoint {s.ckpts.latest()}; "
                              f"report {s.run_dir / REPORT}")
+        if self.preempted:
+            raise Preempted(f"hybrid run stopped by {self.preempted} at step {step}; checkpoint {s.ckpts.latest()}; "
+                            f"continue with: {resume_command()} (exit status {EXIT_PREEMPTED})")
         log.info("hybrid run done: %d updates from %d groups %s", s.version, len(s.roots), self.updates_per_group)
         return {"updates": s.version, "updates_per_group": self.updates_per_group, "step": step}
 

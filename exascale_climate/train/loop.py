@@ -148,6 +148,9 @@ def setup_run(cfg: Config, run_dir: str | Path, world: World | None = None) -> R
     updates = steps_per_epoch(cfg, len(train_files), world) // accumulation
     if updates < 1:
         raise ExaclimateError(f"train.gradient_accumulation: {accumulation} exceeds the batches per epoch")
+    if world.hybrid:  # the group knows the servers' checkpoint steps (its lag buffers go with those pushes)
+        total = updates * cfg.train.epochs
+        step.set_schedule(updates, min(total, cfg.train.max_steps) if cfg.train.max_steps else total)
     return Run(cfg, world, Path(run_dir), model, optimizer, scaler, step,
                make_eval_step(model, cfg.model.num_classes), input_shape, train_files, valid_files, stats,
                updates, per_sample_flops(model, input_shape))
@@ -332,7 +335,10 @@ class Window:
 def _save(run: Run, ckpt_manager, position: Position, metric: float | None) -> None:
     """Rank 0 writes a checkpoint, refusing to persist non-finite weights. Every rank calls it: the
     gradient-lag buffers are reduced over the ranks first (see train.step)."""
-    if run.world.hybrid:  # the parameter servers write hybrid checkpoints (train/hybrid.py)
+    if run.world.hybrid:  # the parameter servers write hybrid checkpoints; group 0 keeps best/ (train/hybrid.py)
+        if metric is not None:
+            run.step.save_best(run, position, metric, ckpt_manager)
+            position.best_metric = ckpt_manager.best_metric()
         return
     lag = run.step.reduced_lag()
     if not run.world.is_root:
@@ -432,7 +438,9 @@ def _train(cfg: Config, run_dir: Path, world: World, resume: bool, mllog) -> dic
             run.step.close(stop=bool(result.get("stopped")))
         return result
     except Exception as e:
-        if world.hybrid and not isinstance(e, DistributedError):
+        if world.hybrid and isinstance(e, Preempted):  # the servers write the checkpoint when every group stopped
+            run.step.close(stop=True, preempted=True)
+        elif world.hybrid and not isinstance(e, DistributedError):
             run.step.close(stop=False, error=str(e).splitlines()[0][:300] if str(e) else type(e).__name__)
         import tensorflow as tf
 
@@ -628,8 +636,9 @@ def _loop(run: Run, ckpts, position: Position, reporter: Reporter, peers=None, m
         name = signal.Signals(preempted).name
         log.warning("%s: stopped after step %d of %d, checkpoint %s written", name, position.step, total,
                     ckpts.latest())
+        where = "written by the parameter servers when every group stopped" if world.hybrid else ckpts.latest()
         raise Preempted(f"stopped by {name} after step {position.step} of {total}; checkpoint "
-                        f"{ckpts.latest()}; continue with: {resume_command()} (exit status {EXIT_PREEMPTED})")
+                        f"{where}; continue with: {resume_command()} (exit status {EXIT_PREEMPTED})")
     result = {**last, "step": position.step, "epoch": position.epoch,
               "skipped_steps": int(run.scaler.skipped_steps.numpy()),
               "best_mean_iou": position.best_metric, "seconds": time.perf_counter() - started,

@@ -67,6 +67,9 @@ class World:
     shard_rank: int = -1
     shard_size: int = 0
     comm: object = field(default=None, compare=False, repr=False)  # mpi4py COMM_WORLD (hybrid only)
+    # hybrid: the node of every global rank (COMM_WORLD's hosts, or rank // ranks_per_node), numbered in the order
+    # of their lowest rank like `exaclimate stage` numbers them: which node-local staged copy a rank reads
+    global_node_of_rank: tuple = ()
 
     @property
     def is_root(self) -> bool:
@@ -104,6 +107,12 @@ class World:
         return self.node_of_rank[self.rank] if self.node_of_rank else self.cross_rank
 
     @property
+    def data_node(self) -> int:
+        """The node whose staged copy this rank reads: its node in the whole job (a hybrid group's own `node`
+        counts only the group's hosts, so group 1 alone on host B would be its "node 0")."""
+        return self.global_node_of_rank[self.global_rank] if self.global_node_of_rank else self.node
+
+    @property
     def nodes(self) -> int:
         return max(self.node_of_rank) + 1 if self.node_of_rank else self.cross_size
 
@@ -121,6 +130,13 @@ class World:
         """This world with simulated nodes of `ranks_per_node` consecutive ranks (0 = unchanged)."""
         if ranks_per_node <= 0 or ranks_per_node == self.ranks_per_node:
             return self
+        if self.global_node_of_rank:  # hybrid: nodes of global ranks (the servers' last node may be partial)
+            nodes = tuple(r // ranks_per_node for r in range(len(self.global_node_of_rank)))
+            local = (tuple(nodes[r] for r in self.group_ranks[self.group]) if self.role == "worker" else (0,))
+            order = {n: i for i, n in enumerate(dict.fromkeys(local))}
+            return dataclasses.replace(self, global_node_of_rank=nodes, ranks_per_node=ranks_per_node,
+                                       node_of_rank=tuple(order[n] for n in local),
+                                       hosts=tuple(f"node{n}" for n in order))
         if self.size % ranks_per_node:
             raise ConfigError(f"distributed.ranks_per_node: {ranks_per_node} does not divide the {self.size} ranks")
         simulated = tuple(r // ranks_per_node for r in range(self.size))
@@ -264,10 +280,13 @@ def _init_hybrid(groups: int, servers: int) -> World:
     comm = MPI.COMM_WORLD
     group_ranks, server_ranks = hybrid_layout(comm.Get_size(), groups, servers)
     me = comm.Get_rank()
+    hosts_of_rank = comm.allgather(host_name())
+    first = {h: i for i, h in enumerate(dict.fromkeys(hosts_of_rank))}
     mine = next((g for g, ranks in enumerate(group_ranks) if me in ranks), None)
     sub = comm.Split(mine if mine is not None else groups, me)
     common = dict(group_ranks=group_ranks, server_ranks=server_ranks, global_rank=me, comm=comm,
-                  shard_size=sum(len(g) for g in group_ranks), launcher="mpi")
+                  shard_size=sum(len(g) for g in group_ranks), launcher="mpi",
+                  global_node_of_rank=tuple(first[h] for h in hosts_of_rank))
     if mine is None:
         sub.Free()
         return World(node_of_rank=(0,), hosts=(host_name(),), role="server", group=server_ranks.index(me),

@@ -58,3 +58,38 @@ def test_hybrid_refused_where_a_template_cannot_place_servers(tmp_path):
         script(tmp_path, "lsf", "summit")
     with pytest.raises(ConfigError, match="distributed.groups: 3 groups cannot split 8 compute ranks"):
         script(tmp_path, "slurm", groups=3)
+
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+@pytest.mark.parametrize("scheduler,golden", [("slurm", "hybrid-slurm-generic.sbatch"),
+                                              ("lsf", "hybrid-lsf-generic.lsf")])
+def test_submit_groups_and_servers_render_the_golden_scripts(scheduler, golden, tmp_path):
+    """`exaclimate submit --groups 2 --parameter-servers 1 --dry-run` (the CLI path, staging on): the whole script
+    against a golden file (regenerate with EXACLIMATE_UPDATE_GOLDEN=1), valid bash, shellcheck-clean; the
+    stage-in runs with the training's placement and shards over the compute ranks only."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from exascale_climate.cli import main
+
+    result = CliRunner().invoke(main, ["submit", "--scheduler", scheduler, "--nodes", "2", "--tasks-per-node", "2",
+                                       "--time", "00:20:00", "--groups", "2", "--parameter-servers", "1",
+                                       "--run-dir", "runs/hybrid", "--config", "demo", "--stage", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    text = result.output.replace(str(Path.cwd()), "/WORKDIR")  # the renderer's absolute paths, made stable
+    text = re.sub(r"PYTHON=.*", "PYTHON=/PYTHON", text)
+    text = re.sub(r"jobs/[^/\s']+/config.yaml", "jobs/STAMP/config.yaml", text)
+    path = GOLDEN / golden
+    if os.environ.get("EXACLIMATE_UPDATE_GOLDEN"):
+        path.write_text(text)
+    assert text == path.read_text()
+    subprocess.run(["bash", "-n"], input=text, text=True, check=True)
+    stage_lines = [line for line in text.splitlines() if " stage --src" in line]
+    assert len(stage_lines) == 1 and stage_lines[0].startswith("run_hybrid ") and "--train-ranks 4" in stage_lines[0]
+    assert re.search(r"run_hybrid .* train --config", text)
+    if shutil.which("shellcheck"):
+        check = subprocess.run(["shellcheck", "-s", "bash", "-"], input=text, text=True, capture_output=True)
+        assert check.returncode == 0, check.stdout

@@ -475,3 +475,19 @@ def test_the_exchange_under_mpirun_four_ranks_as_two_nodes(tmp_path, dataset_fac
         staged = relative_files(tmp_path / f"node{n}")
         assert set(staged) == _expected_on_node(source, [2 * n, 2 * n + 1], 4, "needed")
         assert all(staged[rel] == source[rel] for rel in staged)
+
+
+def test_train_ranks_shard_over_the_compute_ranks_only(dataset):
+    """Hybrid: 6 ranks on 3 nodes, the first 4 read training data (the servers are ranks 4, 5): a training file i
+    of the sorted list belongs to rank i % 4 (hand-computed), so node 2 holds no training file, every node the
+    rest; a --train-ranks beyond the job's ranks is a one-line error."""
+    from exascale_climate.pipeline.staging import needing_nodes
+
+    files = list_source(dataset)
+    needs = needing_nodes(files, [0, 0, 1, 1, 2, 2], "needed", train_ranks=4)
+    train = [(f, n) for f, n in zip(files, needs) if f.split == "train"]
+    assert [n for _, n in train] == [[0] if i % 4 in (0, 1) else [1] for i in range(len(train))]
+    assert all(n == [0, 1, 2] for f, n in zip(files, needs) if f.split != "train")
+    result = CliRunner().invoke(main, ["stage", "--src", str(dataset), "--dst", str(dataset.parent / "x"),
+                                       "--train-ranks", "3"])
+    assert result.exit_code != 0 and "--train-ranks: 3 is not in 0..1" in result.output

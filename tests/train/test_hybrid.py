@@ -131,6 +131,56 @@ def check_records(run_dir: Path, groups: int, steps: int, max_staleness: int) ->
     return {"pushes": pushes, "updates": updates, "state": state}
 
 
+def numpy_adam(start: list, gradients: list, lr: float, b1=0.9, b2=0.999, eps=1e-7) -> list:
+    """Keras' Adam written out in float64 numpy (m, v with bias correction), applied in the given order."""
+    w = [np.asarray(a, np.float64).copy() for a in start]
+    m = [np.zeros_like(a) for a in w]
+    v = [np.zeros_like(a) for a in w]
+    for t, grads in enumerate(gradients, start=1):
+        alpha = lr * np.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+        for i, g in enumerate(grads):
+            g = np.asarray(g, np.float64)
+            m[i] += (g - m[i]) * (1 - b1)
+            v[i] += (g * g - v[i]) * (1 - b2)
+            w[i] -= m[i] * alpha / (np.sqrt(v[i]) + eps)
+    return w
+
+
+def replay_against_checkpoint(run_dir: Path, pushes: Path, groups: int, steps: int, max_staleness: int,
+                              group_size: int) -> None:
+    """An outside check of the servers: the gradients the group roots pushed (their own files, written before
+    the servers' answer was used), ordered by the version each push's answer carried, replayed through numpy
+    Adam from the weights the groups started from, give the servers' final checkpoint weights."""
+    from exascale_climate.models import build_model
+
+    files = sorted(pushes.glob("push-g*-s*.npz"))
+    assert len(files) == groups * steps  # one file per push, counted on disk
+    records = []
+    for f in files:
+        with np.load(f) as z:
+            n = sum(1 for k in z.files if k.startswith("arr_"))
+            records.append((int(z["reply_version"]), int(z["computed_on"]), [z[f"arr_{i}"] for i in range(n)]))
+    records.sort(key=lambda r: r[0])
+    # every update is accounted for once, and the bound held: version at application - version computed on
+    assert [r[0] for r in records] == list(range(1, groups * steps + 1))
+    assert all(0 <= (applied - 1) - computed_on <= max_staleness for applied, computed_on, _ in records)
+    with np.load(sorted(pushes.glob("join-g0-v*.npz"))[0]) as z:
+        start = [z[f"arr_{i}"] for i in range(sum(1 for k in z.files if k.startswith("arr_")))]
+    cfg = load_config(run_dir / "config.yaml", [])
+    last = final_checkpoint(run_dir)
+    state = json.loads((last / "state.json").read_text())
+    model = build_model(cfg.model, tuple(state["input_shape"]), cfg.train.precision)
+    trainable = [i for i, v in enumerate(model.variables) if v.trainable]
+    # the linear scaling rule on the servers: the rate times the samples of one group's update
+    lr = cfg.optimizer.learning_rate * (group_size if cfg.optimizer.scale_lr_by_world_size else 1)
+    expected = numpy_adam(start, [r[2] for r in records], lr=lr)
+    saved = load_arrays(last)["model"]
+    assert len(trainable) == len(expected)
+    for i, w in zip(trainable, expected):
+        np.testing.assert_allclose(saved[i], w, rtol=1e-3, atol=2e-5)
+    assert max(float(np.max(np.abs(saved[i] - s))) for i, s in zip(trainable, start)) > 1e-3  # it moved
+
+
 @pytest.mark.multirank
 @pytest.mark.timeout(1800)  # 5 ranks on 2 cores: minutes when the machine is shared
 def test_two_groups_of_two_and_a_server_under_mpirun(blob_data, tmp_path):
@@ -138,9 +188,11 @@ def test_two_groups_of_two_and_a_server_under_mpirun(blob_data, tmp_path):
     run_dir = tmp_path / "hybrid"
     sets = sets_for(blob_data, **{"distributed.mode": "hybrid", "distributed.groups": 2,
                                   "distributed.parameter_servers": 1, "distributed.max_staleness": 1,
-                                  "distributed.straggler_rank": 3, "distributed.straggler_delay_s": 1.0})
+                                  "distributed.straggler_rank": 3, "distributed.straggler_delay_s": 1.0,
+                                  "distributed.debug_push_dir": tmp_path / "pushes"})
     out = finish(mpirun(5, run_dir, sets))
     records = check_records(run_dir, groups=2, steps=8, max_staleness=1)
+    replay_against_checkpoint(run_dir, tmp_path / "pushes", groups=2, steps=8, max_staleness=1, group_size=2)
     assert records["state"]["updates_per_group"] == [8, 8] and records["state"]["step"] == 8
     train = [r for r in read_json_lines(run_dir / "metrics.jsonl") if r["kind"] == "train"]
     for g in (0, 1):
@@ -288,3 +340,115 @@ def test_a_dead_server_stops_the_job_with_an_intact_checkpoint(blob_data, tmp_pa
     arrays = load_arrays(last)
     assert {"model", "optimizer", "optimizer_s1"} <= set(arrays)
     assert all(np.all(np.isfinite(a)) for a in arrays["model"] if a.dtype.kind == "f")
+
+
+def kill_job_after_first_checkpoint(proc: subprocess.Popen, run_dir: Path) -> None:
+    deadline = time.monotonic() + 900
+    while not list_checkpoints(run_dir / "checkpoints"):
+        assert proc.poll() is None, proc.stdout.read()[-4000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    for p in [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.communicate()
+
+
+@pytest.mark.multirank
+@pytest.mark.slow
+@pytest.mark.timeout(3000)
+def test_resume_with_gradient_lag_continues_exactly(blob_data, tmp_path):
+    """1 group of 2 ranks + 1 server with gradient lag 1 (a deterministic order): killed after a checkpoint and
+    resumed, the last checkpoint holds the arrays of an uninterrupted run (weights, Adam slots, lag buffers)."""
+    sets = sets_for(blob_data, **{"train.epochs": 1, "distributed.mode": "hybrid", "distributed.groups": 1,
+                                  "distributed.parameter_servers": 1, "distributed.max_staleness": 0,
+                                  "distributed.gradient_lag": 1, "train.checkpoint.every_steps": 2})
+    finish(mpirun(3, tmp_path / "whole", sets))
+    proc = mpirun(3, tmp_path / "cut", sets)
+    kill_job_after_first_checkpoint(proc, tmp_path / "cut")
+    first = list_checkpoints(tmp_path / "cut" / "checkpoints")[-1]
+    assert int(first.name.split("-")[1]) < 8
+    assert "lag" in load_arrays(first)  # the group's buffers are in the servers' checkpoint
+    out = finish(mpirun(3, tmp_path / "cut", sets, "--resume"))
+    assert "resumed from the parameter servers' checkpoint" in out, out[-3000:]
+    a, b = final_checkpoint(tmp_path / "whole"), final_checkpoint(tmp_path / "cut")
+    assert a.name == b.name == "ckpt-8"
+    sa, sb = (json.loads((c / "state.json").read_text()) for c in (a, b))
+    # with lag the first step has no previous gradient: 7 updates in 8 steps, in both runs
+    assert sa["version"] == sb["version"] == 7 and sa["updates_per_group"] == sb["updates_per_group"] == [7]
+    ours, theirs = load_arrays(a), load_arrays(b)
+    assert set(ours) == set(theirs) and {"model", "optimizer", "lag"} <= set(ours)
+    for group in ("model", "optimizer", "lag"):
+        assert len(ours[group]) == len(theirs[group])
+        for x, y in zip(ours[group], theirs[group]):
+            np.testing.assert_allclose(y, x, rtol=1e-5, atol=1e-6)
+    assert any(np.any(x != 0) for x in ours["lag"][:-1])
+
+
+@pytest.mark.multirank
+@pytest.mark.slow
+@pytest.mark.timeout(3000)
+def test_preemption_checkpoints_requeues_and_resumes_with_best(blob_data, tmp_path):
+    """SIGUSR1 to every rank (the scheduler's warning): the groups stop, the servers write a checkpoint holding
+    every applied update, the report and `train --status` say 75 (requeue); --resume finishes the run, and
+    group 0's best validation is in best/."""
+    run_dir = tmp_path / "hybrid"
+    sets = sets_for(blob_data, **{"distributed.mode": "hybrid", "distributed.groups": 2,
+                                  "distributed.parameter_servers": 1, "distributed.max_staleness": 2,
+                                  "distributed.stop_check_every_steps": 1, "train.epochs": 3,
+                                  "distributed.straggler_rank": 0, "distributed.straggler_delay_s": 0.3})
+    proc = mpirun(3, run_dir, sets)
+    wait_for_updates(proc, run_dir, 5)
+    for rank in range(3):
+        os.kill(rank_pid(proc, rank), signal.SIGUSR1)
+    out, _ = proc.communicate(timeout=900)
+    report = json.loads((run_dir / "hybrid_report.json").read_text())
+    assert report["status"] == "preempted" and report["exit_code"] == 75, out[-3000:]
+    assert status(run_dir).returncode == 75
+    ckpt = final_checkpoint(run_dir)
+    state = json.loads((ckpt / "state.json").read_text())
+    updates = [r for r in read_json_lines(run_dir / "servers.jsonl") if r["kind"] == "update"]
+    assert 5 <= len(updates) == state["version"] == sum(state["updates_per_group"]) < 48
+    assert state["step"] == max(r["step"] for r in updates) < 24
+    out = finish(mpirun(3, run_dir, sets, "--resume"))
+    assert final_checkpoint(run_dir).name == "ckpt-24" and status(run_dir).returncode == 0
+    valid = [r for r in read_json_lines(run_dir / "metrics.jsonl") if r["kind"] == "valid"]
+    best = json.loads((run_dir / "checkpoints" / "best" / "state.json").read_text())
+    assert valid and best["best_metric"] == max(r["val_mean_iou"] for r in valid)
+    assert best["mode"] == "hybrid" and (run_dir / "checkpoints" / "best" / "state.npz").exists()
+    assert not list(run_dir.glob(".hybrid-best-*"))
+
+
+@pytest.mark.multirank
+@pytest.mark.slow
+@pytest.mark.timeout(3000)
+def test_groups_on_two_simulated_hosts_read_their_node_local_staged_shards(blob_data, tmp_path):
+    """`stage --train-ranks 4` with the training's placement (2 ranks per simulated node: groups [0,1] and [2,3]
+    on nodes 0 and 1, the server rank 4 on node 2): the files on disk are each node's shards; then hybrid training
+    reads only its node's copy, strictly (a file missing on a rank's node would stop the run)."""
+    stage_dir = tmp_path / "stage" / "node{node}"
+    argv = exaclimate("stage", "--src", str(blob_data), "--dst", str(stage_dir), "--ranks-per-node", "2",
+                      "--train-ranks", "4")
+    staged = subprocess.run(launch_command(6, argv, "mpirun", env_names=ENV_NAMES), env=rank_env(2), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=1200)
+    assert staged.returncode == 0, staged.stdout[-3000:]
+    names = sorted(p.name for p in (blob_data / "train").glob("data-*.h5"))
+    on_node = {n: sorted(p.name for p in (tmp_path / "stage" / f"node{n}" / "train").glob("data-*.h5"))
+               for n in range(3)}
+    # rank r of 4 compute ranks reads files r, r+4, ... (sorted); ranks 0,1 live on node 0, ranks 2,3 on node 1
+    assert on_node[0] == [f for i, f in enumerate(names) if i % 4 in (0, 1)]
+    assert on_node[1] == [f for i, f in enumerate(names) if i % 4 in (2, 3)]
+    assert on_node[2] == []  # the server's node: no training shard
+    for n in range(3):
+        assert len(list((tmp_path / "stage" / f"node{n}" / "valid").glob("data-*.h5"))) == 4
+        assert (tmp_path / "stage" / f"node{n}" / "stats.h5").is_file()
+    run_dir = tmp_path / "hybrid"
+    sets = sets_for(blob_data, **{"distributed.mode": "hybrid", "distributed.groups": 2,
+                                  "distributed.parameter_servers": 1, "distributed.max_staleness": 1,
+                                  "distributed.ranks_per_node": 2, "pipeline.stage_dir": stage_dir,
+                                  "pipeline.strict": "true", "train.epochs": 1})
+    finish(mpirun(5, run_dir, sets))  # strict: a rank looking in another node's copy would stop on a missing file
+    check_records(run_dir, groups=2, steps=4, max_staleness=1)
+    assert not [r for r in read_json_lines(run_dir / "metrics.jsonl") if r["kind"] == "epoch_reads"]
