@@ -19,9 +19,17 @@ def _shape(tensor) -> tuple[int, ...]:
     return tuple(int(d) for d in tensor.shape[1:])
 
 
+def layer_kind(layer) -> str:
+    """The Keras class a layer is counted as: models.layers.DilatedConv2D counts as the full Conv2D (the
+    paper's convention counts every tap, including those it skips because they only read padding)."""
+    from exascale_climate.models.layers import DilatedConv2D
+
+    return "Conv2D" if isinstance(layer, DilatedConv2D) else type(layer).__name__
+
+
 def layer_flops(layer) -> int:
     """Forward FLOPs of one functional-model layer for a batch of one sample (0 for uncounted layers)."""
-    kind = type(layer).__name__
+    kind = layer_kind(layer)
     if kind not in FLOP_LAYERS:
         return 0
     out = _shape(layer.output)
@@ -47,7 +55,7 @@ def analytic_flops(model: keras.Model) -> dict:
     for layer in model.layers:
         fl = layer_flops(layer)
         forward += fl
-        kind = type(layer).__name__
+        kind = layer_kind(layer)
         if kind in ("Conv2D", "Conv2DTranspose", "Dense"):
             # Backward: input gradient + weight gradient, each as costly as the forward multiply-adds;
             # the bias gradient is one more pass over the output.

@@ -12,6 +12,44 @@ from keras import layers
 PRECISIONS = ("float32", "mixed_float16")
 
 
+def live_taps(size: int, kernel: int, dilation: int) -> range:
+    """The taps of a stride-1 'same' convolution along one axis of `size` pixels that read at least one input
+    pixel: tap t reads at offset t*dilation - pad, pad = (kernel-1)*dilation // 2, which lies inside the
+    axis for some output pixel iff |offset| < size. The others only ever multiply the zero padding."""
+    pad = (kernel - 1) * dilation // 2
+    live = [t for t in range(kernel) if abs(t * dilation - pad) < size]
+    return range(live[0], live[-1] + 1) if live else range(0)
+
+
+@keras.saving.register_keras_serializable(package="exascale_climate")
+class DilatedConv2D(layers.Conv2D):
+    """A stride-1 'same' dilated convolution that leaves out the kernel taps reading only zero padding.
+
+    Why: DeepLabv3+'s ASPP rates (12/24/36) on the 12x18 encoder map of a 96x144 grid put every off-centre tap
+    of the rate-24/36 branches outside the map, so those convolutions equal 1x1 convolutions with the centre
+    weights, exactly. TensorFlow does not see that: on CPUs it runs every dilated convolution as SpaceToBatch ->
+    convolution -> BatchToSpace over a map padded to a multiple of the rate (rate 36: 1,296 output positions
+    for 216 real ones), forward and backward. The kernel variable keeps its full shape (checkpoints, weight
+    decay and parameter counts do not change); the skipped taps get the zero data gradient they would get
+    anyway. The live taps are found from the input's static shape at trace time, so any grid is exact.
+    """
+
+    def convolution_op(self, inputs, kernel):
+        h, w = inputs.shape[1], inputs.shape[2]
+        odd = all(k % 2 == 1 for k in self.kernel_size)
+        if (h is None or w is None or self.padding != "same" or self.data_format != "channels_last"
+                or tuple(self.strides) != (1, 1) or not odd):
+            return super().convolution_op(inputs, kernel)
+        rows, cols = (live_taps(n, k, d) for n, k, d in zip((h, w), self.kernel_size, self.dilation_rate))
+        if len(rows) == self.kernel_size[0] and len(cols) == self.kernel_size[1]:
+            return super().convolution_op(inputs, kernel)
+        # Odd kernel, symmetric padding: the live taps are centred, so 'same' padding of the smaller kernel
+        # puts each of them at the offset it had in the full one. A 1-tap axis needs no dilation.
+        dilation = tuple(d if len(t) > 1 else 1 for d, t in zip(self.dilation_rate, (rows, cols)))
+        return keras.ops.conv(inputs, kernel[rows.start:rows.stop, cols.start:cols.stop], strides=1,
+                              padding="same", dilation_rate=dilation, data_format=self.data_format)
+
+
 class LayerFactory:
     """Creates Keras layers with the model's precision policy, L2 weight decay and initializer."""
 
@@ -31,7 +69,9 @@ class LayerFactory:
 
     def conv(self, filters: int, kernel: int, name: str, strides: int = 1, dilation: int = 1,
              use_bias: bool = True, dtype: str | None = None) -> layers.Conv2D:
-        return layers.Conv2D(filters, kernel, strides=strides, dilation_rate=dilation, padding="same",
+        """A 'same' convolution; dilated ones skip the taps that only read padding (DilatedConv2D)."""
+        cls = DilatedConv2D if dilation > 1 and strides == 1 else layers.Conv2D
+        return cls(filters, kernel, strides=strides, dilation_rate=dilation, padding="same",
                              use_bias=use_bias, kernel_initializer=self.kernel_initializer,
                              kernel_regularizer=self._regularizer(), dtype=dtype or self.policy, name=name)
 

@@ -1,0 +1,97 @@
+"""models/layers.py: DilatedConv2D equals Keras' own dilated Conv2D (outputs and gradients), on its own and in
+a DeepLabv3+ whose ASPP rates exceed the encoder map."""
+import numpy as np
+import pytest
+import tensorflow as tf
+from keras import layers
+
+from exascale_climate.models import build_model
+from exascale_climate.models.layers import DilatedConv2D, live_taps
+from tiny_models import tiny_deeplab, toy_batch
+
+
+def test_live_taps_by_hand():
+    # The paper's ASPP at 96x144: a 12x18 encoder map.
+    assert list(live_taps(12, 3, 12)) == [1] and list(live_taps(18, 3, 12)) == [0, 1, 2]
+    assert list(live_taps(12, 3, 24)) == [1] and list(live_taps(18, 3, 24)) == [1]
+    assert list(live_taps(18, 3, 17)) == [0, 1, 2] and list(live_taps(18, 3, 18)) == [1]
+    # At 384x576 (48x72 map) every tap of rate 36 is live; a 5-tap kernel keeps its inner 3 at rate 5 on 8 px.
+    assert list(live_taps(48, 3, 36)) == [0, 1, 2] and list(live_taps(8, 5, 5)) == [1, 2, 3]
+
+
+def _pair(filters, kernel, rate, use_bias, dtype="float32"):
+    fast = DilatedConv2D(filters, kernel, dilation_rate=rate, padding="same", use_bias=use_bias, dtype=dtype)
+    ref = layers.Conv2D(filters, kernel, dilation_rate=rate, padding="same", use_bias=use_bias, dtype=dtype)
+    return fast, ref
+
+
+def _value_and_grads(layer, x, dy):
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x)
+        loss = tf.reduce_sum(tf.cast(y, tf.float32) * dy)
+    return [y, *tape.gradient(loss, [x, *[v.value for v in layer.trainable_variables]])]
+
+
+@pytest.mark.parametrize("grid,kernel,rate", [((12, 18), 3, 36), ((12, 18), 3, 24), ((12, 18), 3, 12),
+                                              ((12, 18), 3, 4), ((6, 9), 3, (2, 7)), ((7, 11), 5, 3)])
+@pytest.mark.parametrize("use_bias", [False, True])
+def test_dilated_conv_equals_keras_conv(grid, kernel, rate, use_bias):
+    rng = np.random.default_rng(1)
+    x = tf.constant(rng.normal(size=(2, *grid, 5)), tf.float32)
+    fast, ref = _pair(4, kernel, rate, use_bias)
+    ref.build(x.shape)
+    fast.build(x.shape)
+    fast.set_weights([rng.normal(size=w.shape).astype(np.float32) for w in ref.get_weights()])
+    ref.set_weights(fast.get_weights())
+    dy = tf.constant(rng.normal(size=(2, *grid, 4)), tf.float32)
+    got, want = _value_and_grads(fast, x, dy), _value_and_grads(ref, x, dy)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-5, atol=1e-5)
+    # The skipped taps: zero data gradient in Keras' convolution too (they only ever read padding).
+    assert fast.kernel.shape == ref.kernel.shape
+
+
+def _space_to_batch_ops(model, x):
+    graph = tf.function(lambda t: model(t, training=True)).get_concrete_function(x).graph
+    return sum(op.type == "SpaceToBatchND" for op in graph.get_operations())
+
+
+@pytest.mark.parametrize("precision", ["float32", "mixed_float16"])
+def test_deeplab_with_rates_beyond_the_map_equals_the_unoptimised_network(monkeypatch, precision):
+    """32x48 grid, output stride 8: a 4x6 ASPP map. Rate 6 is a 1x1 convolution there, rate 4 a 1x3, rate 3
+    keeps all taps; outputs, loss and every gradient match Keras' Conv2D with the same weights."""
+    cfg = tiny_deeplab(aspp_rates=[3, 4, 6])
+    cfg.weight_decay = 1e-3
+    x, y = toy_batch(batch=1)
+    x = tf.constant(x)
+
+    def run(model):
+        with tf.GradientTape() as tape:
+            logits = model(x, training=True)
+            loss = tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
+            loss += tf.add_n([tf.cast(l, tf.float32) for l in model.losses])
+        grads = tape.gradient(loss, [v.value for v in model.trainable_variables])
+        return logits, loss, grads
+
+    tf.keras.utils.set_random_seed(0)
+    fast = build_model(cfg, (32, 48, 4), precision=precision)
+    with monkeypatch.context() as m:  # the unoptimised network: Keras' own dilated convolution
+        m.setattr(DilatedConv2D, "convolution_op", layers.Conv2D.convolution_op)
+        ref = build_model(cfg, (32, 48, 4), precision=precision)
+        ref.set_weights(fast.get_weights())
+        ref_logits, ref_loss, ref_grads = run(ref)
+        ref_s2b = _space_to_batch_ops(ref, x)
+    logits, loss, grads = run(fast)
+    tol = 1e-5 if precision == "float32" else 2e-2
+    np.testing.assert_allclose(logits.numpy(), ref_logits.numpy(), rtol=tol, atol=tol)
+    np.testing.assert_allclose(float(loss), float(ref_loss), rtol=tol)
+    assert len(grads) == len(ref_grads)
+    # Biases in front of a batch norm have a zero gradient up to round-off: absolute tolerance on the scale
+    # of the largest gradient.
+    scale = max(float(np.max(np.abs(np.asarray(r, np.float32)))) for r in ref_grads)
+    for v, g, r in zip(fast.trainable_variables, grads, ref_grads):
+        np.testing.assert_allclose(np.asarray(g, np.float32), np.asarray(r, np.float32), rtol=tol,
+                                   atol=tol * scale, err_msg=v.path)
+    # The graph shows the skipped work: the rate-6 and rate-4 branches run no SpaceToBatch.
+    assert _space_to_batch_ops(fast, x) < ref_s2b
