@@ -95,3 +95,35 @@ def test_deeplab_with_rates_beyond_the_map_equals_the_unoptimised_network(monkey
                                    atol=tol * scale, err_msg=v.path)
     # The graph shows the skipped work: the rate-6 and rate-4 branches run no SpaceToBatch.
     assert _space_to_batch_ops(fast, x) < ref_s2b
+
+
+def test_deeplab_with_skipped_taps_under_op_determinism(tmp_path):
+    """train.deterministic turns on TF's op determinism (process-wide, so in a child process): the network with
+    skipped taps runs under it (TF raises for ops without a deterministic kernel) and two gradient passes
+    agree bit for bit."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "det.py"
+    script.write_text(f"""
+import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})
+import numpy as np, tensorflow as tf
+tf.config.experimental.enable_op_determinism()
+from exascale_climate.models import build_model
+from tiny_models import tiny_deeplab, toy_batch
+tf.keras.utils.set_random_seed(0)
+model = build_model(tiny_deeplab(aspp_rates=[3, 4, 6]), (32, 48, 4))
+x, y = toy_batch(batch=1)
+def grads():
+    with tf.GradientTape() as tape:
+        logits = model(x, training=True)
+        loss = tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
+    return [np.asarray(g) for g in tape.gradient(loss, [v.value for v in model.trainable_variables])]
+a, b = grads(), grads()
+assert all(np.array_equal(p, q) for p, q in zip(a, b)), "gradients differ between two passes"
+print("DETERMINISTIC", len(a))
+""")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "DETERMINISTIC" in out.stdout
