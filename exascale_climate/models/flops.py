@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import keras
+from keras import layers
 
 FLOP_LAYERS = ("Conv2D", "Conv2DTranspose", "Add", "Dense", "BatchNormalization")
 
@@ -20,11 +21,13 @@ def _shape(tensor) -> tuple[int, ...]:
 
 
 def layer_kind(layer) -> str:
-    """The Keras class a layer is counted as: models.layers.DilatedConv2D counts as the full Conv2D (the
-    paper's convention counts every tap, including those it skips because they only read padding)."""
-    from exascale_climate.models.layers import DilatedConv2D
-
-    return "Conv2D" if isinstance(layer, DilatedConv2D) else type(layer).__name__
+    """The Keras class a layer is counted as: the toolkit's subclasses (models.layers.DilatedConv2D,
+    FusedBatchNorm) count as their Keras base, DilatedConv2D with every tap (the paper's convention counts
+    them all, including those it skips because they only read padding)."""
+    for base in (layers.Conv2DTranspose, layers.Conv2D, layers.Dense, layers.BatchNormalization, layers.Add):
+        if isinstance(layer, base):
+            return base.__name__
+    return type(layer).__name__
 
 
 def layer_flops(layer) -> int:

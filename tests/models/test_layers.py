@@ -1,12 +1,12 @@
-"""models/layers.py: DilatedConv2D equals Keras' own dilated Conv2D (outputs and gradients), on its own and in
-a DeepLabv3+ whose ASPP rates exceed the encoder map."""
+"""models/layers.py: DilatedConv2D equals Keras' own dilated Conv2D and FusedBatchNorm Keras' BatchNormalization
+(outputs, gradients, moving statistics), on their own and in a DeepLabv3+ whose ASPP rates exceed the encoder map."""
 import numpy as np
 import pytest
 import tensorflow as tf
 from keras import layers
 
 from exascale_climate.models import build_model
-from exascale_climate.models.layers import DilatedConv2D, live_taps
+from exascale_climate.models.layers import DilatedConv2D, FusedBatchNorm, live_taps
 from tiny_models import tiny_deeplab, toy_batch
 
 
@@ -52,9 +52,43 @@ def test_dilated_conv_equals_keras_conv(grid, kernel, rate, use_bias):
     assert fast.kernel.shape == ref.kernel.shape
 
 
-def _space_to_batch_ops(model, x):
+@pytest.mark.parametrize("dtype", ["float32", "mixed_float16"])
+@pytest.mark.parametrize("shape", [(2, 6, 9, 16), (1, 12, 18, 8), (1, 1, 1, 4)])
+def test_fused_batch_norm_equals_keras_batch_norm(shape, dtype):
+    """Training mode: output, input/gamma/beta gradients and moving statistics after 2 calls; inference
+    afterwards. (1, 1, 1, C): one value per channel, variance 0 (biased) where the unbiased one is undefined."""
+    rng = np.random.default_rng(2)
+    x = tf.constant(rng.normal(3.0, 2.0, size=shape), tf.float32)
+    dy = tf.constant(rng.normal(size=shape), tf.float32)
+    fast = FusedBatchNorm(momentum=0.9, dtype=dtype)
+    ref = layers.BatchNormalization(momentum=0.9, dtype=dtype)
+    fast.build(x.shape)
+    ref.build(x.shape)
+    weights = [rng.normal(1.0, 0.3, size=w.shape).astype(np.float32) for w in ref.get_weights()]
+    weights[3] = np.abs(weights[3])  # a variance
+    fast.set_weights(weights)
+    ref.set_weights(weights)
+    tol = 1e-5 if dtype == "float32" else 5e-3
+
+    def train(layer):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(tf.cast(y, tf.float32) * dy)
+        return [y, *tape.gradient(loss, [x, *[v.value for v in layer.trainable_variables]])]
+
+    for _ in range(2):
+        for g, w in zip(train(fast), train(ref)):
+            np.testing.assert_allclose(np.asarray(g, np.float32), np.asarray(w, np.float32), rtol=tol, atol=tol)
+    for v, r in zip(fast.non_trainable_variables, ref.non_trainable_variables):
+        np.testing.assert_allclose(np.asarray(v), np.asarray(r), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(fast(x, training=False), np.float32),
+                               np.asarray(ref(x, training=False), np.float32), rtol=tol, atol=tol)
+
+
+def _ops(model, x, kind):
     graph = tf.function(lambda t: model(t, training=True)).get_concrete_function(x).graph
-    return sum(op.type == "SpaceToBatchND" for op in graph.get_operations())
+    return sum(op.type == kind for op in graph.get_operations())
 
 
 @pytest.mark.parametrize("precision", ["float32", "mixed_float16"])
@@ -76,13 +110,18 @@ def test_deeplab_with_rates_beyond_the_map_equals_the_unoptimised_network(monkey
 
     tf.keras.utils.set_random_seed(0)
     fast = build_model(cfg, (32, 48, 4), precision=precision)
-    with monkeypatch.context() as m:  # the unoptimised network: Keras' own dilated convolution
+    with monkeypatch.context() as m:  # the unoptimised network: Keras' own dilated convolution and batch norm
         m.setattr(DilatedConv2D, "convolution_op", layers.Conv2D.convolution_op)
+        m.setattr(FusedBatchNorm, "call", layers.BatchNormalization.call)
         ref = build_model(cfg, (32, 48, 4), precision=precision)
         ref.set_weights(fast.get_weights())
         ref_logits, ref_loss, ref_grads = run(ref)
-        ref_s2b = _space_to_batch_ops(ref, x)
+        ref_s2b = _ops(ref, x, "SpaceToBatchND")
+        assert _ops(ref, x, "FusedBatchNormV3") == 0
     logits, loss, grads = run(fast)
+    # the training call updated the moving statistics alike (non-trainable weights: moving mean and variance)
+    for v, r in zip(fast.non_trainable_variables, ref.non_trainable_variables):
+        np.testing.assert_allclose(np.asarray(v), np.asarray(r), rtol=1e-5, atol=1e-6, err_msg=v.path)
     tol = 1e-5 if precision == "float32" else 2e-2
     np.testing.assert_allclose(logits.numpy(), ref_logits.numpy(), rtol=tol, atol=tol)
     np.testing.assert_allclose(float(loss), float(ref_loss), rtol=tol)
@@ -94,7 +133,8 @@ def test_deeplab_with_rates_beyond_the_map_equals_the_unoptimised_network(monkey
         np.testing.assert_allclose(np.asarray(g, np.float32), np.asarray(r, np.float32), rtol=tol,
                                    atol=tol * scale, err_msg=v.path)
     # The graph shows the skipped work: the rate-6 and rate-4 branches run no SpaceToBatch.
-    assert _space_to_batch_ops(fast, x) < ref_s2b
+    assert _ops(fast, x, "SpaceToBatchND") < ref_s2b
+    assert _ops(fast, x, "FusedBatchNormV3") == sum(isinstance(l, FusedBatchNorm) for l in fast.layers) > 0
 
 
 def test_deeplab_with_skipped_taps_under_op_determinism(tmp_path):
