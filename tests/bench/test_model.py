@@ -51,6 +51,7 @@ def test_bench_model_records_rates_ratio_and_the_best_dense_baseline(tmp_path):
     assert any("Conv2DBackpropFilter" in op for op in step_ops)
     assert any("Conv2DBackpropInput" in op for op in step_ops)
     assert all(0 < r["ratio"] <= 1 for r in prof)
+    assert not any(r["op_type"].startswith("__inference") for r in prof)  # the function event is no op
     # the table agrees with the trace files on disk read independently (event names "scope/name:OpType")
     traces = sorted((tmp_path / "prof").rglob("*.xplane.pb"))
     assert len(traces) == 2 and all(t.stat().st_size > 0 for t in traces)
