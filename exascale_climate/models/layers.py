@@ -87,6 +87,11 @@ class FusedBatchNorm(layers.BatchNormalization):
         return tf.cast(y, self.compute_dtype)
 
 
+# Keras 3 keys a layer's weights in model.weights.h5 by its class name (snake case + a counter), not by the layer
+# name: keeping the Keras base's name keeps checkpoints written with Keras' own layers loadable, and vice versa.
+DilatedConv2D.__name__ = "Conv2D"
+FusedBatchNorm.__name__ = "BatchNormalization"
+
 class LayerFactory:
     """Creates Keras layers with the model's precision policy, L2 weight decay and initializer."""
 

@@ -167,3 +167,24 @@ print("DETERMINISTIC", len(a))
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "DETERMINISTIC" in out.stdout
+
+
+def test_checkpoint_of_keras_layers_loads_into_the_optimised_network(tmp_path, monkeypatch):
+    """model.weights.h5 written by a DeepLabv3+ built from Keras' own Conv2D/BatchNormalization (the network
+    before this change) restores every weight of the network with DilatedConv2D/FusedBatchNorm, and back."""
+    import exascale_climate.models.layers as model_layers
+
+    cfg = tiny_deeplab(aspp_rates=[3, 4, 6])
+    with monkeypatch.context() as m:
+        m.setattr(model_layers, "DilatedConv2D", layers.Conv2D)
+        m.setattr(model_layers, "FusedBatchNorm", layers.BatchNormalization)
+        tf.keras.utils.set_random_seed(0)
+        old = build_model(cfg, (32, 48, 4))
+    assert not any(isinstance(l, (DilatedConv2D, FusedBatchNorm)) for l in old.layers)
+    old.save_weights(str(tmp_path / "old.weights.h5"))
+    tf.keras.utils.set_random_seed(1)
+    new = build_model(cfg, (32, 48, 4))
+    assert any(isinstance(l, DilatedConv2D) for l in new.layers)
+    new.load_weights(str(tmp_path / "old.weights.h5"))
+    for a, b in zip(old.weights, new.weights):
+        assert a.path == b.path and np.array_equal(np.asarray(a), np.asarray(b)), a.path
