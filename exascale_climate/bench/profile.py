@@ -54,7 +54,9 @@ def op_type_seconds(xplane: str | Path) -> dict[str, tuple[float, int]]:
                 name = meta[event.metadata_id].name
                 if ":" not in name or "::" in name:
                     continue
-                kind = name.rsplit(":", 1)[1]
+                kind = name.rsplit(":", 1)[1].strip()
+                if kind.startswith("__inference"):  # the traced function's own event wraps its ops
+                    continue
                 seconds[kind] += event.duration_ps * 1e-12
                 calls[kind] += 1
     return {k: (v, calls[k]) for k, v in seconds.most_common()}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import keras
+from keras import layers
 
 FLOP_LAYERS = ("Conv2D", "Conv2DTranspose", "Add", "Dense", "BatchNormalization")
 
@@ -19,9 +20,19 @@ def _shape(tensor) -> tuple[int, ...]:
     return tuple(int(d) for d in tensor.shape[1:])
 
 
+def layer_kind(layer) -> str:
+    """The Keras class a layer is counted as: the toolkit's subclasses (models.layers.DilatedConv2D,
+    FusedBatchNorm) count as their Keras base, DilatedConv2D with every tap (the paper's convention counts
+    them all, including those it skips because they only read padding)."""
+    for base in (layers.Conv2DTranspose, layers.Conv2D, layers.Dense, layers.BatchNormalization, layers.Add):
+        if isinstance(layer, base):
+            return base.__name__
+    return type(layer).__name__
+
+
 def layer_flops(layer) -> int:
     """Forward FLOPs of one functional-model layer for a batch of one sample (0 for uncounted layers)."""
-    kind = type(layer).__name__
+    kind = layer_kind(layer)
     if kind not in FLOP_LAYERS:
         return 0
     out = _shape(layer.output)
@@ -47,7 +58,7 @@ def analytic_flops(model: keras.Model) -> dict:
     for layer in model.layers:
         fl = layer_flops(layer)
         forward += fl
-        kind = type(layer).__name__
+        kind = layer_kind(layer)
         if kind in ("Conv2D", "Conv2DTranspose", "Dense"):
             # Backward: input gradient + weight gradient, each as costly as the forward multiply-adds;
             # the bias gradient is one more pass over the output.

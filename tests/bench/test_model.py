@@ -51,6 +51,7 @@ def test_bench_model_records_rates_ratio_and_the_best_dense_baseline(tmp_path):
     assert any("Conv2DBackpropFilter" in op for op in step_ops)
     assert any("Conv2DBackpropInput" in op for op in step_ops)
     assert all(0 < r["ratio"] <= 1 for r in prof)
+    assert not any(r["op_type"].startswith("__inference") for r in prof)  # the function event is no op
     # the table agrees with the trace files on disk read independently (event names "scope/name:OpType")
     traces = sorted((tmp_path / "prof").rglob("*.xplane.pb"))
     assert len(traces) == 2 and all(t.stat().st_size > 0 for t in traces)
@@ -107,3 +108,18 @@ def test_op_type_seconds_refuses_a_file_that_is_no_trace(tmp_path):
     bad.write_bytes(b"\xff\x00not a protobuf" * 10)
     with pytest.raises(ExaclimateError, match="x.xplane.pb"):
         op_type_seconds(bad)
+
+
+def test_bench_model_median_of_rounds_ratio():
+    """repeat 3: forward and step alternate in 3 rounds; the median over rounds of step/forward lies within
+    the rounds' extremes, and the per-phase medians are no better than the best calls."""
+    records = bench_model(load_config(None, TINY), ["tiramisu"], [(16, 24)], batch=2, repeat=3,
+                          peak_matmul_n=128, conv_shape=SMALL_CONV)
+    by_metric = {r["metric"]: r for r in records}
+    label = "tiramisu 16x24 b2"
+    for phase in ("forward", "train_step"):
+        rec = by_metric[f"{label} {phase} samples/s"]
+        assert rec["median_seconds"] >= rec["seconds"] > 0 and rec["median_cpu_seconds"] >= rec["cpu_seconds"]
+    for timing in ("wall", "cpu"):
+        med = by_metric[f"{label} train_step/forward FLOP/s ({timing}, median of rounds)"]
+        assert med["rounds"] == 3 and 0 < med["ratio_min"] <= med["value"] <= med["ratio_max"]
