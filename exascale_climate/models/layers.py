@@ -12,6 +12,37 @@ from keras import layers
 PRECISIONS = ("float32", "mixed_float16")
 
 
+@keras.saving.register_keras_serializable(package="exaclimate")
+class DilatedConv2D(layers.Conv2D):
+    """A "same"-padded, stride-1 dilated convolution that skips the kernel taps that only ever read padding.
+
+    Along an axis of size n, the taps at offsets +-rate*j with rate*j >= n fall outside the map at every output
+    position: they multiply zeros and get zero gradients. DeepLabv3+'s atrous rates are meant for a 768x1152
+    input (96x144 features at output stride 8); on a 96x144 input the features are 12x18, and rates 24 and 36
+    reach past the whole map. TensorFlow still computes those taps, on a zero-padded copy made by SpaceToBatch,
+    at 2-5 GFLOP/s instead of ~80 (measured: 64 % of a training step). Convolving with the live taps only gives
+    the same outputs and gradients at a fraction of the cost; the variables are those of a `Conv2D`.
+    """
+
+    def convolution_op(self, inputs, kernel):
+        rates = list(self.dilation_rate)
+        if self.padding != "same" or any(s != 1 for s in self.strides) or self.data_format != "channels_last":
+            return super().convolution_op(inputs, kernel)
+        for axis in range(2):
+            size, k, rate = inputs.shape[1 + axis], kernel.shape[axis], rates[axis]
+            if size is None or rate == 1 or k % 2 == 0:
+                continue
+            live = min(k // 2, (size - 1) // rate)  # offsets rate*j, j <= live, land inside the map somewhere
+            if live < k // 2:
+                centre = k // 2
+                kernel = kernel[centre - live:centre + live + 1] if axis == 0 else \
+                    kernel[:, centre - live:centre + live + 1]
+                if live == 0:
+                    rates[axis] = 1
+        return keras.ops.conv(inputs, kernel, strides=1, padding="same", dilation_rate=rates,
+                              data_format=self.data_format)
+
+
 class LayerFactory:
     """Creates Keras layers with the model's precision policy, L2 weight decay and initializer."""
 
@@ -31,7 +62,8 @@ class LayerFactory:
 
     def conv(self, filters: int, kernel: int, name: str, strides: int = 1, dilation: int = 1,
              use_bias: bool = True, dtype: str | None = None) -> layers.Conv2D:
-        return layers.Conv2D(filters, kernel, strides=strides, dilation_rate=dilation, padding="same",
+        cls = DilatedConv2D if dilation != 1 else layers.Conv2D
+        return cls(filters, kernel, strides=strides, dilation_rate=dilation, padding="same",
                              use_bias=use_bias, kernel_initializer=self.kernel_initializer,
                              kernel_regularizer=self._regularizer(), dtype=dtype or self.policy, name=name)
 
