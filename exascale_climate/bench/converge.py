@@ -214,18 +214,22 @@ def plot_convergence(curves: dict[str, list[dict]], target: float, out_png: str 
 
     from exascale_climate.utils.io import atomic_path
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=110, sharey=True)
+    with_cpu = all(p.get("cpu_seconds") is not None for c in curves.values() for p in c)
+    xs = [("training time incl. validation, wall (min)", lambda p: p["train_seconds"] / 60)]
+    if with_cpu:  # on a shared machine: the time a rank would have taken with a core of its own
+        xs.append(("CPU time of rank 0 (min)", lambda p: p["cpu_seconds"] / 60))
+    xs.append(("training samples seen", lambda p: p["samples"]))
+    fig, axes = plt.subplots(1, len(xs), figsize=(5 * len(xs), 4), dpi=110, sharey=True)
     for name, curve in curves.items():
-        axes[0].plot([p["train_seconds"] / 60 for p in curve], [p["val_mean_iou"] for p in curve], "o-", ms=3,
-                     label=name)
-        axes[1].plot([p["samples"] for p in curve], [p["val_mean_iou"] for p in curve], "o-", ms=3, label=name)
-    for ax, xlabel in zip(axes, ("training time incl. validation (min)", "training samples seen")):
+        for ax, (_, x) in zip(axes, xs):
+            ax.plot([x(p) for p in curve], [p["val_mean_iou"] for p in curve], "o-", ms=3, label=name)
+    for ax, (xlabel, _) in zip(axes, xs):
         ax.axhline(target, color="grey", ls="--", label=f"target {target:g}")
         ax.set_xlabel(xlabel)
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("validation mean IoU")
-    axes[1].legend(loc="lower right")
+    axes[-1].legend(loc="lower right")
     fig.suptitle(title)
     fig.tight_layout()
     Path(out_png).parent.mkdir(parents=True, exist_ok=True)

@@ -65,3 +65,20 @@ def test_time_budget_stops_at_the_next_validation_and_is_logged_aborted(blob_dat
     assert valid[0]["samples"] == 4 and valid[0]["train_seconds"] > 0
     events = _events(run_dir / "mllog.log")
     assert [e for e in events if e["key"] == "run_stop"][0]["metadata"]["status"] == "aborted"
+
+
+def test_cpu_budget_stops_and_the_recorded_cpu_time_fits_the_process_usage(blob_data, tmp_path):
+    """`train.cpu_budget_s` counts rank 0's CPU seconds (a shared machine's quiet-equivalent time); the recorded
+    `cpu_seconds` is bounded by what the OS charged the whole training process (getrusage of the child)."""
+    import resource
+
+    run_dir = tmp_path / "run"
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = _train(run_dir, blob_overrides(blob_data, **{"train.epochs": 4, "train.validate_every_steps": 2,
+                                                          "train.cpu_budget_s": 0.001,
+                                                          "train.time_budget_s": 100000}))
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    charged = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    valid = [r for r in read_json_lines(run_dir / "metrics.jsonl") if r["kind"] == "valid"]
+    assert [r["step"] for r in valid] == [2] and result["stop_reason"] == "time_budget"
+    assert 0 < valid[0]["cpu_seconds"] < charged
