@@ -745,6 +745,9 @@ def bench_fuzz_command(examples, seed, subprocess_every, predict_every, train_ev
               help="Stop at this validation mean IoU (MLPerf DeepCAM: 0.82).")
 @click.option("--budget", default=30.0, show_default=True, type=click.FloatRange(min=0.0, min_open=True),
               metavar="MIN", help="Training time budget in minutes (validation included).")
+@click.option("--cpu-budget", default=0.0, show_default=True, type=click.FloatRange(min=0.0), metavar="MIN",
+              help="Also stop after this many minutes of rank 0's CPU time (a shared machine's quiet-equivalent "
+                   "time); 0: off.")
 @click.option("--ranks", default=2, show_default=True, type=click.IntRange(min=1), help="Horovod ranks.")
 @click.option("--samples-per-seed", default=64, show_default=True, type=click.IntRange(min=1),
               help="Time steps per synthetic run; 4 runs train, 1 validates, 1 tests.")
@@ -760,7 +763,7 @@ def bench_fuzz_command(examples, seed, subprocess_every, predict_every, train_ev
               help="Training config (default: the one named like --model; e.g. deepcam for the MLPerf settings).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Config override for the training run.")
 @click.option("--json", "json_path", metavar="OUT", help="Append the records as JSON lines to OUT.")
-def bench_converge_command(model, grid, target_iou, budget, ranks, samples_per_seed, validate_every, precision,
+def bench_converge_command(model, grid, target_iou, budget, cpu_budget, ranks, samples_per_seed, validate_every, precision,
                            data_root, run_dir, png, config_name, overrides, json_path):
     """Time to a target IoU of a paper network on held-out synthetic data (seeds never trained on), test IoU,
     the labeller's ceiling, mllog compliance and a convergence plot."""
@@ -769,7 +772,8 @@ def bench_converge_command(model, grid, target_iou, budget, ranks, samples_per_s
 
     params = ConvergeData(grid=parse_grid(grid), samples_per_seed=samples_per_seed)
     records = bench_converge(model, parse_grid(grid), target_iou, budget, ranks, data_root, run_dir, params,
-                             validate_every, precision, list(overrides), png, config=config_name)
+                             validate_every, precision, list(overrides), png, config=config_name,
+                             cpu_budget_min=cpu_budget)
     _report(records, json_path)
 
 

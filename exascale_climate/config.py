@@ -290,6 +290,8 @@ class TrainConfig:
     target_iou: float = bounded(0.0, min=0.0, max=1.0)  # early stop when reached; 0 = off
     # stop at the first validation after this many seconds of training (MLPerf's clock: set-up excluded); 0 = off
     time_budget_s: float = bounded(0.0, min=0.0, max=10**9)
+    # the same in rank 0's process CPU seconds: on a shared machine, the quiet-machine time of a rank; 0 = off
+    cpu_budget_s: float = bounded(0.0, min=0.0, max=10**9)
     precision: str = choice("float32", ("float32", "mixed_float16"))
     loss_scale: str = "dynamic"  # "dynamic" or a number (static scale), used with mixed_float16
     loss: str = choice("weighted_ce", ("weighted_ce", "focal"))

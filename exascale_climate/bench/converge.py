@@ -151,12 +151,12 @@ def labeller_agreement(params: ConvergeData, noise: float, samples: int = 8) -> 
 
 # -------------------------------------------------------------------------------------------- training
 def _train(model: str, config: str, data: Path, run_dir: Path, ranks: int, target: float, budget_s: float,
-           validate_every: int, precision: str, overrides: list[str], timeout: float):
+           validate_every: int, precision: str, overrides: list[str], timeout: float, cpu_budget_s: float = 0.0):
     from exascale_climate.utils.launch import exaclimate, run_ranks
 
     sets = [f"data.train_dir={data / 'train'}", f"data.valid_dir={data / 'valid'}", f"data.test_dir={data / 'test'}",
             f"data.stats_file={data / 'stats.h5'}", "pipeline.stage_dir=", f"train.target_iou={target}",
-            f"train.time_budget_s={budget_s}", f"train.validate_every_steps={validate_every}",
+            f"train.time_budget_s={budget_s}", f"train.cpu_budget_s={cpu_budget_s}", f"train.validate_every_steps={validate_every}",
             "train.epochs=100000", "train.checkpoint.keep=1", "train.checkpoint.every_epochs=0",
             f"train.precision={precision}", "train.mllog.enabled=true", f"model.name={model}",
             # a full DeepLabv3+ step on one shared core can take minutes: the 60 s stall default killed such a run
@@ -198,10 +198,10 @@ def mllog_compliance(path: Path) -> dict:
 
 
 def read_curve(run_dir: Path) -> list[dict]:
-    """The validation points of a run: seconds, samples, step, mean and per-class IoU."""
+    """The validation points of a run: seconds (wall, and rank 0's CPU), samples, step, mean and per-class IoU."""
     from exascale_climate.utils.log import read_json_lines
 
-    return [{"train_seconds": r["train_seconds"], "samples": r["samples"], "step": r["step"],
+    return [{"train_seconds": r["train_seconds"], "cpu_seconds": r.get("cpu_seconds"), "samples": r["samples"], "step": r["step"],
              "val_mean_iou": r["val_mean_iou"], "val_iou": r["val_iou"]}
             for r in read_json_lines(run_dir / "metrics.jsonl") if r.get("kind") == "valid" and "samples" in r]
 
@@ -214,18 +214,22 @@ def plot_convergence(curves: dict[str, list[dict]], target: float, out_png: str 
 
     from exascale_climate.utils.io import atomic_path
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=110, sharey=True)
+    with_cpu = all(p.get("cpu_seconds") is not None for c in curves.values() for p in c)
+    xs = [("training time incl. validation, wall (min)", lambda p: p["train_seconds"] / 60)]
+    if with_cpu:  # on a shared machine: the time a rank would have taken with a core of its own
+        xs.append(("CPU time of rank 0 (min)", lambda p: p["cpu_seconds"] / 60))
+    xs.append(("training samples seen", lambda p: p["samples"]))
+    fig, axes = plt.subplots(1, len(xs), figsize=(5 * len(xs), 4), dpi=110, sharey=True)
     for name, curve in curves.items():
-        axes[0].plot([p["train_seconds"] / 60 for p in curve], [p["val_mean_iou"] for p in curve], "o-", ms=3,
-                     label=name)
-        axes[1].plot([p["samples"] for p in curve], [p["val_mean_iou"] for p in curve], "o-", ms=3, label=name)
-    for ax, xlabel in zip(axes, ("training time incl. validation (min)", "training samples seen")):
+        for ax, (_, x) in zip(axes, xs):
+            ax.plot([x(p) for p in curve], [p["val_mean_iou"] for p in curve], "o-", ms=3, label=name)
+    for ax, (xlabel, _) in zip(axes, xs):
         ax.axhline(target, color="grey", ls="--", label=f"target {target:g}")
         ax.set_xlabel(xlabel)
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("validation mean IoU")
-    axes[1].legend(loc="lower right")
+    axes[-1].legend(loc="lower right")
     fig.suptitle(title)
     fig.tight_layout()
     Path(out_png).parent.mkdir(parents=True, exist_ok=True)
@@ -242,7 +246,7 @@ def bench_converge(model: str, grid: tuple[int, int] = (96, 144), target: float 
                    params: ConvergeData | None = None, validate_every: int | None = None,
                    precision: str = "float32", overrides: list[str] | None = None,
                    png: str | Path | None = None, noise_levels: tuple[float, ...] = (0.01, 0.05),
-                   workers: int = 2, config: str | None = None) -> list[dict]:
+                   workers: int = 2, config: str | None = None, cpu_budget_min: float = 0.0) -> list[dict]:
     """The whole benchmark for one model; returns its JSON-lines records. The test split is scored with the
     checkpoint at the stop (the only one the run writes)."""
     if model not in MODELS:
@@ -258,7 +262,7 @@ def bench_converge(model: str, grid: tuple[int, int] = (96, 144), target: float 
     every = validate_every or DEFAULT_VALIDATE_EVERY[model]
     t1 = time.time()
     _train(model, config or model, data, run_dir, ranks, target, budget_s, every, precision, list(overrides or []),
-           timeout=budget_s * 3 + 1800)
+           timeout=budget_s * 3 + 1800, cpu_budget_s=cpu_budget_min * 60.0)
     wall_s = time.time() - t1
     curve = read_curve(run_dir)
     if not curve:
@@ -284,16 +288,19 @@ def bench_converge(model: str, grid: tuple[int, int] = (96, 144), target: float 
                 "fp16_compression": cfg.distributed.fp16_compression, "batch_per_rank": cfg.train.batch_size,
                 "loss": cfg.train.loss, "class_weighting": cfg.pipeline.class_weighting}
     extra = {"model": model, "config": config or model, "grid": f"{grid[0]}x{grid[1]}", "ranks": ranks, "target_iou": target,
-             "budget_min": budget_min, "validate_every_steps": every, "data": str(data), "dataset": asdict(params),
+             "budget_min": budget_min, "cpu_budget_min": cpu_budget_min, "validate_every_steps": every, "data": str(data), "dataset": asdict(params),
              "files": files, "run_dir": str(run_dir), "png": str(png), "settings": settings,
              "train_wall_s": wall_s, "data_s": data_s, "load_average": os.getloadavg()[0],
              "stop": "target" if reached else "time_budget",
-             "curve": [[round(p["train_seconds"], 1), p["samples"], round(p["val_mean_iou"], 4)] for p in curve]}
+             "curve": [[round(p["train_seconds"], 1), p["samples"], round(p["val_mean_iou"], 4),
+                        round(p["cpu_seconds"] or 0.0, 1)] for p in curve]}
     test_iou = test["model"]["iou"]
     records = [
         record(BENCH, f"{model} time to validation mean IoU {target:g}" if reached else
                f"{model} training time, validation mean IoU {target:g} not reached", (reached or last)["train_seconds"],
                "s", reached=bool(reached), **extra),
+        record(BENCH, f"{model} CPU time of rank 0 at the stop", (reached or last)["cpu_seconds"] or 0.0, "s",
+               **extra),
         record(BENCH, f"{model} steps", (reached or last)["step"], "steps", **extra),
         record(BENCH, f"{model} samples seen", (reached or last)["samples"], "samples", **extra),
         record(BENCH, f"{model} epochs", (reached or last)["samples"] / samples_per_epoch, "epochs", **extra),

@@ -79,6 +79,8 @@ def test_converge_tiny_budget_end_to_end(tmp_path):
     valid_rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     valid_iou = [r["val_mean_iou"] for r in valid_rows if r["kind"] == "valid"]
     assert [e["value"] for e in events if e["key"] == "eval_accuracy"] == pytest.approx(valid_iou)
+    cpu = [r["cpu_seconds"] for r in valid_rows if r["kind"] == "valid"]
+    assert records["tiramisu CPU time of rank 0 at the stop"]["value"] == pytest.approx(cpu[-1]) and cpu[-1] > 0
     assert next(e for e in events if e["key"] == "train_samples")["value"] == 8
     assert next(e for e in events if e["key"] == "run_stop")["metadata"]["status"] == "aborted"
 

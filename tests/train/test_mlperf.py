@@ -105,3 +105,20 @@ def test_mllog_on_four_ranks_is_written_once_with_the_global_batch(blob_data, tm
     # every step is 8 of the 16 samples: half an epoch more at each validation
     assert [e["metadata"]["epoch_num"] for e in accuracy] == [0.5, 1.0, 1.5, 2.0]
     assert events[-1]["key"] == "run_stop"
+
+
+def test_cpu_budget_stops_and_the_recorded_cpu_time_fits_the_process_usage(blob_data, tmp_path):
+    """`train.cpu_budget_s` counts rank 0's CPU seconds (a shared machine's quiet-equivalent time); the recorded
+    `cpu_seconds` is bounded by what the OS charged the whole training process (getrusage of the child)."""
+    import resource
+
+    run_dir = tmp_path / "run"
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = _train(run_dir, blob_overrides(blob_data, **{"train.epochs": 4, "train.validate_every_steps": 2,
+                                                          "train.cpu_budget_s": 0.001,
+                                                          "train.time_budget_s": 100000}))
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    charged = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    valid = [r for r in read_json_lines(run_dir / "metrics.jsonl") if r["kind"] == "valid"]
+    assert [r["step"] for r in valid] == [2] and result["stop_reason"] == "time_budget"
+    assert 0 < valid[0]["cpu_seconds"] < charged
