@@ -1,5 +1,4 @@
 """`exaclimate patches extract` on real synthetic files: centred positives, event-free negatives, split by time."""
-import functools
 import json
 import subprocess
 import sys
@@ -9,12 +8,8 @@ import h5py
 import numpy as np
 import pytest
 
-from exascale_climate.config import LabellerConfig
-from exascale_climate.data.samples import read_labels, read_sample
+from tests.classify.patch_checks import SIZES, VARIABLES, class_mask, crop, source_fields
 
-SIZES = {"tc": (8, 8), "ar": (24, 36), "wf": (8, 16)}  # the 96x144 test grid holds none of the paper's sizes
-VARIABLES = {"tc": ["PSL", "UBOT", "VBOT", "TMQ", "U850", "V850", "T200", "T500"], "ar": ["TMQ", "LANDMASK"],
-             "wf": ["TREFHT", "PRECT", "PSL"]}  # transcribed from the issue's table
 
 
 def cli(*args, check=True):
@@ -35,30 +30,6 @@ def extracted(tmp_path_factory):
     return base, out
 
 
-def _crop(array, row, col, size):
-    """The window with centre pixel (size//2) at (row, col), longitude wrapping: written independently."""
-    h, w = size
-    rows = np.arange(row - h // 2, row - h // 2 + h)
-    assert rows.min() >= 0 and rows.max() < array.shape[0]
-    cols = np.mod(np.arange(col - w // 2, col - w // 2 + w), array.shape[1])
-    return array[np.ix_(rows, cols)]
-
-
-@functools.lru_cache(maxsize=None)
-def _class_mask(key, path):
-    if key == "wf":
-        from exascale_climate.data.labeller import label_fronts
-
-        s = read_sample(path, channels=["TREFHT", "PSL", "PS"], with_labels=False)
-        return label_fronts({v: s.data[..., i] for i, v in enumerate(s.variables)}, s.lat, s.lon, LabellerConfig())
-    return read_labels(path) == {"tc": 1, "ar": 2}[key]
-
-
-@functools.lru_cache(maxsize=None)
-def _fields(key, path):
-    return read_sample(path, channels=[v for v in VARIABLES[key] if v != "LANDMASK"], with_labels=False).data
-
-
 @pytest.mark.parametrize("key", ["tc", "ar", "wf"])
 def test_positives_centred_on_events_and_negatives_free_of_them(extracted, key):
     base, _ = extracted
@@ -72,7 +43,7 @@ def test_positives_centred_on_events_and_negatives_free_of_them(extracted, key):
             assert g["data"].shape[1:] == (*SIZES[key], len(VARIABLES[key]))
             for j in range(len(g["label"])):
                 path = sources[g["source"][j]]
-                mask = _crop(_class_mask(key, path), g["row"][j], g["col"][j], SIZES[key])
+                mask = crop(class_mask(key, path), g["row"][j], g["col"][j], SIZES[key])
                 h, w = SIZES[key]
                 if g["label"][j] == 1:
                     n_pos += 1
@@ -80,9 +51,9 @@ def test_positives_centred_on_events_and_negatives_free_of_them(extracted, key):
                 else:
                     assert not mask.any(), f"{key} negative {j} holds an event pixel"
                 # the stored fields are the source's, cropped at the stored place
-                fields = _fields(key, path)
+                fields = source_fields(key, path)
                 np.testing.assert_array_equal(g["data"][j][..., : fields.shape[-1]],
-                                              _crop(fields, g["row"][j], g["col"][j], SIZES[key]))
+                                              crop(fields, g["row"][j], g["col"][j], SIZES[key]))
         assert n_pos > 0
 
 
@@ -94,7 +65,7 @@ def test_ar_patches_carry_the_land_sea_mask(extracted):
     with h5py.File(base / "p" / "ar.h5", "r") as f:
         g = f["train"]
         for j in range(min(10, len(g["label"]))):
-            np.testing.assert_array_equal(g["data"][j][..., 1], _crop(land, g["row"][j], g["col"][j], SIZES["ar"]))
+            np.testing.assert_array_equal(g["data"][j][..., 1], crop(land, g["row"][j], g["col"][j], SIZES["ar"]))
 
 
 def test_split_by_time_does_not_leak(extracted):

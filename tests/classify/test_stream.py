@@ -1,7 +1,6 @@
 """`exaclimate patches extract --synthetic`: patches streamed from the generator equal crops of the same steps
 written by `exaclimate data synth`, are centred / event-free against those files' labels, split by time, and
 do not depend on the number of workers; no field is left on disk."""
-import functools
 import subprocess
 import sys
 
@@ -9,12 +8,8 @@ import h5py
 import numpy as np
 import pytest
 
-from exascale_climate.config import LabellerConfig
-from exascale_climate.data.samples import read_labels, read_sample
+from tests.classify.patch_checks import SIZES, class_mask, crop, source_fields
 
-SIZES = {"tc": (8, 8), "ar": (24, 36), "wf": (8, 16)}
-VARIABLES = {"tc": ["PSL", "UBOT", "VBOT", "TMQ", "U850", "V850", "T200", "T500"], "ar": ["TMQ", "LANDMASK"],
-             "wf": ["TREFHT", "PRECT", "PSL"]}
 COUNTS = {"tc": (20, 24), "ar": (20, 24), "wf": (20, 24)}
 STEPS, SEED = 40, 3
 
@@ -45,29 +40,6 @@ def streamed(tmp_path_factory):
     return base, out2
 
 
-def _crop(array, row, col, size):
-    h, w = size
-    rows = np.arange(row - h // 2, row - h // 2 + h)
-    assert rows.min() >= 0 and rows.max() < array.shape[0]
-    cols = np.mod(np.arange(col - w // 2, col - w // 2 + w), array.shape[1])
-    return array[np.ix_(rows, cols)]
-
-
-@functools.lru_cache(maxsize=None)
-def _class_mask(key, path):
-    if key == "wf":
-        from exascale_climate.data.labeller import label_fronts
-
-        s = read_sample(path, channels=["TREFHT", "PSL", "PS"], with_labels=False)
-        return label_fronts({v: s.data[..., i] for i, v in enumerate(s.variables)}, s.lat, s.lon, LabellerConfig())
-    return read_labels(path) == {"tc": 1, "ar": 2}[key]
-
-
-@functools.lru_cache(maxsize=None)
-def _fields(key, path):
-    return read_sample(path, channels=[v for v in VARIABLES[key] if v != "LANDMASK"], with_labels=False).data
-
-
 @pytest.mark.parametrize("key", ["tc", "ar", "wf"])
 def test_streamed_patches_are_crops_of_the_written_steps(streamed, key):
     base, _ = streamed
@@ -80,21 +52,21 @@ def test_streamed_patches_are_crops_of_the_written_steps(streamed, key):
             for j in range(len(g["label"])):
                 path = base / "nc" / f"data-{stamps[g['source'][j]]}.nc"
                 r, c = int(g["row"][j]), int(g["col"][j])
-                mask = _crop(_class_mask(key, str(path)), r, c, SIZES[key])
+                mask = crop(class_mask(key, str(path)), r, c, SIZES[key])
                 h, w = SIZES[key]
                 if g["label"][j] == 1:
                     assert mask[h // 2, w // 2], f"{key} positive {j} is not centred on an event of {path.name}"
                 else:
                     assert not mask.any(), f"{key} negative {j} holds an event pixel of {path.name}"
                 np.testing.assert_array_equal(g["mask"][j], mask)
-                fields = _fields(key, str(path))
-                np.testing.assert_array_equal(g["data"][j][..., : fields.shape[-1]], _crop(fields, r, c, SIZES[key]))
+                fields = source_fields(key, str(path))
+                np.testing.assert_array_equal(g["data"][j][..., : fields.shape[-1]], crop(fields, r, c, SIZES[key]))
                 if key == "ar":
                     if land is None:
                         from exascale_climate.data.geography import geography
 
                         land = geography(96, 144)[0] >= 0.5
-                    np.testing.assert_array_equal(g["data"][j][..., 1], _crop(land, r, c, SIZES[key]))
+                    np.testing.assert_array_equal(g["data"][j][..., 1], crop(land, r, c, SIZES[key]))
 
 
 def test_counts_split_by_time_and_nothing_else_on_disk(streamed):

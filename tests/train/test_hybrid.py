@@ -280,18 +280,7 @@ def test_resume_of_a_hybrid_run_after_sigkill(blob_data, tmp_path):
     sets = sets_for(blob_data, **{"distributed.mode": "hybrid", "distributed.groups": 2,
                                   "distributed.parameter_servers": 2, "distributed.max_staleness": 2,
                                   "train.checkpoint.every_steps": 2})
-    proc = mpirun(6, run_dir, sets)
-    deadline = time.monotonic() + 900
-    while not list_checkpoints(run_dir / "checkpoints"):
-        assert proc.poll() is None, proc.stdout.read()[-4000:]
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    for p in [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]:
-        try:
-            os.kill(p, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    proc.communicate()
+    kill_job_after_first_checkpoint(mpirun(6, run_dir, sets), run_dir)
     first = list_checkpoints(run_dir / "checkpoints")[0]
     saved = json.loads((first / "state.json").read_text())
     assert saved["step"] % 2 == 0 and saved["step"] < 8 and saved["version"] == sum(saved["updates_per_group"])
