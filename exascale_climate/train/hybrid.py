@@ -243,6 +243,7 @@ class HybridStep:
         self.client = GroupClient(world, self.shards, timeout) if world.is_root else None
         self.step = 0
         self.version = 0
+        self.lagged_on = 0  # with gradient lag, the version the buffered gradient (pushed next step) was computed on
         self.window: list[int] = []
         self.pushes = 0
         self.first = True
@@ -324,7 +325,7 @@ class HybridStep:
             broadcast_variables(self.world, self.inner.lag_variables, root_rank=0)
             self.inner.prereduced = True
         self._share([meta["version"], 0, 0])
-        self.version = int(meta["version"])
+        self.version = self.lagged_on = int(meta["version"])
         if meta.get("scaler"):
             self.scaler.load_state(meta["scaler"])
         self.step = int((meta.get("position") or {}).get("step", 0))
@@ -336,6 +337,8 @@ class HybridStep:
         out = self.inner(batches)
         grads = out.pop("grads")
         push = bool(out["applied"].numpy())
+        # with lag the pushed gradient is last step's, computed on the weights of that step
+        computed_on, self.lagged_on = (self.lagged_on if self.gradient_lag else self.version), self.version
         self.step += 1
         info = [0.0, -1.0, 0.0]
         # at the servers' checkpoint steps the group's lag buffers go with the push (all members reduce them)
@@ -346,10 +349,10 @@ class HybridStep:
             extra = {"nontrainable": [np.asarray(v.numpy()) for v in self.model.non_trainable_variables],
                      "scaler": self.scaler.state(), "loss": float(out["loss"].numpy()), "lag": lag}
             timeout = 10 * self.client.timeout_s if self.first else None
-            reply = self.client.exchange({"kind": "push", "step": self.step, "version": self.version},
+            reply = self.client.exchange({"kind": "push", "step": self.step, "version": computed_on},
                                          arrays, extra, timeout_s=timeout)
             if push:
-                self._dump(f"push-g{self.world.group}-s{self.step:06d}", arrays, computed_on=self.version,
+                self._dump(f"push-g{self.world.group}-s{self.step:06d}", arrays, computed_on=computed_on,
                            reply_version=reply["version"], staleness=reply["staleness"])
             self._assign(reply["weights"])
             info = [reply["version"], reply["staleness"] if push else -1, float(bool(reply.get("stop")))]
