@@ -133,11 +133,18 @@ def stop_on_signals(*watch):
     previous_hook, sys.unraisablehook = sys.unraisablehook, unraisable
     try:
         yield
-    except Interrupted as e:
+    except (Interrupted, SystemError) as caught:
+        # h5py turns an exception raised inside its attribute-iteration callback into a SystemError whose cause
+        # is ours (seen under SIGTERM in `predict`): that is the interruption too
+        e = caught if isinstance(caught, Interrupted) else caught.__cause__
+        if not (isinstance(e, Interrupted) and pending):
+            raise
         signal.setitimer(signal.ITIMER_REAL, 0)
         e.removed = _sweep(watch, children | {os.getpid()})
         log.debug("interrupted; removed %s", [str(p) for p in e.removed])
-        raise
+        if e is caught:
+            raise
+        raise e from None
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         sys.unraisablehook = previous_hook

@@ -210,3 +210,22 @@ def test_an_interruption_that_cannot_unwind_still_ends_the_process_and_its_tempo
     assert err.decode().strip() == (f"error: interrupted by {signal.Signals(sig).name}: stopped, temporary files "
                                     "removed, complete outputs kept")
     assert list(out.iterdir()) == []
+
+
+def test_an_interruption_wrapped_by_a_c_extension_is_still_the_interruption(tmp_path):
+    """h5py turns an exception raised inside its attribute-iteration callback into `SystemError(...) from` it (seen
+    once under SIGTERM in `predict`, a traceback and exit 1); `stop_on_signals` treats it as the interruption.
+    A SystemError with another cause stays what it is."""
+    from exascale_climate.utils.interrupt import Interrupted, stop_on_signals
+
+    with pytest.raises(Interrupted) as info:
+        with stop_on_signals(tmp_path):
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+            except Interrupted as e:  # what h5py's with_phil wrapper does with it
+                raise SystemError("<cyfunction FastRLock.__exit__> returned a result with an exception set") from e
+    assert info.value.exit_code == 128 + signal.SIGTERM
+    with pytest.raises(SystemError):
+        with stop_on_signals(tmp_path):
+            raise SystemError("unrelated") from ValueError("x")
