@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import multiprocessing
 import threading
+import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -180,9 +181,25 @@ def _process_pool(workers: int):
 
 @atexit.register
 def close_process_pool() -> None:
-    if _pool["pool"] is not None:
-        _pool["pool"].terminate()
-        _pool["pool"] = None
+    """End the reader processes. `Pool.terminate()` alone can wait forever for the task queue's lock, held by an
+    idle worker blocked in its `get()` (seen once at pytest's exit: py-spy showed `_help_stuff_finish`), so
+    `close()` first sends every worker its end of work; a worker still busy after 10 s is killed, and then the
+    pool is left to its daemon threads (terminate() would wait for that worker's task)."""
+    pool, _pool["pool"] = _pool["pool"], None
+    if pool is None:
+        return
+    pool.close()
+    deadline = time.monotonic() + 10.0
+    killed = False
+    for worker in list(pool._pool):  # the Process objects (multiprocessing offers no public handle)
+        worker.join(max(0.0, deadline - time.monotonic()))
+        if worker.is_alive():
+            worker.kill()
+            killed = True
+    if killed:  # terminate() would wait for the killed worker's task forever; the pool's threads are daemons
+        pool._terminate.cancel()
+    else:
+        pool.terminate()
 
 
 def _ordered_reads(slots: list[list[str]], channels, readers: int, strict: bool,
