@@ -877,15 +877,16 @@ def scale_validate(records, out_dir, repeats, steps, fit_on, timing):
 def scale_paper(json_path):
     """The SC18 runs from published inputs, the SC17 15PF system and MLPerf HPC DeepCAM, with each mechanism
     switched off in turn."""
-    from exascale_climate.scale.paper import CASES, format_cases, format_others, hybrid_15pf, mlperf_deepcam, run_case
+    from exascale_climate.scale.paper import (CASES, format_cases, format_others, format_summit_sensitivity,
+                                              hybrid_15pf, mlperf_deepcam, run_case, summit_sensitivity)
 
     rows = [run_case(c) for c in CASES]
-    sc17, deepcam = hybrid_15pf(), mlperf_deepcam()
-    click.echo(format_cases(rows) + "\n" + format_others(sc17, deepcam))
+    sc17, deepcam, summit = hybrid_15pf(), mlperf_deepcam(), summit_sensitivity()
+    click.echo(format_cases(rows) + "\n" + format_summit_sensitivity(summit) + "\n" + format_others(sc17, deepcam))
     if json_path:
         from exascale_climate.utils.io import atomic_write_text
 
-        out = {"sc18": rows, "sc17": sc17, "mlperf_deepcam": deepcam}
+        out = {"sc18": rows, "summit_spreads": summit, "sc17": sc17, "mlperf_deepcam": deepcam}
         atomic_write_text(json_path, json.dumps(out, indent=1) + "\n")
 
 

@@ -105,3 +105,11 @@ def expected_max_normal(p: int) -> float:
     if p <= 1:
         return 0.0
     return NormalDist().inv_cdf((p - 0.375) / (p + 0.25))
+
+
+def combined_spread(device_cv: float, jitter_cv: float) -> float:
+    """Relative spread of one rank's step time from two independent parts: a persistent device-to-device spread
+    (the same slow GPU every step) and step-to-step jitter (OS, network, I/O). Independent normal parts add in
+    variance, so the spread is sqrt(device_cv^2 + jitter_cv^2); the per-step maximum over p ranks is then
+    expected_max_normal(p) x that spread."""
+    return math.hypot(device_cv, jitter_cv)

@@ -4,8 +4,8 @@ Per step and device: compute (FLOPs per sample / sustained rate, + a fixed per-s
 gradient allreduce (scale/costs.py: ring, tree or two-level hierarchical; Horovod tensor fusion decides how many
 messages, its cycle time how long the last one waits, its control plane what each negotiation costs), the part of
 it that the backward pass (or, with gradient lag, the whole next step) hides, fp16 compression (half the bytes,
-plus two casts), stragglers (the slowest of p ranks), input I/O behind prefetch (staged node-local or straight
-from the shared file system), and the SC17 hybrid scheme (synchronous groups + parameter servers).
+plus two casts), stragglers (the slowest of p ranks: a persistent device-to-device spread and step-to-step
+jitter), input I/O behind prefetch (staged node-local or straight from the shared file system), and the SC17 hybrid scheme (synchronous groups + parameter servers).
 
 Parallel efficiency = throughput / (compute devices x the throughput of one device alone), the paper's metric.
 """
@@ -53,7 +53,8 @@ class Settings:
     cycle_time_ms: float | None = None
     control_plane: str | None = None  # tree | coordinator; None = the system's
     overlap: bool = True  # communication may overlap the backward pass
-    stragglers: bool = True  # the slowest rank sets the pace (variability.step_time_cv)
+    stragglers: bool = True  # the slowest rank sets the pace (variability.step_time_cv and jitter_cv)
+    jitter: bool = True  # step-to-step jitter (variability.jitter_cv) on top of the persistent spread
     staging: bool = True  # read node-local staged data (else the shared file system every step)
     groups: int = 1  # hybrid scheme: synchronous groups
     parameter_servers: int = 0  # hybrid scheme: parameter-server nodes (part of the node count)
@@ -161,7 +162,9 @@ def predict(workload: Workload, system: System, nodes: int, settings: Settings |
         exposed = max(comm - window, comm / m) + cycle / 2
 
     cv = system["variability.step_time_cv"] if s.stragglers else 0.0
-    straggle = cv * costs.expected_max_normal(p) * compute  # a step waits for the slowest rank of its group
+    jitter = system["variability.jitter_cv"] if s.stragglers and s.jitter else 0.0
+    spread = costs.combined_spread(cv, jitter)
+    straggle = spread * costs.expected_max_normal(p) * compute  # a step waits for the slowest rank of its group
 
     io_exposed = staging = 0.0
     node_bytes = g * workload.batch * workload.sample_bytes
@@ -197,7 +200,7 @@ def predict(workload: Workload, system: System, nodes: int, settings: Settings |
         "compute_s": compute, "allreduce_s": allreduce, "control_plane_s": control, "cast_s": cast,
         "communication_s": comm, "horovod_polling_s": polling, "overlap_window_s": window,
         "communication_exposed_s": exposed,
-        "stragglers_s": straggle, "parameter_server_s": ps_round_trip, "io_exposed_s": io_exposed,
+        "stragglers_s": straggle, "step_spread": spread, "parameter_server_s": ps_round_trip, "io_exposed_s": io_exposed,
         "staging_s": staging, "step_s": step,
         "messages": m, "gradient_bytes": nbytes, "samples_per_s": samples_per_s,
         "flops_per_s": samples_per_s * workload.flops_per_sample, "efficiency": samples_per_s / (devices * single),

@@ -35,7 +35,8 @@ NUMBERS = (
     ("horovod.overlap", False, True, 1.0),  # share of the overlap window communication can really use
     ("horovod.tensor_cost_s", False, True, 0.0),  # per tensor and step: negotiation, fusion-buffer copies
     ("horovod.cycle_cost_s", False, True, 0.0),  # per wake of the background thread, taken from compute
-    ("variability.step_time_cv", False, True, 0.0),
+    ("variability.step_time_cv", False, True, 0.0),  # persistent device-to-device spread (or the total)
+    ("variability.jitter_cv", False, True, 0.0),  # step-to-step jitter, independent of it (added in quadrature)
     ("io.local_read_Bps", False, False, None),  # per node, node-local storage (staged data)
     ("io.fs_read_Bps", False, False, None),  # aggregate, shared parallel file system
     ("io.fs_node_read_Bps", False, False, None),  # what one node can read from the shared file system
@@ -97,11 +98,15 @@ def resolve_system(name_or_path: str | Path) -> Path:
     raise ConfigError(f"{name_or_path}: no such system file (bundled systems: {', '.join(bundled_systems())})")
 
 
-def _lookup(tree: dict, dotted: str):
+ABSENT = object()
+
+
+def _lookup(tree: dict, dotted: str, absent=None):
+    """The entry at a dotted key; `absent` where the key is not there (a key written without a value is None)."""
     node = tree
     for part in dotted.split("."):
         if not isinstance(node, dict) or part not in node:
-            return None
+            return absent
         node = node[part]
     return node
 
@@ -135,8 +140,10 @@ def load_system(name_or_path: str | Path) -> System:
         raise ConfigError(f"{path}: the top level must be a mapping")
     values, sources, strings = {}, {}, {}
     for key, required, allow_zero, default in NUMBERS:
-        entry = _lookup(tree, key)
-        if entry is None:
+        entry = _lookup(tree, key, ABSENT)
+        if entry is None:  # `key:` written with nothing after it: a number left out, not a default
+            raise ConfigError(f"{path}: {key}: missing value (write {{value: NUMBER, source: TEXT}} or leave the key out)")
+        if entry is ABSENT:
             if required:
                 raise ConfigError(f"{path}: {key}: missing")
             values[key] = default
