@@ -154,3 +154,23 @@ def test_paper_runs_from_published_inputs():
         assert ablations["rank-0 coordinator control plane"] < 0.1
         assert ablations["no gradient lag, no overlap"] < ablations["no gradient lag"] <= ablations["as given"]
         assert ablations["no stragglers (step_time_cv = 0)"] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_device_spread_and_jitter_add_in_quadrature_by_hand(write_system):
+    """No communication cost: efficiency = 1 / (1 + z(p) sqrt(cv^2 + jitter^2)), z by Blom's formula written out
+    here; 3% and 4% make a 5% spread. Switching the jitter off leaves the 3%; switching stragglers off, nothing."""
+    from statistics import NormalDist
+
+    fast, zero = {"value": 1e30, "source": "t"}, {"value": 0.0, "source": "t"}
+    system = one_per_node(write_system, **{
+        "network.inter.latency_s": zero, "network.inter.bandwidth_Bps": fast,
+        "variability.step_time_cv": {"value": 0.03, "source": "t"},
+        "variability.jitter_cv": {"value": 0.04, "source": "t"}})
+    lag = Settings(algorithm="ring", gradient_lag=1)
+    for p in (2, 1000, 27360):
+        z = NormalDist().inv_cdf((p - 0.375) / (p + 0.25))
+        assert predict(WORK, system, p, lag)["efficiency"] == pytest.approx(1 / (1 + 0.05 * z), rel=1e-9)
+        no_jitter = predict(WORK, system, p, dataclasses.replace(lag, jitter=False))
+        assert no_jitter["efficiency"] == pytest.approx(1 / (1 + 0.03 * z), rel=1e-9)
+        assert predict(WORK, system, p, dataclasses.replace(lag, stragglers=False))["efficiency"] == pytest.approx(1.0)
+    assert predict(WORK, system, 1, lag)["stragglers_s"] == 0.0  # one rank waits for no one

@@ -52,3 +52,31 @@ def test_number_without_source_is_rejected(write_system):
 def test_unknown_system_lists_the_bundled_ones():
     with pytest.raises(ConfigError, match="summit"):
         load_system("no-such-machine")
+
+
+@pytest.mark.parametrize("key", ["variability.jitter_cv", "variability.step_time_cv"])
+def test_spread_keys_without_a_value_or_negative_are_errors(write_system, key):
+    """A key written with nothing after it is a number left out, not a default of 0: a one-line error."""
+    path = write_system("nulled.yaml")
+    tree = yaml.safe_load(path.read_text())
+    section, name = key.split(".")
+    tree[section][name] = None
+    path.write_text(yaml.safe_dump(tree))
+    with pytest.raises(ConfigError) as err:
+        load_system(path)
+    assert str(path) in str(err.value) and key in str(err.value) and "missing value" in str(err.value)
+    tree[section][name] = {"value": -0.01, "source": "typo"}
+    path.write_text(yaml.safe_dump(tree))
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.") + r": value -0.01 must be >= 0"):
+        load_system(path)
+    tree[section][name] = {"source": "no number"}
+    path.write_text(yaml.safe_dump(tree))
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.") + r": expected \{value: NUMBER, source: TEXT\}"):
+        load_system(path)
+
+
+def test_jitter_left_out_is_zero_and_summit_sources_it(write_system):
+    assert load_system(write_system())["variability.jitter_cv"] == 0.0
+    summit = load_system("summit")
+    assert summit["variability.jitter_cv"] > 0 and "1909.11150" in summit.sources["variability.jitter_cv"]
+    assert "plot_aggregated.py" in summit.sources["variability.step_time_cv"]
