@@ -392,7 +392,8 @@ class ScaleConfig:
     groups: int = bounded(1, min=1, max=1_000_000)  # hybrid scheme (SC17): synchronous groups ...
     parameter_servers: int = bounded(0, min=0, max=1_000_000)  # ... and parameter-server nodes
     staging: bool = True  # node-local staged input vs the shared file system every step
-    stragglers: bool = True  # the slowest rank sets the pace (system's variability.step_time_cv)
+    stragglers: bool = True  # the slowest rank sets the pace (system's variability.step_time_cv and jitter_cv)
+    jitter: bool = True  # step-to-step jitter (variability.jitter_cv) on top of the device-to-device spread
     rate_flops: float | None = bounded(None, min=0.0, max=1e21)  # sustained FLOP/s per device; None = the system's rates / assumption
     dataset_samples: int = bounded(0, min=0, max=10**12)  # for the one-off staging time; 0 = not reported
 

@@ -42,7 +42,7 @@ def settings_from_config(cfg: Config):
     return Settings(algorithm=algorithm, inter_algorithm=sc.inter_algorithm, gradient_lag=d.gradient_lag,
                     fp16_compression=d.fp16_compression, fusion_threshold_mb=d.fusion_threshold_mb,
                     cycle_time_ms=d.cycle_time_ms, control_plane=sc.control_plane or None,
-                    stragglers=sc.stragglers, staging=sc.staging, groups=sc.groups,
+                    stragglers=sc.stragglers, jitter=sc.jitter, staging=sc.staging, groups=sc.groups,
                     parameter_servers=sc.parameter_servers, rate=sc.rate_flops).check()
 
 

@@ -36,6 +36,8 @@ def test_predict_writes_table_json_and_png(tmp_path):
 @pytest.mark.parametrize("change, key", [
     (("bandwidth_Bps: {value: 23.0e9", "bandwidth_Bps: {value: -23.0e9"), "network.inter.bandwidth_Bps"),
     (("  devices: {value: 6,", "  gpus: {value: 6,"), "node.devices"),  # missing
+    (("jitter_cv: {value: 0.0110,", "jitter_cv: {value: -0.0110,"), "variability.jitter_cv"),  # negative
+    (("  jitter_cv: {value: 0.0110,", "  jitter_cv:\n  unused: {value: 0.0110,"), "variability.jitter_cv"),  # no value
 ])
 def test_bad_system_file_is_one_line_error_naming_the_key(tmp_path, change, key):
     bad = tmp_path / "mine.yaml"
@@ -63,3 +65,8 @@ def test_paper_command_prints_every_case_and_ablation(tmp_path):
     assert "one synchronous group, no servers" in result["sc17"]["ablations"]
     assert "flat ring instead of hierarchical" in result["mlperf_deepcam"]["ablations"]
     assert "SC17 climate" in done.stdout and "MLPerf HPC v3.0 DeepCAM" in done.stdout
+    # Summit: the jitter switched off on its own, and every reading of the published spreads
+    assert "no step-to-step jitter (jitter_cv = 0)" in cases[1]["ablations"]
+    readings = [r["spread"] for r in result["summit_spreads"]]
+    assert any("summit.yaml" in r for r in readings) and "no spread" in readings
+    assert "by reading of the published spreads" in done.stdout
