@@ -167,9 +167,9 @@ GPU_VARIATION_SC22_PROGRAM = 0.32  # the SC22 program's abstract of the same pap
 SUMMIT_GPUS = 27648  # OLCF Summit user guide: 4,608 nodes x 6 V100
 FORMER_SUMMIT_ASSUMPTION = 0.02  # what summit.yaml assumed before the SC22 figure replaced it
 
-# Laanait et al., "Exascale Deep Learning for Scientific Inverse Problems" (arXiv 1909.11150, 2019): data-parallel
-# training on Summit (TensorFlow + Horovod with the authors' gradient grouping and decentralised orchestration,
-# NCCL/MPI; two of its authors are SC18's) with "an optimal overlap between computation and communication",
+# Laanait et al., "Exascale Deep Learning for Scientific Inverse Problems" (arXiv 1909.11150, 2019): synchronous
+# data-parallel training on Summit (the authors' gradient grouping and decentralised orchestration; three of its
+# authors are SC18's) with "an optimal overlap between computation and communication",
 # "near-linear scaling (0.93) ... up to 27,600 NVIDIA V100 GPUs" (abstract).
 LAANAIT_EFFICIENCY = 0.93
 LAANAIT_GPUS = 27600
