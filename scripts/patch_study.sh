@@ -5,10 +5,10 @@
 #
 #   scripts/patch_study.sh                                   # the paper's 768x1152 grid and patch sizes
 #   GRID=384x576 SIZES="--size tc=16x16 --size ar=74x112 --size wf=14x30" SET="--set classify.tune_timeout=150" \
-#     OUT=runs/patch_full scripts/patch_study.sh      # what docs/MODELS.md ran (WF finished in the session)
+#     OUT=runs/patch_full scripts/patch_study.sh      # what docs/MODELS.md ran (all three patterns, ~42 CPU min)
 #
-# A pattern's methods start as soon as its patch file is written (seed 7 at 384x576: WF after 537 steps, AR
-# ~1,250, TC ~2,900), while the extraction goes on for the others.
+# A pattern's methods start as soon as its patch file is written (seed 7 at 384x576: WF after 521 steps, AR
+# 1,236, TC 3,036), while the extraction goes on for the others.
 # Environment: OUT (work dir), STEPS (most steps to generate), GRID, SIZES / COUNTS (extra `patches extract`
 # options), WORKERS, PATTERNS, METHODS, SET (extra --set options for every classify train), RANKS (>1: the
 # ConvNets train under `horovodrun -np RANKS`), EXA (the exaclimate command), SKIP_EXTRACT.
