@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import multiprocessing
+import multiprocessing.util  # registers its own atexit hook now, so close_process_pool runs before it
 import threading
 import time
 from pathlib import Path
@@ -184,7 +185,9 @@ def close_process_pool() -> None:
     """End the reader processes. `Pool.terminate()` alone can wait forever for the task queue's lock, held by an
     idle worker blocked in its `get()` (seen once at pytest's exit: py-spy showed `_help_stuff_finish`), so
     `close()` first sends every worker its end of work; a worker still busy after 10 s is killed, and then the
-    pool is left to its daemon threads (terminate() would wait for that worker's task)."""
+    pool is left to its daemon threads (terminate() would wait for that worker's task). It must run before
+    multiprocessing's own exit hook, which would call terminate() on the pool: atexit runs hooks in reverse order
+    of registration, hence the import of multiprocessing.util above this registration."""
     pool, _pool["pool"] = _pool["pool"], None
     if pool is None:
         return

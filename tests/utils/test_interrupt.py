@@ -229,3 +229,43 @@ def test_an_interruption_wrapped_by_a_c_extension_is_still_the_interruption(tmp_
     with pytest.raises(SystemError):
         with stop_on_signals(tmp_path):
             raise SystemError("unrelated") from ValueError("x")
+
+
+@pytest.mark.parametrize("walk", ["attributes", "links"])
+def test_sigterm_inside_a_real_h5py_callback_is_the_interruption(tmp_path, walk):
+    """The wrapping above, by h5py itself: SIGTERM arrives while h5py runs a Python callback of `h5a.iterate` (what
+    `attrs` iteration runs, e.g. `layouts.climate_attrs` in every sample read) or of `visititems_links`; the
+    handler's Interrupted comes back out of h5py as `SystemError("<cyfunction FastRLock.__exit__> returned a result
+    with an exception set")` caused by it (h5py 3.16), and `stop_on_signals` makes that the interruption."""
+    from exascale_climate.utils.interrupt import Interrupted, stop_on_signals
+
+    path = tmp_path / "many.h5"
+    with h5py.File(path, "w") as f:
+        for i in range(200):
+            f.attrs[f"a{i:03d}"] = i
+            f.create_group(f"g{i:03d}")
+    calls = []
+
+    def callback(*args):
+        calls.append(args[0])
+        if len(calls) == 50:  # the signal lands inside the callback: the handler runs in the interrupted sleep
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(60)
+
+    raw = []
+    with pytest.raises(Interrupted) as info:
+        with stop_on_signals(tmp_path):
+            try:
+                with h5py.File(path, "r") as f:
+                    if walk == "attributes":
+                        h5py.h5a.iterate(f.id, callback)
+                    else:
+                        f.visititems_links(callback)
+            except BaseException as e:
+                raw.append(e)
+                raise
+    assert info.value.exit_code == 128 + signal.SIGTERM
+    assert len(calls) == 50  # stopped in the callback that saw the signal, not after the walk
+    assert isinstance(raw[0], SystemError) and isinstance(raw[0].__cause__, Interrupted), (
+        f"h5py {h5py.__version__} now raises {raw[0]!r}: the wrapping this test exercises is gone")
+    assert "FastRLock.__exit__" in str(raw[0])
