@@ -394,7 +394,9 @@ def model_summary_command(model_name, grid, graph, as_json, config_path, overrid
               help="Also score the heuristic labeller against the files' labels (auto: only when the labels "
                    "did not come from the labeller).")
 @click.option("--stats", "stats_file", metavar="FILE", help="stats.h5 for normalisation (default: the run's).")
-def evaluate_command(checkpoint, data_dir, json_path, csv_path, labeller, stats_file):
+@click.option("--precision", type=click.Choice(["float32", "mixed_float16", "mixed_bfloat16"]),
+              help="Run the model in this dtype policy (default: the run's train.precision).")
+def evaluate_command(checkpoint, data_dir, json_path, csv_path, labeller, stats_file, precision):
     """Per-class IoU, mean IoU, precision/recall and the confusion matrix of a trained model on DIR.
 
     Runs alone or under horovodrun (files sharded by rank, confusion matrices summed).
@@ -402,7 +404,7 @@ def evaluate_command(checkpoint, data_dir, json_path, csv_path, labeller, stats_
     from exascale_climate.evaluate.evaluate import evaluate
 
     evaluate(checkpoint, data_dir, json_path=json_path, csv_path=csv_path, labeller=labeller,
-             stats_file=stats_file, show=True)
+             stats_file=stats_file, show=True, precision=precision)
 
 
 @main.command("predict")
@@ -413,14 +415,16 @@ def evaluate_command(checkpoint, data_dir, json_path, csv_path, labeller, stats_
 @click.option("--probabilities", is_flag=True, help="Also store the class probabilities in the netCDF files.")
 @click.option("--stats", "stats_file", metavar="FILE", help="stats.h5 for normalisation (default: the run's).")
 @click.option("--strict", is_flag=True, help="Stop at the first bad input file (default: name it and skip it).")
-def predict_command(inputs, checkpoint, out_dir, probabilities, stats_file, strict):
+@click.option("--precision", type=click.Choice(["float32", "mixed_float16", "mixed_bfloat16"]),
+              help="Run the model in this dtype policy (default: the run's train.precision).")
+def predict_command(inputs, checkpoint, out_dir, probabilities, stats_file, strict, precision):
     """Segment netCDF/HDF5 files of any grid: CF-1.8 netCDF masks and a TC/AR event table (CSV)."""
     from exascale_climate.data.options import check_out_dir
     from exascale_climate.evaluate.predict import predict
 
     with guarded(check_out_dir(out_dir)):
         result = predict(checkpoint, list(inputs), out_dir, probabilities=probabilities, stats_file=stats_file,
-                         strict=strict)
+                         strict=strict, precision=precision)
     click.echo(f"{result['files']} file(s) -> {out_dir}; {result['events']} event(s) in {result['events_csv']}"
                + (f"; {len(result['skipped'])} skipped" if result["skipped"] else ""))
     for item in result["skipped"]:
@@ -624,7 +628,8 @@ def bench_stage_command(grid, samples, repeat, ranks, workdir, json_path):
 @click.option("--batch", default=1, show_default=True, type=click.IntRange(min=1), help="Samples per step.")
 @click.option("--repeat", default=1, show_default=True, type=click.IntRange(min=1),
               help="Timed calls after the first (tracing) call; the best is reported.")
-@click.option("--precision", type=click.Choice(["float32", "mixed_float16"]), default="float32", show_default=True)
+@click.option("--precision", type=click.Choice(["float32", "mixed_float16", "mixed_bfloat16"]),
+              help="Dtype policy (default float32, or --set train.precision=...).")
 @click.option("--json", "json_path", metavar="OUT", help="Append the records as JSON lines to OUT.")
 @click.option("--profile", "profile_dir", metavar="DIR",
               help="Also trace one forward and one training step per model and grid into DIR (TensorBoard "
@@ -635,9 +640,12 @@ def bench_model_command(models, grids, batch, repeat, precision, json_path, prof
     from exascale_climate.bench.model import bench_model
     from exascale_climate.config import parse_grid
 
-    records = bench_model(load_cli_config(config_path, overrides), list(models) or ["tiramisu", "deeplabv3plus"],
+    # float32 unless asked (--precision or --set train.precision=...), as `bench train`: the paper configs'
+    # mixed_float16 is emulated on CPUs and would only measure that
+    cfg = load_cli_config(config_path, ["train.precision=float32", *overrides])
+    records = bench_model(cfg, list(models) or ["tiramisu", "deeplabv3plus"],
                           [parse_grid(g) for g in grids] or None, batch=batch,
-                          repeat=repeat, precision=precision, profile_dir=profile_dir)
+                          repeat=repeat, precision=precision or cfg.train.precision, profile_dir=profile_dir)
     _report(records, json_path)
 
 
@@ -753,8 +761,9 @@ def bench_fuzz_command(examples, seed, subprocess_every, predict_every, train_ev
               help="Time steps per synthetic run; 4 runs train, 1 validates, 1 tests.")
 @click.option("--validate-every", type=click.IntRange(min=1), metavar="STEPS",
               help="Steps between validations (default: 40 Tiramisu, 20 DeepLabv3+).")
-@click.option("--precision", type=click.Choice(["float32", "mixed_float16"]), default="float32", show_default=True,
-              help="mixed_float16 = the paper's float16 + dynamic loss scaling (emulated, slow, on CPUs).")
+@click.option("--precision", type=click.Choice(["float32", "mixed_float16", "mixed_bfloat16"]), default="float32",
+              show_default=True, help="mixed_float16 = the paper's float16 + dynamic loss scaling (emulated, slow, "
+                                      "on CPUs); mixed_bfloat16 = bfloat16 compute, no loss scaling.")
 @click.option("--data-root", default="converge-data", show_default=True, metavar="DIR",
               help="Datasets are kept here, keyed by their parameters, and reused.")
 @click.option("--run-dir", metavar="DIR", help="Run directory (default: DATA_ROOT/run-MODEL-TIME).")

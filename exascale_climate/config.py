@@ -292,8 +292,9 @@ class TrainConfig:
     time_budget_s: float = bounded(0.0, min=0.0, max=10**9)
     # the same in rank 0's process CPU seconds: on a shared machine, the quiet-machine time of a rank; 0 = off
     cpu_budget_s: float = bounded(0.0, min=0.0, max=10**9)
-    precision: str = choice("float32", ("float32", "mixed_float16"))
-    loss_scale: str = "dynamic"  # "dynamic" or a number (static scale), used with mixed_float16
+    # mixed_bfloat16: bfloat16 compute (native on CPUs with AVX512_BF16/AMX), float32 variables, no loss scaling
+    precision: str = choice("float32", ("float32", "mixed_float16", "mixed_bfloat16"))
+    loss_scale: str = "dynamic"  # "dynamic" or a number (static scale), used with mixed_float16 only
     loss: str = choice("weighted_ce", ("weighted_ce", "focal"))
     focal_gamma: float = bounded(2.0, min=0.0, max=100.0)
     loss_scale_init: float = bounded(32768.0, min=1.0, max=1e38)  # dynamic scaling: starting scale

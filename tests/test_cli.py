@@ -60,6 +60,14 @@ def test_config_show_prints_resolved_yaml():
     assert "batch_size: 3" in result.output
 
 
+def test_bad_precision_is_one_line_naming_the_key():
+    proc = subprocess.run([sys.executable, "-m", "exascale_climate.cli", "train", "--config", "demo", "--set",
+                           "train.precision=bogus"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("error: train.precision: 'bogus' is not allowed; choose one of 'float32', "
+                                   "'mixed_float16', 'mixed_bfloat16'")
+
+
 def test_user_error_is_one_line_with_exit_code_2():
     proc = subprocess.run([sys.executable, "-m", "exascale_climate.cli", "config", "show", "--set", "train.epochs=-1"],
                           capture_output=True, text=True)

@@ -54,6 +54,8 @@ def test_override_wins_over_file(tmp_path):
     ("train.batch_size=0", "train.batch_size: 0 is too small; must be >= 1"),
     ("train.batch_size=two", "train.batch_size: 'two' is not an integer"),
     ("train.precision=fp8", "train.precision: 'fp8' is not allowed; choose one of 'float32', 'mixed_float16'"),
+    ("train.precision=bogus",
+     "train.precision: 'bogus' is not allowed; choose one of 'float32', 'mixed_float16', 'mixed_bfloat16'"),
     ("model.tiramisu.dropout=1.5", "model.tiramisu.dropout: 1.5 is too large; must be <= 1.0"),
     ("train.deterministic=maybe", "train.deterministic: 'maybe' is not a boolean"),
     ("train.jit_compile=maybe", "train.jit_compile: 'maybe' is not allowed; choose one of 'auto', True, False"),

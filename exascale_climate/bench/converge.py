@@ -281,7 +281,7 @@ def bench_converge(model: str, grid: tuple[int, int] = (96, 144), target: float 
 
     cfg = load_config(str(run_dir / "config.yaml"))
     settings = {"precision": cfg.train.precision, "loss_scale": cfg.train.loss_scale if
-                cfg.train.precision == "mixed_float16" else "off (float32)",
+                cfg.train.precision == "mixed_float16" else f"off ({cfg.train.precision})",
                 "larc": asdict(cfg.optimizer.larc), "optimizer": cfg.optimizer.name,
                 "learning_rate": cfg.optimizer.learning_rate, "schedule": asdict(cfg.optimizer.schedule),
                 "gradient_lag": cfg.distributed.gradient_lag, "allreduce": cfg.distributed.allreduce,

@@ -120,10 +120,10 @@ def _segmenter_class():
     return Detector
 
 
-def load_detector(checkpoint, stats_file=None):
+def load_detector(checkpoint, stats_file=None, precision=None):
     from exascale_climate.errors import ExaclimateError
 
-    detector = _segmenter_class().from_checkpoint(checkpoint, stats_file)
+    detector = _segmenter_class().from_checkpoint(checkpoint, stats_file, precision)
     if detector.cfg.model.name != "semisup":
         raise ExaclimateError(f"{checkpoint}: model {detector.cfg.model.name!r} is not the box detector (semisup)")
     return detector
@@ -131,7 +131,7 @@ def load_detector(checkpoint, stats_file=None):
 
 # --------------------------------------------------------------------------------------- evaluation
 def evaluate_detector(checkpoint, data_dir, *, json_path=None, labeller: str = "auto", stats_file=None,
-                      show: bool = False) -> dict:
+                      show: bool = False, precision: str | None = None) -> dict:
     """`exaclimate evaluate` for a semisup run: mAP per class at IoU 0.1 / 0.5 against the boxes stored with
     the samples (`exaclimate data boxes`), and box-filled masks scored against the label masks."""
     from exascale_climate.data.boxes import read_boxes
@@ -146,7 +146,7 @@ def evaluate_detector(checkpoint, data_dir, *, json_path=None, labeller: str = "
     if not files:
         raise DataError(data_dir, "no data-*.h5 samples to evaluate")
     truths = [read_boxes(p) for p in files]  # all first: a missing/malformed box set stops before any work
-    detector = load_detector(checkpoint, stats_file)
+    detector = load_detector(checkpoint, stats_file, precision)
     detections, lab_boxes, lab_truths, period = [], [], [], None
     cms = {k: np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64) for k in ("model", "labeller", "true_boxes")}
     labeller_samples = 0

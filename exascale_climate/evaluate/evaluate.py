@@ -124,7 +124,7 @@ def _evaluate_file(segmenter, path: Path, labeller: str) -> tuple[np.ndarray, np
 
 def evaluate(checkpoint: str | Path, data_dir: str | Path, *, json_path: str | Path | None = None,
              csv_path: str | Path | None = None, labeller: str = "auto", stats_file: str | Path | None = None,
-             show: bool = False) -> dict:
+             show: bool = False, precision: str | None = None) -> dict:
     """`exaclimate evaluate`: metrics of the model (and of the labeller) on every sample of `data_dir`.
 
     labeller: "auto" scores the heuristic labeller when the files' labels are independent of it, "on" always,
@@ -141,12 +141,12 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path, *, json_path: str | P
 
     if detection.is_detector_checkpoint(checkpoint):  # semisup: mAP and box-filled masks (one process)
         return detection.evaluate_detector(checkpoint, data_dir, json_path=json_path, labeller=labeller,
-                                           stats_file=stats_file, show=show)
+                                           stats_file=stats_file, show=show, precision=precision)
     files = list_samples(data_dir)
     if not files:
         raise DataError(data_dir, "no data-*.h5 samples to evaluate")
     world = init_world()
-    segmenter = Segmenter.from_checkpoint(checkpoint, stats_file)
+    segmenter = Segmenter.from_checkpoint(checkpoint, stats_file, precision)
     mine = shard(files, world.rank, world.size)
     model_cm = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
     labeller_cm = np.zeros_like(model_cm)

@@ -94,7 +94,8 @@ class Segmenter:
         return self._forward[grid]
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: str | Path, stats_file: str | Path | None = None) -> "Segmenter":
+    def from_checkpoint(cls, checkpoint: str | Path, stats_file: str | Path | None = None,
+                        precision: str | None = None) -> "Segmenter":
         from exascale_climate.utils.runtime import apply_tf_threads, configure_threads
 
         configure_threads()
@@ -102,7 +103,7 @@ class Segmenter:
         from exascale_climate.pipeline.dataset import load_stats
         from exascale_climate.train.checkpoints import load_for_inference
 
-        model, cfg = load_for_inference(checkpoint)
+        model, cfg = load_for_inference(checkpoint, precision)
         if stats_file:  # an explicit file wins over the run's staged copy and its data.stats_file
             cfg.data.stats_file = str(stats_file)
             cfg.pipeline.stage_dir = ""
@@ -260,7 +261,7 @@ def output_name(path: Path) -> str:
 
 
 def predict(checkpoint: str | Path, inputs: list[str | Path], out_dir: str | Path, *, probabilities: bool = False,
-            stats_file: str | Path | None = None, strict: bool = False) -> dict:
+            stats_file: str | Path | None = None, strict: bool = False, precision: str | None = None) -> dict:
     """`exaclimate predict`: one CF netCDF mask file per input plus `events.csv` for all of them.
 
     A bad input (DataError) is named and skipped, or with `strict` ends the run; either way, and on an
@@ -281,8 +282,8 @@ def predict(checkpoint: str | Path, inputs: list[str | Path], out_dir: str | Pat
     from exascale_climate.evaluate import detection
 
     boxes = detection.is_detector_checkpoint(checkpoint)  # semisup: box-filled masks, one event per box
-    segmenter = detection.load_detector(checkpoint, stats_file) if boxes else \
-        Segmenter.from_checkpoint(checkpoint, stats_file)
+    segmenter = detection.load_detector(checkpoint, stats_file, precision) if boxes else \
+        Segmenter.from_checkpoint(checkpoint, stats_file, precision)
     all_events: list[Event] = []
     written, skipped = [], []
     with progress_bar("predict", len(files)) as advance, _event_table_kept(out_dir / "events.csv", all_events):

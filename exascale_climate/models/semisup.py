@@ -18,7 +18,7 @@ import keras
 from keras import layers
 
 from exascale_climate.config import SemisupConfig
-from exascale_climate.models.layers import LayerFactory
+from exascale_climate.models.layers import Conv2DTranspose, LayerFactory
 
 PAPER_WEIGHT_DECAY = 5e-4  # ExtremeWeather's L2 weight decay
 LEAK = 0.1
@@ -57,7 +57,7 @@ def build_semisup(cfg: SemisupConfig, input_shape: tuple[int, int, int], num_cla
     channels = [*cfg.encoder_filters[:-1][::-1], input_shape[-1]]
     for i, filters in enumerate(channels):
         last = i == len(channels) - 1
-        deconv = layers.Conv2DTranspose(filters, cfg.kernel_size, strides=2, padding="same",
+        deconv = Conv2DTranspose(filters, cfg.kernel_size, strides=2, padding="same",
                                         kernel_initializer="he_uniform", kernel_regularizer=f._regularizer(),
                                         dtype="float32" if last else f.policy, name=f"dec{i}_deconv")
         x = deconv(x)

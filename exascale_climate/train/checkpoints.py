@@ -180,8 +180,12 @@ def resolve_checkpoint(path: str | Path) -> Path:
     raise ExaclimateError(f"{path}: no checkpoint here (expected a run dir, checkpoints/ or a ckpt-<step> dir)")
 
 
-def load_for_inference(path: str | Path):
-    """(keras.Model with the trained weights, the Config it was trained with) for evaluate/predict."""
+def load_for_inference(path: str | Path, precision: str | None = None):
+    """(keras.Model with the trained weights, the Config it was trained with) for evaluate/predict.
+
+    `precision` builds the model with another dtype policy than the training's (None = the training's): the
+    variables are float32 under every policy, so e.g. a mixed_bfloat16 run evaluates in float32 on a CPU
+    without bfloat16 instructions. The returned config carries the precision used."""
     from exascale_climate.models import build_model
 
     ckpt = resolve_checkpoint(path)
@@ -197,6 +201,8 @@ def load_for_inference(path: str | Path):
     if kept is not None:  # the run's own copy, wherever this runs from (not the config's maybe-relative path)
         cfg.data.stats_file, cfg.pipeline.stage_dir = str(kept), ""
     state = read_state(ckpt)
+    if precision is not None:
+        cfg.train.precision = precision
     model = build_model(cfg.model, tuple(state["input_shape"]), cfg.train.precision)
     model.load_weights(str(ckpt / WEIGHTS))
     return model, cfg

@@ -16,7 +16,8 @@ from exascale_climate.errors import ConfigError
 class LossScaler:
     """scale the loss, unscale the gradients, and after each step: shrink on overflow, grow after N good steps.
 
-    `enabled=False` (float32 training) keeps scale 1 but still detects and skips non-finite steps.
+    `enabled=False` (float32 and mixed_bfloat16 training) keeps scale 1 but still detects and skips non-finite
+    steps: bfloat16 has float32's 8-bit exponent, so small gradients do not underflow and need no scaling.
     """
 
     def __init__(self, *, enabled: bool, dynamic: bool = True, initial_scale: float = 2.0**15,
@@ -33,7 +34,7 @@ class LossScaler:
 
     @classmethod
     def from_config(cls, cfg: TrainConfig) -> "LossScaler":
-        enabled = cfg.precision == "mixed_float16"
+        enabled = cfg.precision == "mixed_float16"  # the only policy with float16's 5-bit exponent
         if cfg.loss_scale == "dynamic":
             return cls(enabled=enabled, dynamic=True, initial_scale=cfg.loss_scale_init,
                        growth_steps=cfg.loss_scale_growth_steps)

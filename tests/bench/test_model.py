@@ -89,6 +89,30 @@ def test_bench_model_cli_demo_model_with_xla(tmp_path):
     assert "| model | demo 32x48 b1 train_step/forward FLOP/s |" in proc.stdout
 
 
+def test_bench_model_times_the_demo_model_in_mixed_bfloat16():
+    """precision="mixed_bfloat16" builds the network under that policy: the records say so and the timed
+    model ran bfloat16 convolutions (the returned records carry the precision the CLI resolved)."""
+    records = bench_model(load_config(None, ["data.channels=[TMQ,PSL]"]), ["demo"], [(32, 48)], repeat=1,
+                          precision="mixed_bfloat16", peak_matmul_n=256, conv_shape=SMALL_CONV)
+    step = next(r for r in records if r["metric"] == "demo 32x48 b1 train_step FLOP/s")
+    assert step["precision"] == "mixed_bfloat16" and step["value"] > 0 and step["cpu_gflops"] > 0
+
+
+@pytest.mark.slow  # the CLI's default baseline (4096^2 matmul, 384x576 convolution)
+@pytest.mark.parametrize("args, precision", [([], "float32"), (["--set", "train.precision=mixed_bfloat16"],
+                                                                 "mixed_bfloat16")])
+def test_bench_model_cli_precision_from_set(tmp_path, args, precision):
+    """`bench model` times float32 unless asked, also with a paper config (mixed_float16 in the file);
+    `--set train.precision=mixed_bfloat16` is asked."""
+    out = tmp_path / "r.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "exascale_climate.cli", "bench", "model", "--model", "demo",
+                           "--grid", "32x48", "--json", str(out), "--config", "tiramisu", *args,
+                           "--set", "data.channels=[TMQ,PSL]"], capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {r["precision"] for r in records if "precision" in r} == {precision}
+
+
 def test_cpu_isa_reads_the_flags(tmp_path):
     for flags, isa in (("fpu sse2 avx2 fma", "AVX2"), ("avx2 avx512f avx512bw", "AVX-512"),
                        ("avx2 avx512f amx_tile amx_bf16", "AMX")):

@@ -71,7 +71,7 @@ def test_weight_decay_override():
     assert build_model(cfg, (16, 16, 4)).losses == []
 
 
-@pytest.mark.parametrize("precision", ["float32", "mixed_float16"])
+@pytest.mark.parametrize("precision", ["float32", "mixed_float16", "mixed_bfloat16"])
 def test_every_trainable_variable_gets_a_gradient_at_batch_1(precision):
     """Batch 1 is the shipped deeplabv3plus.yaml batch. Batch norm over the image-pooling branch's 1x1 map
     (one value per channel) outputs beta whatever its input, so that branch's kernel got exactly zero

@@ -1,5 +1,6 @@
 """models/layers.py: DilatedConv2D equals Keras' own dilated Conv2D and FusedBatchNorm Keras' BatchNormalization
-(outputs, gradients, moving statistics), on their own and in a DeepLabv3+ whose ASPP rates exceed the encoder map."""
+(outputs, gradients, moving statistics), on their own and in a DeepLabv3+ whose ASPP rates exceed the encoder map;
+under mixed_bfloat16 the convolutions' bias gradients are float32 sums."""
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -52,7 +53,7 @@ def test_dilated_conv_equals_keras_conv(grid, kernel, rate, use_bias):
     assert fast.kernel.shape == ref.kernel.shape
 
 
-@pytest.mark.parametrize("dtype", ["float32", "mixed_float16"])
+@pytest.mark.parametrize("dtype", ["float32", "mixed_float16", "mixed_bfloat16"])
 @pytest.mark.parametrize("shape", [(2, 6, 9, 16), (1, 12, 18, 8), (1, 1, 1, 4)])
 def test_fused_batch_norm_equals_keras_batch_norm(shape, dtype):
     """Training mode: output, input/gamma/beta gradients and moving statistics after 2 calls; inference
@@ -68,7 +69,8 @@ def test_fused_batch_norm_equals_keras_batch_norm(shape, dtype):
     weights[3] = np.abs(weights[3])  # a variance
     fast.set_weights(weights)
     ref.set_weights(weights)
-    tol = 1e-5 if dtype == "float32" else 5e-3
+    # float16 / bfloat16 outputs: a few units in the last place (2^-10 / 2^-7 relative) apart at most
+    tol = {"float32": 1e-5, "mixed_float16": 5e-3, "mixed_bfloat16": 1.6e-2}[dtype]
 
     def train(layer):
         with tf.GradientTape() as tape:
@@ -188,3 +190,44 @@ def test_checkpoint_of_keras_layers_loads_into_the_optimised_network(tmp_path, m
     new.load_weights(str(tmp_path / "old.weights.h5"))
     for a, b in zip(old.weights, new.weights):
         assert a.path == b.path and np.array_equal(np.asarray(a), np.asarray(b)), a.path
+
+
+@pytest.mark.parametrize("kind", ["conv", "conv_transpose", "dilated"])
+def test_bfloat16_bias_gradient_is_the_float32_sum_of_the_output_gradient(kind):
+    """Under mixed_bfloat16 a convolution's bias gradient is the sum of its (bfloat16) output gradient over
+    batch and pixels; the oracle sums the same bfloat16 values in float64 here. Bias gradients are sums with
+    heavy cancellation (random signs here: |sum| ~ 1/300 of sum |dy|), so a sum accumulated in float32 and
+    rounded once to bfloat16 is within 2^-8 of the oracle while one accumulated in bfloat16 is not (TF's
+    bfloat16 BiasAddGrad on CPUs, which Keras' bias add differentiates to, was 5-118% off). The kernel gradient
+    and the output match the float32 layer with the same weights to bfloat16 accuracy."""
+    from exascale_climate.models.layers import LayerFactory
+
+    rng = np.random.default_rng(5)
+    x = tf.constant(rng.normal(size=(2, 24, 36, 8)), tf.float32)
+    layer = {}
+    for precision in ("float32", "mixed_bfloat16"):
+        f = LayerFactory(precision)
+        layer[precision] = {"conv": lambda: f.conv(16, 3, name="c"), "dilated": lambda: f.conv(16, 3, "d", dilation=2),
+                            "conv_transpose": lambda: f.conv_transpose(16, 3, name="t")}[kind]()
+        layer[precision].build(x.shape)
+    layer["mixed_bfloat16"].set_weights([w + 0.1 for w in layer["float32"].get_weights()])
+    layer["float32"].set_weights(layer["mixed_bfloat16"].get_weights())
+    out_shape = layer["float32"](x).shape
+    dy = tf.cast(tf.constant(rng.normal(size=out_shape), tf.float32), tf.bfloat16)
+
+    def run(lyr):
+        with tf.GradientTape() as tape:
+            y = lyr(x)
+            loss = tf.reduce_sum(tf.cast(y, tf.float32) * tf.cast(dy, tf.float32))
+        return y, *tape.gradient(loss, [lyr.kernel, lyr.bias])
+
+    y16, k16, b16 = run(layer["mixed_bfloat16"])
+    y32, k32, b32 = run(layer["float32"])
+    assert y16.dtype == tf.bfloat16 and b16.dtype == tf.float32  # bfloat16 compute, float32 variables
+    oracle = np.asarray(tf.cast(dy, tf.float32), np.float64).sum(axis=(0, 1, 2))
+    assert np.median(np.abs(np.asarray(tf.cast(dy, tf.float32))).sum(axis=(0, 1, 2)) / np.abs(oracle)) > 30
+    np.testing.assert_allclose(b16.numpy(), oracle, rtol=2.0**-8, atol=0)
+    np.testing.assert_allclose(b32.numpy(), oracle, rtol=1e-4)
+    scale = float(np.max(np.abs(k32.numpy())))
+    np.testing.assert_allclose(k16.numpy(), k32.numpy(), atol=2e-2 * scale)
+    np.testing.assert_allclose(np.asarray(tf.cast(y16, tf.float32)), y32.numpy(), atol=2e-2 * float(np.max(np.abs(y32))))

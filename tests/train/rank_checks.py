@@ -22,13 +22,17 @@ GRID = (8, 12)
 SHAPES = [(5, 3), (17,), (2, 2, 4)]
 
 
-def tiny_model(seed: int):
+def tiny_model(seed: int, precision: str = "float32"):
+    """Two convolutions; under a mixed policy the toolkit's own Conv2D (models/layers.py) with float32 logits."""
     import keras
+
+    from exascale_climate.models.layers import Conv2D
 
     keras.utils.set_random_seed(seed)
     inp = keras.Input((*GRID, 3))
-    x = keras.layers.Conv2D(6, 3, padding="same", activation="relu")(inp)
-    out = keras.layers.Conv2D(3, 1)(x)
+    conv = keras.layers.Conv2D if precision == "float32" else Conv2D
+    x = conv(6, 3, padding="same", activation="relu", dtype=precision)(inp)
+    out = conv(3, 1, dtype="float32")(x)
     return keras.Model(inp, out)
 
 
@@ -114,6 +118,25 @@ def main(out_dir: Path, ranks_per_node: int) -> int:
             step([my_slice(batch, rank)])
             ref_step([batch])
         arrays[f"{name}_trained"], arrays[f"{name}_single"] = weights_of(model), weights_of(reference)
+
+    # --- mixed_bfloat16 (no loss scaling; float32 gradients to the allreduce, also fp16-compressed): N ranks x
+    # batch b against 1 float32 rank x batch N*b from the same weights, 2 steps
+    from exascale_climate.config import TrainConfig
+
+    for name, reducer in (("bf16", hier), ("bf16_fp16c", flat16)):
+        model = tiny_model(seed=11 + rank, precision="mixed_bfloat16")
+        step = make_step(model, reducer, scaler=LossScaler.from_config(TrainConfig(precision="mixed_bfloat16")))
+        broadcast_variables(world, list(model.variables) + list(step.optimizer.variables))
+        reference = tiny_model(seed=11)
+        arrays[f"{name}_before"] = weights_of(reference)
+        ref_step = make_step(reference, local)
+        for t in range(2):
+            batch = global_batches(t, size)
+            result = step([my_slice(batch, rank)])
+            ref_step([batch])
+        arrays[f"{name}_trained"], arrays[f"{name}_single"] = weights_of(model), weights_of(reference)
+        out[f"{name}_loss_scale"] = float(result["loss_scale"].numpy())
+        out[f"{name}_applied"] = bool(result["applied"].numpy())
 
     # --- mixed_float16 with dynamic loss scaling: a float16 gradient overflows on the last rank only
     keras.utils.set_random_seed(0)

@@ -100,6 +100,55 @@ def test_repeated_overflow_aborts_naming_the_step_without_checkpoint(blob_data, 
     assert list_checkpoints(run_dir / "checkpoints") == []
 
 
+def test_mixed_bfloat16_run_learns_and_its_checkpoint_evaluates_in_float32(blob_data, tmp_path):
+    """train.precision=mixed_bfloat16 through the CLI: no loss scaling (scale 1 in every record), the loss
+    falls, the checkpoint on disk holds float32 variables only, and `evaluate`/`predict --precision float32`
+    run it in float32, agreeing with the bfloat16 model it was trained as."""
+    import h5py
+    import xarray as xr
+
+    run_dir = tmp_path / "run"
+    overrides = blob_overrides(blob_data, **{"train.epochs": 3, "train.precision": "mixed_bfloat16"})
+    result = run_cli(run_dir, overrides)
+    final = json.loads(result.stdout.strip().splitlines()[-1])
+    train_records = [r for r in read_json_lines(run_dir / "metrics.jsonl") if r["kind"] == "train"]
+    assert {r["loss_scale"] for r in train_records} == {1.0} and final["skipped_steps"] == 0
+    assert train_records[-1]["loss"] < 0.5 * train_records[0]["loss"]
+    assert final["val_mean_iou"] > 0.6
+    ckpt = list_checkpoints(run_dir / "checkpoints")[-1]
+    assert yaml.safe_load((ckpt / "config.yaml").read_text())["train"]["precision"] == "mixed_bfloat16"
+    with h5py.File(ckpt / "model.weights.h5", "r") as f:  # Keras' weights file, read with h5py
+        dtypes = set()
+        f.visititems(lambda name, obj: dtypes.add(obj.dtype.name) if isinstance(obj, h5py.Dataset) else None)
+    assert dtypes == {"float32"}
+    assert {a.dtype.name for group in load_arrays(ckpt).values() for a in group if a.dtype.kind == "f"} == {"float32"}
+
+    # evaluate and predict in float32 (CLI); the bfloat16 model it was trained as scored the same files in
+    # training's validation, and gives its probabilities in-process (Segmenter, the run's own precision)
+    out, pred = tmp_path / "eval.json", tmp_path / "pred"
+    for args in (("evaluate", "--checkpoint", str(run_dir), "--data", str(blob_data / "valid"), "--json", str(out)),
+                 ("predict", str(blob_data / "valid"), "--checkpoint", str(run_dir), "--out", str(pred),
+                  "--probabilities")):
+        proc = subprocess.run(exaclimate(*args, "--precision", "float32"), env=rank_env(1, 2), text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-3000:]
+    mean_iou = json.loads(out.read_text())["model"]["mean_iou"]
+    assert mean_iou > 0.6 and abs(mean_iou - final["val_mean_iou"]) < 0.05
+    from exascale_climate.evaluate.predict import Segmenter
+
+    segmenter = Segmenter.from_checkpoint(run_dir)
+    assert segmenter.cfg.train.precision == "mixed_bfloat16"
+    nc = sorted(pred.glob("*.nc"))
+    assert len(nc) == 4
+    for path in nc:
+        source = blob_data / "valid" / path.name.replace(".mask.nc", ".h5")
+        with xr.open_dataset(path) as ds:
+            p32 = np.moveaxis(ds["probability"].values[0], 0, -1)
+        p16 = segmenter.segment(*segmenter.read(source))
+        # the same weights in two precisions: close (bfloat16 logits), but not the same computation
+        assert 0 < np.max(np.abs(p32 - p16)) < 0.1 and np.mean(np.abs(p32 - p16)) < 1e-2
+
+
 @pytest.fixture(scope="module")
 def synthetic_data(tmp_path_factory) -> Path:
     """The demo dataset (synth -> convert -> split -> stats), 32 samples: ROOT/data/{train,valid,test,stats.h5}."""
