@@ -105,6 +105,9 @@ grep -h '^#SBATCH\|^#BSUB' "$DEMO_DIR"/jobs/* | head -12
 
 step "quick benchmarks at the demo grid (JSON lines in $DEMO_DIR/bench, read by notebook 03)"
 exaclimate bench model --model tiramisu --grid 96x144 --config demo --json "$DEMO_DIR/bench/model.jsonl"
+# the same slim network in bfloat16 (AVX512_BF16 / AMX CPUs run it ~1.3-1.9x faster; elsewhere it shows the cost)
+exaclimate bench model --model demo --precision mixed_bfloat16 --json "$DEMO_DIR/bench/model-bf16.jsonl" > "$DEMO_DIR/bench/model-bf16.txt"
+grep "demo 96x144 b1 .*FLOP/s |" "$DEMO_DIR/bench/model-bf16.txt" || true
 exaclimate bench pipeline --grid 96x144 --samples 16 --json "$DEMO_DIR/bench/pipeline.jsonl"
 
 step "fuzzing: 20 malformed inputs through data inspect/convert/stats/label/split/import, stage, track and config (docs/RELIABILITY.md)"
