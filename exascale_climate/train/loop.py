@@ -106,7 +106,12 @@ def per_sample_flops(model, input_shape) -> float | None:
 def setup_run(cfg: Config, run_dir: str | Path, world: World | None = None) -> Run:
     """World, data files, model, optimizer, loss scaling, reducer and the compiled steps."""
     world = world or setup_world(cfg)
-    _configure_tensorflow(cfg)
+    tf = _configure_tensorflow(cfg)
+    from exascale_climate.train.precision import cpu_float16_warning
+
+    slow = cpu_float16_warning(cfg.train.precision, len(tf.config.list_physical_devices("GPU")))
+    if slow and world.rank == 0:
+        log.warning(slow)
     from exascale_climate.models import build_model
     from exascale_climate.pipeline.dataset import load_stats, split_files, steps_per_epoch
     from exascale_climate.train.losses import segmentation_loss

@@ -13,6 +13,17 @@ from exascale_climate.config import TrainConfig
 from exascale_climate.errors import ConfigError
 
 
+def cpu_float16_warning(precision: str, gpus: int) -> str | None:
+    """Why float16 on a CPU-only node deserves a line: TensorFlow has no fast CPU kernel for float16 convolutions,
+    so the paper configs' mixed_float16 (right on V100s) made the demo's training step ~40x slower than float32
+    here (bench model, AVX-512 host; docs/PERFORMANCE.md), and nothing else would tell the user."""
+    if precision != "mixed_float16" or gpus > 0:
+        return None
+    return ("train.precision is mixed_float16 on a node without a GPU: TensorFlow's float16 convolutions have no "
+            "fast CPU kernel (the demo's step ran ~40x slower than float32 on an AVX-512 CPU); use --set "
+            "train.precision=float32, or mixed_bfloat16 on CPUs with AVX512_BF16 or AMX")
+
+
 class LossScaler:
     """scale the loss, unscale the gradients, and after each step: shrink on overflow, grow after N good steps.
 

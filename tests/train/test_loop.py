@@ -98,6 +98,8 @@ def test_repeated_overflow_aborts_naming_the_step_without_checkpoint(blob_data, 
     assert result.returncode == 2, result.stdout[-3000:]
     assert "error: step 3: loss/gradients were NaN/Inf for 3 consecutive steps" in result.stdout
     assert list_checkpoints(run_dir / "checkpoints") == []
+    # this host has no GPU: the run said once why float16 is the slow path here, naming the key
+    assert result.stdout.count("train.precision is mixed_float16 on a node without a GPU") == 1
 
 
 def test_mixed_bfloat16_run_learns_and_its_checkpoint_evaluates_in_float32(blob_data, tmp_path):

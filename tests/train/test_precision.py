@@ -115,3 +115,12 @@ def test_mixed_bfloat16_step_matches_the_float32_step_from_the_same_weights():
     assert 1e-5 < error / norm < 2e-2
     for v, a, b in zip(m16.trainable_variables, g32, g16):
         assert np.linalg.norm(a - b) <= 0.1 * np.linalg.norm(a), v.path
+
+
+def test_float16_on_a_node_without_gpu_is_named_and_nothing_else_is():
+    from exascale_climate.train.precision import cpu_float16_warning
+
+    message = cpu_float16_warning("mixed_float16", gpus=0)
+    assert message.startswith("train.precision is mixed_float16") and "float32" in message
+    assert cpu_float16_warning("mixed_float16", gpus=1) is None
+    assert cpu_float16_warning("float32", gpus=0) is None and cpu_float16_warning("mixed_bfloat16", gpus=0) is None
