@@ -125,9 +125,9 @@ def test_15pf_uses_the_published_node_rate_and_the_climate_network():
     assert row["gradient_bytes"] == 4 * 78_606_615
     assert row["devices"] == (9608 - 14) // 8 * 8  # 8 groups of 1,199 nodes after 14 servers
     assert math.isfinite(row["flops_per_s"]) and result["published_sustained_flops"] == 13.27e15
-    # the spread is Piz Daint's derived one, carried over (same Cray XC network and OS)
-    daint = yaml.safe_load((SYSTEM_DIR / "piz-daint.yaml").read_text())["variability"]["step_time_cv"]["value"]
-    assert result["step_time_cv"] == daint
+    # the spread is Cori's own (cori-knl.yaml, derived from CosmoFlow), not Piz Daint's carried over
+    cori = yaml.safe_load((SYSTEM_DIR / "cori-knl.yaml").read_text())["variability"]["step_time_cv"]["value"]
+    assert result["step_time_cv"] == cori
     need = result["needed"]
     assert need["published_efficiency_at_peak"] == pytest.approx(15.07e15 / (9592 * 2e12))
     # run the model at the spread it says it needs: it gives the published figures
@@ -136,9 +136,47 @@ def test_15pf_uses_the_published_node_rate_and_the_climate_network():
         got = predict(paper.SC17_CLIMATE, system.with_values(variability__step_time_cv=need[key]), 9608,
                       paper.SC17_SETTINGS)["flops_per_s"]
         assert got == pytest.approx(target, rel=1e-6)
-    assert need["step_time_cv_for_peak"] > result["step_time_cv"]  # the carried-over spread falls short
     abl = result["ablations"]
     assert abl["no stragglers (step_time_cv = 0)"] > abl["as given"] > abl["no overlap of the group allreduce"]
+    # the groups are what keeps the stragglers down: one synchronous group of all nodes does worse
+    assert abl["one synchronous group, no servers"] < abl["as given"]
+
+
+def test_cori_spread_in_the_system_file_is_what_cosmoflow_gives():
+    """cori-knl.yaml's spread: the per-node spread that turns 8,192 synchronous Cori KNL nodes into CosmoFlow's
+    published 77% (nothing else lost, efficiency against one node), worked out by hand with Blom's E[max]."""
+    written = yaml.safe_load((SYSTEM_DIR / "cori-knl.yaml").read_text())["variability"]["step_time_cv"]["value"]
+    z = NormalDist().inv_cdf((8192 - 0.375) / (8192 + 0.25))
+    assert z == pytest.approx(3.787, abs=1e-3)
+    spread = (1 / 0.77 - 1) / z
+    assert written == pytest.approx(spread, abs=5e-5)
+    assert paper.cori_spread()["step_time_cv"] == pytest.approx(spread, rel=1e-9)
+    # against two nodes instead: 0.77 = (1 + z(2) s) / (1 + z(8192) s) gives a larger spread
+    z2 = NormalDist().inv_cdf((2 - 0.375) / (2 + 0.25))
+    assert paper.cori_spread(2)["step_time_cv"] == pytest.approx(0.23 / (0.77 * z - z2), rel=1e-9)
+    # the model, fully synchronous over 8,192 nodes with nothing but that spread, gives back 0.77
+    system = load_system("cori-knl").with_values(network__inter__latency_s=0.0, variability__step_time_cv=spread)
+    tiny = Workload(model="t", flops_per_sample=1e12, parameters=1, tensors=1)
+    row = predict(tiny, system, 8192, Settings(algorithm="tree", gradient_lag=1, rate=1e12))
+    assert row["efficiency"] == pytest.approx(0.77, abs=2e-4)
+
+
+def test_15pf_by_reading_of_the_spread():
+    """Every reading is reported; a larger spread gives fewer FLOP/s; Cori's own spread brings the prediction to
+    within 1% of the published peak, the carried-over one leaves it 7% above, and none reaches the sustained
+    13.27 PF/s (the remaining gap is stated in docs/PERFORMANCE.md, not tuned away)."""
+    rows = paper.sc17_sensitivity()
+    assert [r["step_time_cv"] for r in rows] == sorted((r["step_time_cv"] for r in rows), reverse=True)
+    flops = [r["predicted_flops"] for r in rows]
+    assert flops == sorted(flops)
+    cori, daint, former = rows
+    daint_cv = yaml.safe_load((SYSTEM_DIR / "piz-daint.yaml").read_text())["variability"]["step_time_cv"]["value"]
+    assert daint["step_time_cv"] == daint_cv and former["step_time_cv"] == 0.02
+    assert abs(cori["predicted_flops"] / 15.07e15 - 1) < 0.01
+    assert daint["predicted_flops"] > 1.05 * 15.07e15
+    assert min(flops) > 13.27e15
+    # efficiency is throughput over (workers x the published 2 TFLOP/s), by hand
+    assert cori["predicted_efficiency"] == pytest.approx(cori["predicted_flops"] / (9592 * 2e12), rel=1e-9)
 
 
 def test_mlperf_deepcam_run_backwards_by_hand():
