@@ -42,17 +42,34 @@ class Interrupted(KeyboardInterrupt):
                 "complete outputs kept")
 
 
+# Resource trackers (the standard library's, started by every "spawn" pool, and joblib's loky copy) are children
+# too, but not workers: they remove leaked semaphores and shared memory after this process exits, and a killed
+# one is relaunched with "resource_tracker: process died unexpectedly" and KeyErrors at interpreter exit.
+TRACKER_MODULES = ("multiprocessing.resource_tracker", "joblib.externals.loky.backend.resource_tracker")
+
+
+def _trackers() -> set[int]:
+    """Pids of the resource trackers this process has started (modules not imported yet have none)."""
+    pids = set()
+    for name in TRACKER_MODULES:
+        tracker = getattr(sys.modules.get(name), "_resource_tracker", None)
+        if getattr(tracker, "_pid", None):
+            pids.add(tracker._pid)
+    return pids
+
+
 def _descendants() -> list:
     import psutil
 
     try:
-        return psutil.Process().children(recursive=True)
+        spared = _trackers()
+        return [c for c in psutil.Process().children(recursive=True) if c.pid not in spared]
     except psutil.Error:
         return []
 
 
 def _stop_children() -> set[int]:
-    """SIGTERM every descendant process (pool workers), SIGKILL those still alive after a grace period."""
+    """SIGTERM every descendant process but the resource trackers (pool workers), SIGKILL those still alive after a grace period."""
     import psutil
 
     children = _descendants()

@@ -269,3 +269,43 @@ def test_sigterm_inside_a_real_h5py_callback_is_the_interruption(tmp_path, walk)
     assert isinstance(raw[0], SystemError) and isinstance(raw[0].__cause__, Interrupted), (
         f"h5py {h5py.__version__} now raises {raw[0]!r}: the wrapping this test exercises is gone")
     assert "FastRLock.__exit__" in str(raw[0])
+
+
+SPARE_TRACKERS = """
+import os, signal, subprocess, sys, time
+from multiprocessing import resource_tracker
+from joblib.externals.loky.backend import resource_tracker as loky_tracker
+from exascale_climate.utils.interrupt import Interrupted, stop_on_signals
+resource_tracker.ensure_running()
+loky_tracker.ensure_running()
+worker = subprocess.Popen(["sleep", "600"])
+print(resource_tracker._resource_tracker._pid, loky_tracker._resource_tracker._pid, worker.pid, flush=True)
+try:
+    with stop_on_signals(sys.argv[1]):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)
+except Interrupted:
+    print("interrupted", flush=True)
+sys.stdin.read()  # held open while the test looks at the processes
+"""
+
+
+def test_an_interruption_stops_the_workers_but_not_the_resource_trackers(tmp_path):
+    """The handler kills every child process but the standard library's and loky's resource trackers (they clean
+    up after the process; a killed one printed 'resource_tracker: process died unexpectedly' and loky KeyErrors at
+    the end of every CI run, from the tests above that signal pytest itself). Seen from outside with psutil."""
+    proc = subprocess.Popen([sys.executable, "-c", SPARE_TRACKERS, str(tmp_path)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        tracker, loky, worker = (int(x) for x in proc.stdout.readline().split())
+        assert proc.stdout.readline().strip() == "interrupted", proc.stderr.read()
+        assert not psutil.pid_exists(worker) or psutil.Process(worker).status() == psutil.STATUS_ZOMBIE
+        for pid in (tracker, loky):
+            assert psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+            assert psutil.Process(pid).ppid() == proc.pid
+        proc.stdin.close()
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
