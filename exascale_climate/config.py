@@ -139,7 +139,8 @@ class PipelineConfig:
     crop: tuple[int, int] | None = None  # random crop (H, W); None = full grid
     random_flip: bool = False  # longitude flip (data and labels together; negates the zonal winds)
     random_roll: bool = False  # random longitude roll (periodic in longitude)
-    class_weighting: str = choice("inverse_sqrt", ("inverse", "inverse_sqrt", "none"))
+    class_weighting: str = choice("inverse_sqrt", ("inverse", "inverse_sqrt", "inverse_power", "none"))
+    class_weight_power: float = bounded(0.125, min=0.0, max=2.0)  # the exponent of "inverse_power" (MLPerf: 0.125)
     prefetch: int = bounded(-1, min=-1, max=1024)  # -1 = tf.data.AUTOTUNE
     strict: bool = False  # a bad file mid-epoch is fatal instead of skipped
     stage_dir: str = ""  # node-local staging destination; empty = read the source directly

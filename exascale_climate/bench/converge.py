@@ -286,7 +286,8 @@ def bench_converge(model: str, grid: tuple[int, int] = (96, 144), target: float 
                 "learning_rate": cfg.optimizer.learning_rate, "schedule": asdict(cfg.optimizer.schedule),
                 "gradient_lag": cfg.distributed.gradient_lag, "allreduce": cfg.distributed.allreduce,
                 "fp16_compression": cfg.distributed.fp16_compression, "batch_per_rank": cfg.train.batch_size,
-                "loss": cfg.train.loss, "class_weighting": cfg.pipeline.class_weighting}
+                "loss": cfg.train.loss, "class_weighting": cfg.pipeline.class_weighting,
+                "class_weight_power": cfg.pipeline.class_weight_power}
     extra = {"model": model, "config": config or model, "grid": f"{grid[0]}x{grid[1]}", "ranks": ranks, "target_iou": target,
              "budget_min": budget_min, "cpu_budget_min": cpu_budget_min, "validate_every_steps": every, "data": str(data), "dataset": asdict(params),
              "files": files, "run_dir": str(run_dir), "png": str(png), "settings": settings,

@@ -15,8 +15,8 @@ from exascale_climate.errors import DataError
 from exascale_climate.utils.io import atomic_path
 from exascale_climate.variables import NUM_CHANNELS, NUM_CLASSES, VARIABLE_NAMES
 
-WeightScheme = Literal["inverse", "inverse_sqrt", "none"]
-WEIGHT_SCHEMES = ("inverse", "inverse_sqrt", "none")
+WeightScheme = Literal["inverse", "inverse_sqrt", "inverse_power", "none"]
+WEIGHT_SCHEMES = ("inverse", "inverse_sqrt", "inverse_power", "none")
 _STAT_FIELDS = ("count", "mean", "sqmean", "minval", "maxval")
 
 
@@ -108,12 +108,13 @@ def compute_stats(paths: Iterable[str | Path], channels: list[str] | None = None
     return acc.result()
 
 
-def class_weights(class_counts, scheme: WeightScheme = "inverse_sqrt") -> np.ndarray:
+def class_weights(class_counts, scheme: WeightScheme = "inverse_sqrt", power: float = 0.5) -> np.ndarray:
     """Loss weight per class from pixel counts, scaled so that the pixel-weighted mean weight is 1.
 
     "inverse" weights by 1/frequency (every class contributes equally to the loss), "inverse_sqrt" by
-    1/sqrt(frequency) (the paper's milder choice). A class absent from the counts gets the largest weight of
-    the present classes, so a rare event seen later is not ignored.
+    1/sqrt(frequency) (the paper's milder choice), "inverse_power" by frequency**-power (MLPerf DeepCAM's
+    reference: power 0.125). A class absent from the counts gets the largest weight of the present classes, so
+    a rare event seen later is not ignored.
     """
     counts = np.asarray(class_counts, np.float64)
     if scheme not in WEIGHT_SCHEMES:
@@ -124,7 +125,8 @@ def class_weights(class_counts, scheme: WeightScheme = "inverse_sqrt") -> np.nda
     freq = counts / counts.sum()
     present = freq > 0
     weights = np.zeros_like(freq)
-    weights[present] = 1.0 / (freq[present] if scheme == "inverse" else np.sqrt(freq[present]))
+    exponent = {"inverse": 1.0, "inverse_sqrt": 0.5}.get(scheme, power)
+    weights[present] = freq[present] ** -float(exponent)
     weights /= float((freq * weights).sum())
     weights[~present] = weights[present].max()
     return weights

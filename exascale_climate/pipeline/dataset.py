@@ -245,7 +245,8 @@ def build_dataset(cfg: Config, files: list[Path], stats, *, training: bool, worl
     flip_map = longitude_flip_affine(channels, offset, scale)
     ds = READERS[pcfg.reader_mode](ordered, channels, grid, pcfg.readers, pcfg.strict, reserve, normalizer, tally)
 
-    weights = tf.constant(class_weights(stats.class_counts, pcfg.class_weighting), tf.float32)
+    weights = tf.constant(class_weights(stats.class_counts, pcfg.class_weighting, pcfg.class_weight_power),
+                          tf.float32)
     out_dtype = tf.float16 if cfg.train.precision == "mixed_float16" else tf.float32
     crop = tuple(pcfg.crop) if (training and pcfg.crop) else None
     augmenting = training and (crop or pcfg.random_flip or pcfg.random_roll)

@@ -69,3 +69,16 @@ def test_class_weights_schemes():
     assert w[2] == w[1] and np.isclose(0.9 * w[0] + 0.1 * w[1], 1.0)
     with pytest.raises(DataError, match="unknown class weighting"):
         class_weights(counts, "bogus")
+
+
+def test_inverse_power_weights_are_the_mlperf_reference_weights_up_to_a_factor():
+    """MLPerf DeepCAM's reference (mlcommons/hpc deepcam train.py) weights the classes by its CAM5 frequencies to
+    the power -0.125: the same ratios must come out of `inverse_power` with power 0.125 on those frequencies."""
+    freq = np.array([0.986267818390377, 0.0004578708870701058, 0.01327431072255291])
+    reference = freq ** -0.125  # [1.0017, 2.6146, 1.7164]
+    w = class_weights(freq * 1e9, "inverse_power", power=0.125)
+    np.testing.assert_allclose(w / w[0], reference / reference[0], rtol=1e-12)
+    np.testing.assert_allclose((freq / freq.sum() * w).sum(), 1.0)
+    np.testing.assert_allclose(class_weights(freq * 1e9, "inverse_power", power=0.5),
+                               class_weights(freq * 1e9, "inverse_sqrt"))
+

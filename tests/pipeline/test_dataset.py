@@ -95,9 +95,14 @@ def test_augmentation_moves_data_and_labels_together(dataset):
     assert len(starts) > 1  # the augmentation did move the windows
 
 
-def test_weights_labels_and_mixed_precision_types(dataset):
-    cfg = make_cfg(dataset, "train.precision=mixed_float16", "pipeline.class_weighting=inverse")
-    expected_weights = class_weights(load_stats(cfg).class_counts, "inverse")
+@pytest.mark.parametrize("scheme, power, exponent", [("inverse", 0.125, 1.0), ("inverse_power", 0.125, 0.125)])
+def test_weights_labels_and_mixed_precision_types(dataset, scheme, power, exponent):
+    cfg = make_cfg(dataset, "train.precision=mixed_float16", f"pipeline.class_weighting={scheme}",
+                   f"pipeline.class_weight_power={power}")
+    counts = load_stats(cfg).class_counts
+    freq = counts / counts.sum()
+    expected_weights = freq ** -exponent / (freq * freq ** -exponent).sum()  # by hand, not class_weights
+    np.testing.assert_allclose(expected_weights, class_weights(counts, scheme, power))
     for x, y, w in collect(cfg):
         assert x.dtype == np.float16 and y.dtype == np.int32 and w.dtype == np.float32
         np.testing.assert_allclose(w, expected_weights[y], rtol=1e-6)
