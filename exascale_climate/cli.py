@@ -396,7 +396,10 @@ def model_summary_command(model_name, grid, graph, as_json, config_path, overrid
 @click.option("--stats", "stats_file", metavar="FILE", help="stats.h5 for normalisation (default: the run's).")
 @click.option("--precision", type=click.Choice(["float32", "mixed_float16", "mixed_bfloat16"]),
               help="Run the model in this dtype policy (default: the run's train.precision).")
-def evaluate_command(checkpoint, data_dir, json_path, csv_path, labeller, stats_file, precision):
+@click.option("--errors", is_flag=True,
+              help="Also say where the errors lie: false AR pixels by the labeller's verdict on their region "
+                   "(no candidate, or the whole-object test that rejected it), errors on object edges.")
+def evaluate_command(checkpoint, data_dir, json_path, csv_path, labeller, stats_file, precision, errors):
     """Per-class IoU, mean IoU, precision/recall and the confusion matrix of a trained model on DIR.
 
     Runs alone or under horovodrun (files sharded by rank, confusion matrices summed).
@@ -404,7 +407,7 @@ def evaluate_command(checkpoint, data_dir, json_path, csv_path, labeller, stats_
     from exascale_climate.evaluate.evaluate import evaluate
 
     evaluate(checkpoint, data_dir, json_path=json_path, csv_path=csv_path, labeller=labeller,
-             stats_file=stats_file, show=True, precision=precision)
+             stats_file=stats_file, show=True, precision=precision, errors=errors)
 
 
 @main.command("predict")

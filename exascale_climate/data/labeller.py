@@ -154,40 +154,68 @@ def _feret_km(lat: np.ndarray, lon: np.ndarray, max_points: int = 300) -> float:
     return float(d.max()) if d.size else 0.0
 
 
-def find_rivers(fields: Mapping[str, np.ndarray], grid: Grid, cfg: LabellerConfig) -> tuple[np.ndarray, list[River]]:
-    """AR mask and the accepted objects' geometry."""
+# The labeller's verdict on every pixel's AR candidate object, in the order its tests run (a rejected object gets
+# the first test it fails). `river_verdicts` keeps them so errors can be traced to a rule (`evaluate --errors`).
+AR_VERDICTS = ("no candidate", "accepted", "too small", "tropical", "short", "too wide", "aspect", "orientation")
+NO_CANDIDATE, ACCEPTED = 0, 1
+
+
+def river_verdicts(fields: Mapping[str, np.ndarray], grid: Grid, cfg: LabellerConfig
+                   ) -> tuple[np.ndarray, list[River]]:
+    """(H, W) int8 index into AR_VERDICTS per pixel, and the accepted objects' geometry.
+
+    A candidate is a connected region passing the local test (IVT and TMQ anomaly); the rest are whole-object
+    tests, so a pixel can pass every local threshold and still not be a river."""
     tmq = fields["TMQ"].astype(np.float64)
     anomaly = tmq - np.median(tmq, axis=1, keepdims=True)
     ivt_u, ivt_v = tmq * fields["U850"], tmq * fields["V850"]
     ivt = np.hypot(ivt_u, ivt_v)
     candidate = (ivt >= cfg.ar_ivt_threshold) & (anomaly >= cfg.ar_tmq_anomaly)
     objects, n = label_objects(candidate, grid.periodic)
-    mask = np.zeros(grid.shape, bool)
     rivers: list[River] = []
     if n == 0:
-        return mask, rivers
+        return np.zeros(grid.shape, np.int8), rivers
+    codes = np.full(n + 1, NO_CANDIDATE, np.int8)  # codes[k]: the verdict on object k (0 is no object)
     areas = grid.cell_areas()
     area_per_object = ndimage.sum_labels(areas, objects, index=np.arange(1, n + 1))
     max_lat = ndimage.maximum(np.abs(grid.lat)[:, None] * np.ones(grid.shape[1]), objects, np.arange(1, n + 1))
     min_area = cfg.ar_min_length_km * grid.dy_km  # cheaper pre-filter: at least a one-pixel-wide line
     edges = candidate & ~ndimage.binary_erosion(candidate)
     slices = ndimage.find_objects(objects)
+    verdict = AR_VERDICTS.index
     for k in range(1, n + 1):
-        if area_per_object[k - 1] < min_area or max_lat[k - 1] < cfg.ar_min_abs_lat:
+        if area_per_object[k - 1] < min_area:
+            codes[k] = verdict("too small")
+            continue
+        if max_lat[k - 1] < cfg.ar_min_abs_lat:
+            codes[k] = verdict("tropical")
             continue
         rows, cols = _object_edges(objects, edges, k, slices[k - 1])
         length = _feret_km(grid.lat[rows], grid.lon[cols])
         width = area_per_object[k - 1] / max(length, 1.0)
-        if length >= cfg.ar_min_length_km and width <= cfg.ar_max_width_km and length / width >= cfg.ar_min_aspect:
+        if length < cfg.ar_min_length_km:
+            codes[k] = verdict("short")
+        elif width > cfg.ar_max_width_km:
+            codes[k] = verdict("too wide")
+        elif length / width < cfg.ar_min_aspect:
+            codes[k] = verdict("aspect")
+        else:
             inside = objects == k
             r_all, c_all = np.nonzero(inside)
             angle = _axis_transport_angle(grid.lat[r_all], grid.lon[c_all], areas[inside],
                                           ivt_u[inside], ivt_v[inside])
             if angle > cfg.ar_max_orientation_deg:
+                codes[k] = verdict("orientation")
                 continue
-            mask |= inside
+            codes[k] = ACCEPTED
             rivers.append(River(length, width, float(area_per_object[k - 1]), float(max_lat[k - 1]), angle))
-    return mask, rivers
+    return codes[objects], rivers
+
+
+def find_rivers(fields: Mapping[str, np.ndarray], grid: Grid, cfg: LabellerConfig) -> tuple[np.ndarray, list[River]]:
+    """AR mask and the accepted objects' geometry."""
+    verdicts, rivers = river_verdicts(fields, grid, cfg)
+    return verdicts == ACCEPTED, rivers
 
 
 def _axis_transport_angle(lat: np.ndarray, lon: np.ndarray, weights: np.ndarray, ivt_u: np.ndarray,

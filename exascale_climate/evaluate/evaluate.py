@@ -106,30 +106,51 @@ def rows_to_csv(rows: list[dict]) -> str:
 
 
 # ------------------------------------------------------------------------------------------- driver
-def _evaluate_file(segmenter, path: Path, labeller: str) -> tuple[np.ndarray, np.ndarray | None, dict]:
-    """Confusion matrices of the model (and of the labeller when it applies) on one file, and its CSV row."""
+def _error_counts(path: Path, sample, predictions: np.ndarray, cfg) -> np.ndarray:
+    """`errors.error_counts` of one sample, with the labeller's AR verdicts on its own fields."""
+    from exascale_climate.data.grid import Grid, sample_coordinates, spans_globe
+    from exascale_climate.data.labeller import river_verdicts
+    from exascale_climate.evaluate.errors import error_counts
+
+    for name in ("TMQ", "U850", "V850"):  # what the AR tests read
+        if name not in sample.variables:
+            raise DataError(path, "--errors needs the labeller's AR inputs (TMQ, U850, V850)", field=name)
+    lat, lon = sample_coordinates(sample)
+    fields = {name: sample.data[..., sample.variables.index(name)] for name in ("TMQ", "U850", "V850")}
+    verdicts, _ = river_verdicts(fields, Grid(lat, lon), cfg.data.labeller)
+    return error_counts(sample.labels, predictions, verdicts, spans_globe(lon))
+
+
+def _evaluate_file(segmenter, path: Path, labeller: str, errors: bool = False
+                   ) -> tuple[np.ndarray, np.ndarray | None, dict, np.ndarray | None]:
+    """Confusion matrices of the model (and of the labeller when it applies) on one file, its CSV row, and its
+    error counts when asked."""
     from exascale_climate.data.labeller import REQUIRED as labeller_inputs
     from exascale_climate.data.grid import sample_coordinates
 
     sample, fields = segmenter.read(path, with_labels=True,
-                                    extra=tuple(VARIABLE_NAMES) if labeller != "off" else ())
-    cm = confusion(sample.labels, segmenter.segment(sample, fields).argmax(-1))
+                                    extra=tuple(VARIABLE_NAMES) if labeller != "off" or errors else ())
+    predictions = segmenter.segment(sample, fields).argmax(-1)
+    cm = confusion(sample.labels, predictions)
     lab_cm = None
     if labeller == "on" or (labeller == "auto" and labels_are_independent(sample.attrs)
                             and set(labeller_inputs) <= set(sample.variables)):
         lat, lon = sample_coordinates(sample)
         lab_cm = confusion(sample.labels, _labeller_mask(sample, lat, lon, segmenter.cfg))
-    return cm, lab_cm, sample_row(path, sample.time, cm, lab_cm)
+    counts = _error_counts(path, sample, predictions, segmenter.cfg) if errors else None
+    return cm, lab_cm, sample_row(path, sample.time, cm, lab_cm), counts
 
 
 def evaluate(checkpoint: str | Path, data_dir: str | Path, *, json_path: str | Path | None = None,
              csv_path: str | Path | None = None, labeller: str = "auto", stats_file: str | Path | None = None,
-             show: bool = False, precision: str | None = None) -> dict:
+             show: bool = False, precision: str | None = None, errors: bool = False) -> dict:
     """`exaclimate evaluate`: metrics of the model (and of the labeller) on every sample of `data_dir`.
 
     labeller: "auto" scores the heuristic labeller when the files' labels are independent of it, "on" always,
-    "off" never. Returns the report dict (also written as JSON); rank 0 writes the files.
+    "off" never. errors: also count where the errors lie (`evaluate.errors`). Returns the report dict (also
+    written as JSON); rank 0 writes the files.
     """
+    from exascale_climate.evaluate.errors import ERROR_KEYS, format_errors, summarise
     from exascale_climate.evaluate.predict import Segmenter
     from exascale_climate.pipeline.sharding import shard
     from exascale_climate.train.distributed import allreduce_numpy
@@ -152,8 +173,11 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path, *, json_path: str | P
     labeller_cm = np.zeros_like(model_cm)
     labeller_samples = 0
     rows = []
+    error_counts = np.zeros(len(ERROR_KEYS), np.int64)
     for path in track(mine, "evaluate", total=len(mine)):
-        cm, lab_cm, row = _evaluate_file(segmenter, path, labeller)
+        cm, lab_cm, row, counts = _evaluate_file(segmenter, path, labeller, errors)
+        if counts is not None:
+            error_counts += counts
         model_cm += cm
         if lab_cm is not None:
             labeller_cm += lab_cm
@@ -162,6 +186,8 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path, *, json_path: str | P
     totals = allreduce_numpy(world, np.stack([model_cm, labeller_cm]), name="evaluate.confusion").astype(np.int64)
     model_cm, labeller_cm = totals[0], totals[1]
     labeller_samples = int(allreduce_numpy(world, np.array([labeller_samples]), name="evaluate.labelled")[0])
+    if errors:
+        error_counts = allreduce_numpy(world, error_counts, name="evaluate.errors").astype(np.int64)
     if world.distributed:
         rows = [r for part in world.hvd.allgather_object(rows) for r in part]
     rows.sort(key=lambda r: r["mean_iou"])  # worst first
@@ -172,6 +198,8 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path, *, json_path: str | P
         "labeller_samples": labeller_samples,
         "worst_samples": [r["file"] for r in rows[:5]],
     }
+    if errors:
+        report["errors"] = summarise(error_counts)
     log.info("evaluated %d samples on %d rank(s): model mean IoU %.4f", len(files), world.size,
              report["model"]["mean_iou"])
     if world.is_root:
@@ -183,6 +211,8 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path, *, json_path: str | P
             atomic_write_text(csv_path, rows_to_csv(rows))
         if show and json_path != "-":
             print_report(report)
+            if errors:
+                print(format_errors(report["errors"]))
     return report
 
 

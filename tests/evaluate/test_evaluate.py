@@ -71,7 +71,7 @@ def test_evaluate_run_on_test_split(trained_assets, tmp_path):
     from exascale_climate.evaluate.evaluate import evaluate
 
     report = evaluate(trained_assets.run_dir, trained_assets.test_dir, json_path=tmp_path / "m.json",
-                      csv_path=tmp_path / "s.csv", labeller="on")
+                      csv_path=tmp_path / "s.csv", labeller="on", errors=True)
     assert json.loads((tmp_path / "m.json").read_text()) == report
     files = list_samples(trained_assets.test_dir)
     samples = [read_sample(f) for f in files]
@@ -83,6 +83,12 @@ def test_evaluate_run_on_test_split(trained_assets, tmp_path):
     assert sorted(r["file"] for r in rows) == sorted(f.name for f in files)
     assert [float(r["mean_iou"]) for r in rows] == sorted(float(r["mean_iou"]) for r in rows)  # worst first
     assert sum(int(r["pred_pixels_tropical_cyclone"]) for r in rows) == cm[:, 1].sum()
+    # --errors splits the confusion matrix's off-diagonal AR and TC pixels; the parts add up to it
+    errors = report["errors"]
+    assert errors["false_ar"] == cm[:, 2].sum() - cm[2, 2] and errors["missed_ar"] == cm[2].sum() - cm[2, 2]
+    assert errors["counts"]["false_tc"] == cm[:, 1].sum() - cm[1, 1]
+    assert errors["counts"]["missed_tc_edge"] + errors["counts"]["missed_tc_interior"] == cm[1].sum() - cm[1, 1]
+    assert errors["counts"]["true_ar_edge"] + errors["counts"]["true_ar_interior"] == cm[2].sum()
     # the labeller scored against the files' labels, computed directly
     lab_cm = sum(confusion(s.labels, label_fields(dict(zip(s.variables, np.moveaxis(s.data, -1, 0))), s.lat, s.lon))
                  for s in samples)
@@ -103,6 +109,10 @@ def test_evaluate_cli_json_and_errors(trained_assets, tmp_path):
     assert res.exit_code == 0, res.output
     assert "mean IoU" in res.output and "confusion matrix" in res.output
     assert json.loads((tmp_path / "m.json").read_text())["labeller"] is None
+    res = runner.invoke(main, ["evaluate", "--checkpoint", str(trained_assets.run_dir), "--data",
+                               str(trained_assets.test_dir), "--labeller", "off", "--errors"])
+    assert res.exit_code == 0, res.output
+    assert "false AR pixels" in res.output and "on river edges" in res.output
     res = runner.invoke(main, ["evaluate", "--checkpoint", str(tmp_path), "--data", str(trained_assets.test_dir)])
     assert res.exit_code == 2 and "no checkpoint" in res.output
 
@@ -114,12 +124,13 @@ def test_two_ranks_give_the_single_rank_confusion_matrix(trained_assets, tmp_pat
     from exascale_climate.evaluate.evaluate import evaluate
     from exascale_climate.utils.launch import exaclimate, run_ranks
 
-    single = evaluate(trained_assets.run_dir, trained_assets.test_dir, labeller="off")
+    single = evaluate(trained_assets.run_dir, trained_assets.test_dir, labeller="off", errors=True)
     proc = run_ranks(2, exaclimate("evaluate", "--checkpoint", str(trained_assets.run_dir), "--data",
-                                   str(trained_assets.test_dir), "--labeller", "off", "--json",
+                                   str(trained_assets.test_dir), "--labeller", "off", "--errors", "--json",
                                    str(tmp_path / "m.json"), "--csv", str(tmp_path / "s.csv")), timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:]
     multi = json.loads((tmp_path / "m.json").read_text())
     assert multi["ranks"] == 2
     assert multi["model"]["confusion_matrix"] == single["model"]["confusion_matrix"]
+    assert multi["errors"] == single["errors"]  # counts summed over ranks
     assert len((tmp_path / "s.csv").read_text().splitlines()) == 1 + 3  # rows from both ranks
