@@ -46,8 +46,8 @@ exaclimate model summary --config demo --grid 96x144 --no-graph | head -8
 step "2-rank Horovod training from the staged copy (hierarchical allreduce, checkpoints, metrics.jsonl)"
 "${RANKS[@]}" exaclimate train --config demo --run-dir "$DEMO_DIR/run" "${PATHS[@]}"
 
-step "evaluate on the held-out test split"
-exaclimate evaluate --checkpoint "$DEMO_DIR/run" --data "$DEMO_DIR/data/test" --labeller off \
+step "evaluate on the held-out test split (--errors: which labeller rule the false AR pixels' regions fail)"
+exaclimate evaluate --checkpoint "$DEMO_DIR/run" --data "$DEMO_DIR/data/test" --labeller off --errors \
   --json "$DEMO_DIR/eval/metrics.json" --csv "$DEMO_DIR/eval/samples.csv"
 
 step "predict: CF netCDF masks and a TC/AR event table"
