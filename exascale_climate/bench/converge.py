@@ -174,7 +174,7 @@ def _evaluate(run_dir: Path, test_dir: Path, out_json: Path, timeout: float) -> 
     from exascale_climate.utils.launch import exaclimate
 
     argv = exaclimate("evaluate", "--checkpoint", str(run_dir), "--data", str(test_dir), "--json", str(out_json),
-                      "--labeller", "off")
+                      "--labeller", "off", "--errors")
     result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
     if result.returncode != 0:
         raise ExaclimateError(f"bench converge: evaluating {run_dir} on {test_dir} failed: "
@@ -309,7 +309,13 @@ def bench_converge(model: str, grid: tuple[int, int] = (96, 144), target: float 
                baseline=target, baseline_name="target", **extra),
         record(BENCH, f"{model} held-out test mean IoU", test["model"]["mean_iou"], "mean IoU",
                baseline=ceiling[0]["mean_iou"], baseline_name=f"labeller ceiling (noise {ceiling[0]['noise']:g})",
-               test_iou=test_iou, test_samples=test["samples"], **extra),
+               test_iou=test_iou, test_samples=test["samples"], test_errors=test["errors"], **extra),
+        # where the AR errors lie (evaluate --errors): the share of false AR pixels in candidate regions the
+        # labeller rejected by a whole-object test, i.e. what the network has not learnt of the labels' rules
+        record(BENCH, f"{model} false AR pixels in labeller-rejected regions (test)",
+               test["errors"]["false_ar_in_rejected_regions"] or 0.0, "fraction",
+               false_ar=test["errors"]["false_ar"], missed_ar=test["errors"]["missed_ar"],
+               missed_ar_on_edges=test["errors"]["missed_ar_on_edges"], **extra),
         *[record(BENCH, f"labeller agreement, fields + {c['noise']:g} sigma noise", c["mean_iou"], "mean IoU",
                  iou=c["iou"], samples=c["samples"], **extra) for c in ceiling],
         record(BENCH, f"{model} mllog compliance (hpc 3.0.0 deepcam)", float(compliance["passed"]), "passed",

@@ -64,6 +64,10 @@ def test_converge_tiny_budget_end_to_end(tmp_path):
     assert test_rec["value"] == pytest.approx(iou.mean())
     assert cm.sum() == 2 * 32 * 48  # the test seed's 2 samples, every pixel
     assert set(test_rec["test_iou"]) == {"background", "tropical_cyclone", "atmospheric_river"}
+    # where the errors lie (evaluate --errors): the false and missed AR pixels are the confusion matrix's
+    assert test_rec["test_errors"]["false_ar"] == cm[:, 2].sum() - cm[2, 2]
+    assert test_rec["test_errors"]["missed_ar"] == cm[2].sum() - cm[2, 2]
+    assert "tiramisu false AR pixels in labeller-rejected regions (test)" in records
     assert 0.0 <= records["labeller agreement, fields + 0.01 sigma noise"]["value"] <= 1.0
 
     # samples seen = steps x global batch (2 ranks x batch 2 of the tiramisu config)
