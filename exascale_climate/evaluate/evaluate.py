@@ -161,6 +161,8 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path, *, json_path: str | P
     from exascale_climate.evaluate import detection
 
     if detection.is_detector_checkpoint(checkpoint):  # semisup: mAP and box-filled masks (one process)
+        if errors:
+            raise ExaclimateError("--errors: only for segmentation runs; a semisup detector is scored by box mAP")
         return detection.evaluate_detector(checkpoint, data_dir, json_path=json_path, labeller=labeller,
                                            stats_file=stats_file, show=show, precision=precision)
     files = list_samples(data_dir)
