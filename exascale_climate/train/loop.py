@@ -477,8 +477,10 @@ def _lost_peers(peers, wait_s: float = 3.0) -> str | None:
         wait_s = max(wait_s, peers.stale_s + 2 * 0.5)
     deadline = time.monotonic() + wait_s
     # the launcher's SIGTERM (sent as soon as the rank died) must not end this wait unnamed: SIGKILL comes later
+    # (nor, once a peer is named, the way out: the caller leaves at once, and peers.leave ignores it from there)
     previous = signal.signal(signal.SIGTERM, lambda *_: None) \
         if threading.current_thread() is threading.main_thread() else None
+    message = None
     try:
         while True:
             message = peers.message(blocked_s=float("inf"))  # the collective failed: that is the blocked evidence
@@ -486,7 +488,7 @@ def _lost_peers(peers, wait_s: float = 3.0) -> str | None:
                 return message
             time.sleep(0.1)
     finally:
-        if previous is not None:
+        if previous is not None and not message:
             signal.signal(signal.SIGTERM, previous)
 
 

@@ -47,11 +47,20 @@ POLL_S = 0.5
 def leave(what: str, message: str, extra: str = "") -> None:
     """Print the one line every survivor prints (watchdog thread or main thread alike) and leave at once with
     EXIT_RANK_LOST: a normal interpreter exit would shut Horovod down with a dead peer (slow, or a hang) while
-    the launcher's SIGTERM/SIGKILL is on its way."""
+    the launcher's SIGTERM/SIGKILL is on its way.
+
+    That SIGTERM comes as soon as the first survivor has left, so it can reach a survivor between its line and its
+    exit: ignored from here on (main thread; elsewhere the main thread's handler only records it), the cause this
+    rank names stays its exit status, not 143."""
+    import signal
     import sys
+    import threading
 
     from exascale_climate.utils.log import get_logger
 
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
     get_logger("distributed").error("%s: %s; exiting with code %d%s", what, message, EXIT_RANK_LOST, extra)
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
