@@ -24,12 +24,15 @@ A rank that leaves on purpose is gone too by the time a slower peer looks: a sur
 died, a rank that finished (it may exit while rank 0 still writes the last checkpoint) or one that stopped on
 its own error (which it prints itself). Each drops a note in this machine's temporary directory (`left-<rank>`,
 in a directory named after the job's ranks), and a peer with a note is not named as the lost one; the last rank
-of the machine to finish normally removes the directory.
+of the machine to finish normally removes the directory. A job whose ranks were killed cannot; its directory lists
+the job's processes on this machine (`job`), and the next job to start here removes it once they are all gone.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
+import json
 import os
 import shutil
 import socket
@@ -42,6 +45,8 @@ from exascale_climate.utils.runtime import World, host_name
 
 EXIT_RANK_LOST = 4  # a peer rank died (3 is "no progress", distributed.EXIT_STALLED)
 POLL_S = 0.5
+NOTES_PREFIX = "exaclimate-ranks-"
+UNLISTED_STALE_S = 86400.0  # a notes directory without its `job` list (cut short) is swept after a day
 
 
 def leave(what: str, message: str, extra: str = "") -> None:
@@ -103,6 +108,28 @@ def gather_peers(world: World) -> list[Peer]:
     return sorted(rows, key=lambda p: p.rank)
 
 
+def sweep_stale_notes(keep: Path | None = None) -> list[Path]:
+    """Remove the notes directories of earlier jobs on this machine whose processes are all gone (a job whose
+    ranks were killed leaves its directory behind); returns what was removed."""
+    removed, here = [], machine_id()
+    for notes in Path(tempfile.gettempdir()).glob(f"{NOTES_PREFIX}*"):
+        if notes == keep or not notes.is_dir():
+            continue
+        stale = False
+        try:
+            listed = [Peer(**row) for row in json.loads((notes / "job").read_text())]
+            stale = all(p.machine == here and is_gone(p) for p in listed)
+        except FileNotFoundError:  # cut short before its list was written (or written by an older version)
+            with contextlib.suppress(OSError):
+                stale = time.time() - notes.stat().st_mtime > UNLISTED_STALE_S
+        except (OSError, ValueError, TypeError):  # unreadable: not ours to judge
+            pass
+        if stale:
+            shutil.rmtree(notes, ignore_errors=True)
+            removed.append(notes)
+    return removed
+
+
 def is_gone(peer: Peer) -> bool:
     """True when the process is no more: not there, a zombie, or its pid now belongs to another process."""
     import psutil
@@ -136,7 +163,8 @@ class PeerWatch:
         self._seen: dict[int, tuple[int, float]] = {}  # rank -> (last sequence, when it last changed, our clock)
         self._sidecar, self._noted = None, None
         job = hashlib.sha1(repr(sorted((p.rank, p.pid, p.started, p.machine) for p in peers)).encode())
-        self.notes = Path(tempfile.gettempdir()) / f"exaclimate-ranks-{job.hexdigest()[:16]}"
+        self.notes = Path(tempfile.gettempdir()) / f"{NOTES_PREFIX}{job.hexdigest()[:16]}"
+        self.here = [p for p in peers if p.machine == self.me.machine]  # the job's processes on this machine
 
     @classmethod
     def gather(cls, world: World, run_dir: Path | None = None, liveness: str = "pid",
@@ -147,6 +175,7 @@ class PeerWatch:
         if run_dir is not None and liveness != "pid":  # hybrid: one directory per compute group (group ranks)
             beats_dir = Path(run_dir) / "heartbeats" / (f"group-{world.group}" if world.hybrid else "")
         watch = cls(gather_peers(world), world.rank, beats_dir, liveness, stale_s)
+        sweep_stale_notes(keep=watch.notes)
         if watch.by_beat:  # symmetric: a peer checked by its file checks this rank by its file too
             from exascale_climate.train import heartbeat
 
@@ -212,6 +241,10 @@ class PeerWatch:
             note(self._sidecar, reason)
         try:
             self.notes.mkdir(exist_ok=True)
+            if not (self.notes / "job").exists():
+                from exascale_climate.utils.io import atomic_write_text
+
+                atomic_write_text(self.notes / "job", json.dumps([dataclasses.asdict(p) for p in self.here]))
             (self.notes / f"left-{self.me.rank}").write_text(f"{reason} {self.me}\n")
             if reason == "done" and all(self._note(p.rank) == "done" for p in self.by_pid):
                 shutil.rmtree(self.notes, ignore_errors=True)

@@ -12,6 +12,7 @@ import re
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -100,6 +101,7 @@ def test_survivors_name_the_dead_rank_and_resume_is_exact(blob_data, tmp_path, n
         steps = 16
 
     run_dir, out = tmp_path / "killed", tmp_path / "ranks"
+    notes_before = set(Path(tempfile.gettempdir()).glob("exaclimate-ranks-*"))  # the ranks' "I left" notes
     proc = launch_with_rank_files(np_, controller, hosts, train_argv(run_dir, sets), out)
     survivors = [r for r in range(np_) if r != victim_rank]
     pattern = LOST if how == "node" else LINE
@@ -169,8 +171,11 @@ def test_survivors_name_the_dead_rank_and_resume_is_exact(blob_data, tmp_path, n
     if not resume:
         return
 
+    killed_notes = set(Path(tempfile.gettempdir()).glob("exaclimate-ranks-*")) - notes_before
+    assert killed_notes  # the survivors' notes: their job could not finish to remove them
     resumed = finish(launch(np_, controller, hosts, train_argv(run_dir, sets, "--resume")))
     assert f"resumed from {named}" in resumed
+    assert not [d for d in killed_notes if d.exists()]  # the next job on the machine swept them
     a, b = final_checkpoint(reference), final_checkpoint(run_dir)
     assert a.name == b.name == f"ckpt-{steps}"
     assert_same_arrays(a, b)

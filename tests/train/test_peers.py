@@ -1,17 +1,19 @@
 """train/peers.py on real processes (no Horovod): a killed peer is named, a frozen one is not, nor one that left
-a note; the last rank to finish removes the notes. The multi-rank behaviour is in test_dead_rank.py."""
+a note; the last rank to finish removes the notes, the next job those of a killed one. The multi-rank behaviour is in test_dead_rank.py."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 
 import psutil
 import pytest
 
-from exascale_climate.train.peers import Peer, PeerWatch, is_gone, machine_id, this_peer
+from exascale_climate.train.peers import Peer, PeerWatch, is_gone, machine_id, sweep_stale_notes, this_peer
 
 
 @pytest.fixture
@@ -73,3 +75,40 @@ def test_the_last_rank_to_finish_removes_the_notes(children):
     assert first.notes.is_dir()
     last.leave_note("done")
     assert not last.notes.exists()
+
+
+def test_the_next_job_sweeps_notes_whose_processes_are_all_gone(children, tmp_path, monkeypatch):
+    """A job whose ranks were killed cannot remove its notes: the next one does, once that job's processes are
+    all gone (seen on disk); a job with a live process, one cut short before its list (a day's grace) and the
+    caller's own stay."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    extra = subprocess.Popen(["sleep", "600"])
+    try:
+        killed = [peer_of(0, children[0]), peer_of(1, children[1])]
+        running = [peer_of(0, children[2]), peer_of(1, extra)]
+        for peers in (killed, running):
+            PeerWatch(peers, 0).leave_note("left")  # rank 0 of each job leaves a note, rank 1 none
+        killed_dir, running_dir = PeerWatch(killed, 0).notes, PeerWatch(running, 0).notes
+        assert json.loads((killed_dir / "job").read_text())[1]["pid"] == children[1].pid
+        unlisted_old, unlisted_new, own = (tmp_path / f"exaclimate-ranks-{n}" for n in ("old", "new", "own"))
+        for d in (unlisted_old, unlisted_new, own):
+            d.mkdir()
+        os.utime(unlisted_old, (time.time() - 2 * 86400,) * 2)
+        shutil.copy(killed_dir / "job", own / "job")
+        unrelated = tmp_path / "exaclimate-other"
+        unrelated.mkdir()
+
+        assert sweep_stale_notes(keep=own) == [unlisted_old]  # both jobs still have a live process
+        children[0].kill()
+        children[0].wait()
+        assert sweep_stale_notes(keep=own) == []  # rank 1 of the killed job lives on
+        children[1].kill()
+        children[1].wait()
+        extra.kill()  # one of the running job's two: it still has one
+        extra.wait()
+        assert sweep_stale_notes(keep=own) == [killed_dir]
+        left = sorted(p.name for p in tmp_path.iterdir())
+        assert left == sorted([running_dir.name, unlisted_new.name, own.name, unrelated.name])
+    finally:
+        extra.kill()
+        extra.wait()
