@@ -399,7 +399,13 @@ def model_summary_command(model_name, grid, graph, as_json, config_path, overrid
 @click.option("--errors", is_flag=True,
               help="Also say where the errors lie: false AR pixels by the labeller's verdict on their region "
                    "(no candidate, or the whole-object test that rejected it), errors on object edges.")
-def evaluate_command(checkpoint, data_dir, json_path, csv_path, labeller, stats_file, precision, errors):
+@click.option("--prior-correction", type=float, default=0.0, show_default=True, metavar="A",
+              help="Classes from the probabilities divided by the run's training class weights ^ A (0..1): takes "
+                   "back the weighting's over-prediction of rare classes; choose A with --prior-sweep.")
+@click.option("--prior-sweep", is_flag=True,
+              help="Also score A = 0, 0.25, 0.5, 0.75, 1 and name the best (on validation data).")
+def evaluate_command(checkpoint, data_dir, json_path, csv_path, labeller, stats_file, precision, errors,
+                     prior_correction, prior_sweep):
     """Per-class IoU, mean IoU, precision/recall and the confusion matrix of a trained model on DIR.
 
     Runs alone or under horovodrun (files sharded by rank, confusion matrices summed).
@@ -407,7 +413,8 @@ def evaluate_command(checkpoint, data_dir, json_path, csv_path, labeller, stats_
     from exascale_climate.evaluate.evaluate import evaluate
 
     evaluate(checkpoint, data_dir, json_path=json_path, csv_path=csv_path, labeller=labeller,
-             stats_file=stats_file, show=True, precision=precision, errors=errors)
+             stats_file=stats_file, show=True, precision=precision, errors=errors,
+             prior_correction=prior_correction, prior_sweep=prior_sweep)
 
 
 @main.command("predict")
@@ -420,14 +427,17 @@ def evaluate_command(checkpoint, data_dir, json_path, csv_path, labeller, stats_
 @click.option("--strict", is_flag=True, help="Stop at the first bad input file (default: name it and skip it).")
 @click.option("--precision", type=click.Choice(["float32", "mixed_float16", "mixed_bfloat16"]),
               help="Run the model in this dtype policy (default: the run's train.precision).")
-def predict_command(inputs, checkpoint, out_dir, probabilities, stats_file, strict, precision):
+@click.option("--prior-correction", type=float, default=0.0, show_default=True, metavar="A",
+              help="Mask = argmax of probabilities / the run's training class weights ^ A (see evaluate "
+                   "--prior-sweep).")
+def predict_command(inputs, checkpoint, out_dir, probabilities, stats_file, strict, precision, prior_correction):
     """Segment netCDF/HDF5 files of any grid: CF-1.8 netCDF masks and a TC/AR event table (CSV)."""
     from exascale_climate.data.options import check_out_dir
     from exascale_climate.evaluate.predict import predict
 
     with guarded(check_out_dir(out_dir)):
         result = predict(checkpoint, list(inputs), out_dir, probabilities=probabilities, stats_file=stats_file,
-                         strict=strict, precision=precision)
+                         strict=strict, precision=precision, prior_correction=prior_correction)
     click.echo(f"{result['files']} file(s) -> {out_dir}; {result['events']} event(s) in {result['events_csv']}"
                + (f"; {len(result['skipped'])} skipped" if result["skipped"] else ""))
     for item in result["skipped"]:

@@ -50,10 +50,16 @@ step "evaluate on the held-out test split (--errors: which labeller rule the fal
 exaclimate evaluate --checkpoint "$DEMO_DIR/run" --data "$DEMO_DIR/data/test" --labeller off --errors \
   --json "$DEMO_DIR/eval/metrics.json" --csv "$DEMO_DIR/eval/samples.csv"
 
-step "predict: CF netCDF masks and a TC/AR event table"
+step "prior correction: on the validation split, how much of the training's class weighting to take back"
+exaclimate evaluate --checkpoint "$DEMO_DIR/run" --data "$DEMO_DIR/data/valid" --labeller off --prior-sweep \
+  --json "$DEMO_DIR/eval/prior-sweep.json" | tail -8
+PRIOR="$(python -c 'import json, sys; print(json.load(open(sys.argv[1]))["prior_sweep"]["best"])' \
+  "$DEMO_DIR/eval/prior-sweep.json")"
+
+step "predict: CF netCDF masks and a TC/AR event table (with the prior correction chosen on validation: $PRIOR)"
 NC="$(ls "$DEMO_DIR"/raw/*.nc | tail -1)"
 STEM="$(basename "$NC" .nc)"
-exaclimate predict --checkpoint "$DEMO_DIR/run" "$NC" --out "$DEMO_DIR/pred" --probabilities
+exaclimate predict --checkpoint "$DEMO_DIR/run" "$NC" --out "$DEMO_DIR/pred" --probabilities --prior-correction "$PRIOR"
 head -5 "$DEMO_DIR/pred/events.csv"
 
 step "plots: a field with the labelled events, and truth / prediction / error panels"

@@ -121,35 +121,43 @@ def _error_counts(path: Path, sample, predictions: np.ndarray, cfg) -> np.ndarra
     return error_counts(sample.labels, predictions, verdicts, spans_globe(lon))
 
 
-def _evaluate_file(segmenter, path: Path, labeller: str, errors: bool = False
-                   ) -> tuple[np.ndarray, np.ndarray | None, dict, np.ndarray | None]:
-    """Confusion matrices of the model (and of the labeller when it applies) on one file, its CSV row, and its
-    error counts when asked."""
+def _evaluate_file(segmenter, path: Path, labeller: str, errors: bool = False, prior: float = 0.0,
+                   sweep: tuple[float, ...] = ()
+                   ) -> tuple[np.ndarray, np.ndarray | None, dict, np.ndarray | None, np.ndarray]:
+    """Confusion matrices of the model (and of the labeller when it applies) on one file, its CSV row, its
+    error counts when asked, and one confusion matrix per prior-correction exponent of `sweep`."""
     from exascale_climate.data.labeller import REQUIRED as labeller_inputs
     from exascale_climate.data.grid import sample_coordinates
+    from exascale_climate.evaluate.prior import corrected_classes
 
     sample, fields = segmenter.read(path, with_labels=True,
                                     extra=tuple(VARIABLE_NAMES) if labeller != "off" or errors else ())
-    predictions = segmenter.segment(sample, fields).argmax(-1)
+    probabilities = segmenter.segment(sample, fields)
+    predictions = corrected_classes(probabilities, segmenter.class_weights, prior)
     cm = confusion(sample.labels, predictions)
+    swept = np.stack([confusion(sample.labels, corrected_classes(probabilities, segmenter.class_weights, a))
+                      for a in sweep]) if sweep else np.zeros((0, NUM_CLASSES, NUM_CLASSES), np.int64)
     lab_cm = None
     if labeller == "on" or (labeller == "auto" and labels_are_independent(sample.attrs)
                             and set(labeller_inputs) <= set(sample.variables)):
         lat, lon = sample_coordinates(sample)
         lab_cm = confusion(sample.labels, _labeller_mask(sample, lat, lon, segmenter.cfg))
     counts = _error_counts(path, sample, predictions, segmenter.cfg) if errors else None
-    return cm, lab_cm, sample_row(path, sample.time, cm, lab_cm), counts
+    return cm, lab_cm, sample_row(path, sample.time, cm, lab_cm), counts, swept
 
 
 def evaluate(checkpoint: str | Path, data_dir: str | Path, *, json_path: str | Path | None = None,
              csv_path: str | Path | None = None, labeller: str = "auto", stats_file: str | Path | None = None,
-             show: bool = False, precision: str | None = None, errors: bool = False) -> dict:
+             show: bool = False, precision: str | None = None, errors: bool = False, prior_correction: float = 0.0,
+             prior_sweep: bool = False) -> dict:
     """`exaclimate evaluate`: metrics of the model (and of the labeller) on every sample of `data_dir`.
 
     labeller: "auto" scores the heuristic labeller when the files' labels are independent of it, "on" always,
-    "off" never. errors: also count where the errors lie (`evaluate.errors`). Returns the report dict (also
-    written as JSON); rank 0 writes the files.
+    "off" never. errors: also count where the errors lie (`evaluate.errors`). prior_correction: score the
+    classes after dividing by the trained class weights to this power; prior_sweep: also score each exponent
+    of `prior.SWEEP` (`evaluate.prior`). Returns the report dict (also written as JSON); rank 0 writes the files.
     """
+    from exascale_climate.evaluate import prior
     from exascale_climate.evaluate.errors import ERROR_KEYS, format_errors, summarise
     from exascale_climate.evaluate.predict import Segmenter
     from exascale_climate.pipeline.sharding import shard
@@ -160,9 +168,12 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path, *, json_path: str | P
         raise ExaclimateError(f"--labeller {labeller!r}: choose one of {', '.join(LABELLER_MODES)}")
     from exascale_climate.evaluate import detection
 
+    prior_correction = prior.check_exponent(prior_correction)
     if detection.is_detector_checkpoint(checkpoint):  # semisup: mAP and box-filled masks (one process)
-        if errors:
-            raise ExaclimateError("--errors: only for segmentation runs; a semisup detector is scored by box mAP")
+        for flag, given in (("--errors", errors), ("--prior-correction", prior_correction), ("--prior-sweep",
+                                                                                           prior_sweep)):
+            if given:
+                raise ExaclimateError(f"{flag}: only for segmentation runs; a semisup detector is scored by box mAP")
         return detection.evaluate_detector(checkpoint, data_dir, json_path=json_path, labeller=labeller,
                                            stats_file=stats_file, show=show, precision=precision)
     files = list_samples(data_dir)
@@ -176,8 +187,11 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path, *, json_path: str | P
     labeller_samples = 0
     rows = []
     error_counts = np.zeros(len(ERROR_KEYS), np.int64)
+    sweep = prior.SWEEP if prior_sweep else ()
+    swept_cm = np.zeros((len(sweep), NUM_CLASSES, NUM_CLASSES), np.int64)
     for path in track(mine, "evaluate", total=len(mine)):
-        cm, lab_cm, row, counts = _evaluate_file(segmenter, path, labeller, errors)
+        cm, lab_cm, row, counts, swept = _evaluate_file(segmenter, path, labeller, errors, prior_correction, sweep)
+        swept_cm += swept
         if counts is not None:
             error_counts += counts
         model_cm += cm
@@ -190,6 +204,8 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path, *, json_path: str | P
     labeller_samples = int(allreduce_numpy(world, np.array([labeller_samples]), name="evaluate.labelled")[0])
     if errors:
         error_counts = allreduce_numpy(world, error_counts, name="evaluate.errors").astype(np.int64)
+    if sweep:
+        swept_cm = allreduce_numpy(world, swept_cm, name="evaluate.prior_sweep").astype(np.int64)
     if world.distributed:
         rows = [r for part in world.hvd.allgather_object(rows) for r in part]
     rows.sort(key=lambda r: r["mean_iou"])  # worst first
@@ -199,9 +215,12 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path, *, json_path: str | P
         "labeller": scores(labeller_cm) if labeller_samples else None,
         "labeller_samples": labeller_samples,
         "worst_samples": [r["file"] for r in rows[:5]],
+        "prior_correction": prior_correction,
     }
     if errors:
         report["errors"] = summarise(error_counts)
+    if sweep:
+        report["prior_sweep"] = prior.sweep_report(sweep, swept_cm, segmenter.class_weights)
     log.info("evaluated %d samples on %d rank(s): model mean IoU %.4f", len(files), world.size,
              report["model"]["mean_iou"])
     if world.is_root:
@@ -215,6 +234,8 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path, *, json_path: str | P
             print_report(report)
             if errors:
                 print(format_errors(report["errors"]))
+            if sweep:
+                print(prior.format_sweep(report["prior_sweep"]))
     return report
 
 
@@ -228,7 +249,10 @@ def report_tables(report: dict) -> list:
         s = report.get(who)
         if not s:
             continue
-        t = Table(title=f"{who}: mean IoU {_fmt(s['mean_iou'])}, pixel accuracy {_fmt(s['pixel_accuracy'])}")
+        corrected = f" (prior correction {report['prior_correction']:g})" \
+            if who == "model" and report.get("prior_correction") else ""
+        t = Table(title=f"{who}{corrected}: mean IoU {_fmt(s['mean_iou'])}, "
+                        f"pixel accuracy {_fmt(s['pixel_accuracy'])}")
         for col in ("class", "IoU", "precision", "recall"):
             t.add_column(col, justify="left" if col == "class" else "right")
         for c in CLASS_NAMES:

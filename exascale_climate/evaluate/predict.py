@@ -68,6 +68,7 @@ class Segmenter:
     def __init__(self, model, cfg, stats, source: str = ""):
         from exascale_climate.models import required_divisor
         from exascale_climate.pipeline.dataset import channels_of
+        from exascale_climate.evaluate.prior import trained_weights
         from exascale_climate.pipeline.normalize import make_normalizer
 
         self.model = model
@@ -76,6 +77,7 @@ class Segmenter:
         self.channels = channels_of(cfg)
         self.divisor = required_divisor(cfg.model)
         self.normalize = make_normalizer(cfg, stats)
+        self.class_weights = trained_weights(cfg, stats)  # what its loss weighted by (evaluate.prior)
         self._forward: dict[tuple[int, int], object] = {}
 
     def _forward_for(self, grid: tuple[int, int]):
@@ -232,14 +234,18 @@ class FilePrediction:
     first: Sample  # the first time step (its grid, time and attributes describe the file)
 
 
-def predict_file(segmenter: Segmenter, path: Path, keep_probabilities: bool = False) -> FilePrediction:
-    """All time steps of one file: masks, optional probabilities, and the TC/AR objects of each step."""
+def predict_file(segmenter: Segmenter, path: Path, keep_probabilities: bool = False,
+                 prior_correction: float = 0.0) -> FilePrediction:
+    """All time steps of one file: masks (classes after the prior correction, `evaluate.prior`), optional
+    probabilities (the model's own), and the TC/AR objects of each step."""
+    from exascale_climate.evaluate.prior import corrected_classes
+
     steps = time_steps(path)
     masks, probs, events, first = [], [], [], None
     for t in range(steps):
         sample, fields = segmenter.read(path, time_index=t, extra=TC_FIELDS)
         p = segmenter.segment(sample, fields)
-        mask = p.argmax(-1).astype(np.int8)
+        mask = corrected_classes(p, segmenter.class_weights, prior_correction).astype(np.int8)
         masks.append(mask)
         if keep_probabilities:
             probs.append(p)
@@ -261,8 +267,12 @@ def output_name(path: Path) -> str:
 
 
 def predict(checkpoint: str | Path, inputs: list[str | Path], out_dir: str | Path, *, probabilities: bool = False,
-            stats_file: str | Path | None = None, strict: bool = False, precision: str | None = None) -> dict:
+            stats_file: str | Path | None = None, strict: bool = False, precision: str | None = None,
+            prior_correction: float = 0.0) -> dict:
     """`exaclimate predict`: one CF netCDF mask file per input plus `events.csv` for all of them.
+
+    prior_correction: classes from the probabilities divided by the trained class weights to this power
+    (`evaluate.prior`; 0: the plain argmax).
 
     A bad input (DataError) is named and skipped, or with `strict` ends the run; either way, and on an
     interruption too, `events.csv` is written for the files whose masks were written, so masks and table agree.
@@ -281,7 +291,12 @@ def predict(checkpoint: str | Path, inputs: list[str | Path], out_dir: str | Pat
     out_dir.mkdir(parents=True, exist_ok=True)
     from exascale_climate.evaluate import detection
 
+    from exascale_climate.evaluate.prior import check_exponent
+
+    prior_correction = check_exponent(prior_correction)
     boxes = detection.is_detector_checkpoint(checkpoint)  # semisup: box-filled masks, one event per box
+    if boxes and prior_correction:
+        raise ExaclimateError("--prior-correction: only for segmentation runs (a semisup detector predicts boxes)")
     segmenter = detection.load_detector(checkpoint, stats_file, precision) if boxes else \
         Segmenter.from_checkpoint(checkpoint, stats_file, precision)
     all_events: list[Event] = []
@@ -290,7 +305,8 @@ def predict(checkpoint: str | Path, inputs: list[str | Path], out_dir: str | Pat
         for path in files:
             try:
                 result = detection.predict_boxes_file(segmenter, path) if boxes else \
-                    predict_file(segmenter, path, keep_probabilities=probabilities)
+                    predict_file(segmenter, path, keep_probabilities=probabilities,
+                                 prior_correction=prior_correction)
             except DataError as e:
                 if strict:
                     raise
@@ -306,6 +322,9 @@ def predict(checkpoint: str | Path, inputs: list[str | Path], out_dir: str | Pat
                 "input_file": printable(str(path)),
                 "grid_handling": f"padded to multiples of {segmenter.divisor} (longitude wrap, latitude "
                                  "reflection), cropped back" + ("; mask = predicted boxes filled" if boxes else ""),
+                **({"prior_correction": f"mask = argmax of the class probabilities / trained class weights "
+                                        f"{[round(float(w), 4) for w in segmenter.class_weights]} ^ "
+                                        f"{prior_correction:g}"} if prior_correction else {}),
             })
             all_events += result.events
             written.append(str(target))

@@ -123,17 +123,17 @@ def test_evaluate_cli_json_and_errors(trained_assets, tmp_path):
     pytest.param(4, "gloo", "localhost:2,127.0.0.1:2", id="4-gloo-2hosts", marks=pytest.mark.slow),
     pytest.param(2, "mpirun", None, id="2-mpirun", marks=pytest.mark.slow)])
 def test_ranks_give_the_single_rank_confusion_matrix_and_errors(trained_assets, tmp_path, np_, controller, hosts):
-    """3 files on 2 or 4 ranks (one rank with none on 4): the summed confusion matrix and --errors counts equal
-    a single process's, under horovodrun (one host, and 2 hosts x 2 ranks) and mpirun."""
+    """3 files on 2 or 4 ranks (one rank with none on 4): the summed confusion matrix, --errors counts and
+    --prior-sweep matrices equal a single process's, under horovodrun (one host, and 2 hosts x 2 ranks) and mpirun."""
     import json
 
     from exascale_climate.evaluate.evaluate import evaluate
     from exascale_climate.utils.launch import exaclimate, run_ranks
 
-    single = evaluate(trained_assets.run_dir, trained_assets.test_dir, labeller="off", errors=True)
+    single = evaluate(trained_assets.run_dir, trained_assets.test_dir, labeller="off", errors=True, prior_sweep=True)
     proc = run_ranks(np_, exaclimate("evaluate", "--checkpoint", str(trained_assets.run_dir), "--data",
-                                   str(trained_assets.test_dir), "--labeller", "off", "--errors", "--json",
-                                   str(tmp_path / "m.json"), "--csv", str(tmp_path / "s.csv")),
+                                   str(trained_assets.test_dir), "--labeller", "off", "--errors", "--prior-sweep",
+                                   "--json", str(tmp_path / "m.json"), "--csv", str(tmp_path / "s.csv")),
                      controller=controller, hosts=hosts, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:]
     multi = json.loads((tmp_path / "m.json").read_text())
@@ -141,4 +141,6 @@ def test_ranks_give_the_single_rank_confusion_matrix_and_errors(trained_assets, 
     assert multi["model"]["confusion_matrix"] == single["model"]["confusion_matrix"]
     assert single["errors"]["false_ar"] + single["errors"]["missed_ar"] > 0  # something to sum
     assert multi["errors"] == single["errors"]  # counts summed over ranks
+    assert multi["prior_sweep"] == single["prior_sweep"]
+    assert len({json.dumps(cm) for cm in single["prior_sweep"]["confusion_matrices"]}) > 1  # exponents differ
     assert len((tmp_path / "s.csv").read_text().splitlines()) == 1 + 3  # rows from every rank
