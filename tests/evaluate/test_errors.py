@@ -77,7 +77,7 @@ def test_verdicts_accept_exactly_the_labeller_mask_and_each_rule_frees_only_its_
     off = {"too small": {"ar_min_length_km": 0.0}, "tropical": {"ar_min_abs_lat": 0.0},
            "too wide": {"ar_max_width_km": 40075.0}, "aspect": {"ar_min_aspect": 1.0},
            "orientation": {"ar_max_orientation_deg": 90.0}}
-    seen = set()
+    seen, aspect_reached = set(), False
     for fields in samples:
         base, _ = river_verdicts(fields, grid, LabellerConfig())
         mask, _ = find_rivers(fields, grid, LabellerConfig())
@@ -90,4 +90,12 @@ def test_verdicts_accept_exactly_the_labeller_mask_and_each_rule_frees_only_its_
             was = base == VERDICT[rule]
             assert not (freed == VERDICT[rule]).any(), rule
             np.testing.assert_array_equal(freed[~was], base[~was])
+        # the aspect rule, which these samples never trip at its default: demanding an impossible aspect turns
+        # exactly the objects that reached it (accepted, or rejected later by orientation) into "aspect"
+        strict, _ = river_verdicts(fields, grid, LabellerConfig(ar_min_aspect=1e6))
+        reached = (base == ACCEPTED) | (base == VERDICT["orientation"])
+        assert (strict[reached] == VERDICT["aspect"]).all()
+        np.testing.assert_array_equal(strict[~reached], base[~reached])
+        aspect_reached |= bool(reached.any())
     assert {VERDICT["no candidate"], ACCEPTED, VERDICT["too wide"]} <= seen  # the test saw real rejections
+    assert aspect_reached
