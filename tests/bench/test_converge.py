@@ -68,6 +68,19 @@ def test_converge_tiny_budget_end_to_end(tmp_path):
     assert test_rec["test_errors"]["false_ar"] == cm[:, 2].sum() - cm[2, 2]
     assert test_rec["test_errors"]["missed_ar"] == cm[2].sum() - cm[2, 2]
     assert "tiramisu false AR pixels in labeller-rejected regions (test)" in records
+    # the prior correction: its exponent is the best of the validation sweep `evaluate` wrote, its value the test
+    # IoU at that exponent, recomputed from the test sweep's confusion matrix
+    prior_rec = records["tiramisu held-out test mean IoU, prior correction chosen on validation"]
+    valid_sweep = json.loads((run_dir / "valid_metrics.json").read_text())["prior_sweep"]
+    assert valid_sweep["mean_iou"][valid_sweep["exponents"].index(prior_rec["prior_correction"])] == \
+        max(valid_sweep["mean_iou"])
+    sweep = report["prior_sweep"]
+    cm_a = np.array(sweep["confusion_matrices"][sweep["exponents"].index(prior_rec["prior_correction"])], float)
+    tp_a = np.diag(cm_a)
+    union_a = cm_a.sum(0) + cm_a.sum(1) - tp_a
+    assert prior_rec["value"] == pytest.approx(np.where(union_a > 0, tp_a / np.maximum(union_a, 1), 1.0).mean())
+    assert prior_rec["baseline"] == test_rec["value"]
+    assert sweep["confusion_matrices"][0] == report["model"]["confusion_matrix"]  # a = 0 is the plain argmax
     assert 0.0 <= records["labeller agreement, fields + 0.01 sigma noise"]["value"] <= 1.0
 
     # samples seen = steps x global batch (2 ranks x batch 2 of the tiramisu config)
