@@ -94,8 +94,9 @@ def test_jit_compile_keeps_the_loss_curve(arch):
     hlo = step._gradients.experimental_get_compiler_ir(((tf.constant(x), tf.constant(y),
                                                           tf.ones(y.shape, tf.float32)),))(stage="hlo")
     assert "convolution(" in hlo
-    if arch == "deeplabv3plus":
-        assert "rsqrt(" in hlo  # batch norm, lowered by XLA
+    if arch == "deeplabv3plus":  # batch norm inside the cluster: XLA's fused op (Keras's fused path, what TF
+        # 2.18 emits here) or its decomposed statistics (rsqrt of the variance), depending on the layer's path
+        assert "batch-norm-training(" in hlo or "rsqrt(" in hlo
 
 
 def test_jit_compile_auto_is_off_on_this_cpu_host():
