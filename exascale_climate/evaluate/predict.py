@@ -66,9 +66,9 @@ class Segmenter:
     """
 
     def __init__(self, model, cfg, stats, source: str = ""):
+        from exascale_climate.evaluate.prior import trained_weights
         from exascale_climate.models import required_divisor
         from exascale_climate.pipeline.dataset import channels_of
-        from exascale_climate.evaluate.prior import trained_weights
         from exascale_climate.pipeline.normalize import make_normalizer
 
         self.model = model
@@ -290,7 +290,6 @@ def predict(checkpoint: str | Path, inputs: list[str | Path], out_dir: str | Pat
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     from exascale_climate.evaluate import detection
-
     from exascale_climate.evaluate.prior import check_exponent
 
     prior_correction = check_exponent(prior_correction)

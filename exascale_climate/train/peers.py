@@ -46,7 +46,7 @@ from exascale_climate.utils.runtime import World, host_name
 EXIT_RANK_LOST = 4  # a peer rank died (3 is "no progress", distributed.EXIT_STALLED)
 POLL_S = 0.5
 NOTES_PREFIX = "exaclimate-ranks-"
-UNLISTED_STALE_S = 86400.0  # a notes directory without its `job` list (cut short) is swept after a day
+UNLISTED_STALE_S = 86400.0  # a notes directory we cannot judge by its processes is swept after a day
 
 
 def leave(what: str, message: str, extra: str = "") -> None:
@@ -118,7 +118,10 @@ def sweep_stale_notes(keep: Path | None = None) -> list[Path]:
         stale = False
         try:
             listed = [Peer(**row) for row in json.loads((notes / "job").read_text())]
-            stale = all(p.machine == here and is_gone(p) for p in listed)
+            if all(p.machine == here for p in listed):
+                stale = all(is_gone(p) for p in listed)
+            else:  # from before a reboot, or another pid namespace sharing this directory: by age alone
+                stale = time.time() - notes.stat().st_mtime > UNLISTED_STALE_S
         except FileNotFoundError:  # cut short before its list was written (or written by an older version)
             with contextlib.suppress(OSError):
                 stale = time.time() - notes.stat().st_mtime > UNLISTED_STALE_S

@@ -97,8 +97,15 @@ def test_the_next_job_sweeps_notes_whose_processes_are_all_gone(children, tmp_pa
         shutil.copy(killed_dir / "job", own / "job")
         unrelated = tmp_path / "exaclimate-other"
         unrelated.mkdir()
+        # a job from before a reboot (another boot id): judged by age, as its pids mean nothing now
+        rebooted_old, rebooted_new = (tmp_path / f"exaclimate-ranks-boot-{n}" for n in ("old", "new"))
+        for d in (rebooted_old, rebooted_new):
+            d.mkdir()
+            (d / "job").write_text(json.dumps([{"rank": 0, "host": "h", "machine": "another-boot/ns", "pid": 1,
+                                                "started": 0.0}]))
+        os.utime(rebooted_old, (time.time() - 2 * 86400,) * 2)
 
-        assert sweep_stale_notes(keep=own) == [unlisted_old]  # both jobs still have a live process
+        assert sorted(sweep_stale_notes(keep=own)) == sorted([unlisted_old, rebooted_old])  # both jobs live on
         children[0].kill()
         children[0].wait()
         assert sweep_stale_notes(keep=own) == []  # rank 1 of the killed job lives on
@@ -108,7 +115,7 @@ def test_the_next_job_sweeps_notes_whose_processes_are_all_gone(children, tmp_pa
         extra.wait()
         assert sweep_stale_notes(keep=own) == [killed_dir]
         left = sorted(p.name for p in tmp_path.iterdir())
-        assert left == sorted([running_dir.name, unlisted_new.name, own.name, unrelated.name])
+        assert left == sorted([running_dir.name, unlisted_new.name, own.name, unrelated.name, rebooted_new.name])
     finally:
         extra.kill()
         extra.wait()
